@@ -1,0 +1,63 @@
+# cdnlab — two commands do everything on a fresh Debian 12 machine or the Vagrant VM:
+#   sudo make demo    build the emulated CDN and run the demo experiments
+#   sudo make test    run the test suite (unit tier, then the Mininet tier)
+SHELL := /bin/bash
+PYTHON_SYS ?= /usr/bin/python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+# Every Debian package cdnlab needs, in one list.
+APT_PACKAGES := mininet openvswitch-switch iproute2 iperf3 ethtool iputils-ping tcpdump \
+	unbound dnsutils nginx-light wrk nsd dnsperf curl python3-venv python3-pip
+PYTEST_ARGS ?=
+
+.PHONY: setup apt ovs venv demo test test-unit test-mininet lint clean doctor
+
+setup: apt ovs venv
+
+apt:
+	@missing=""; for p in $(APT_PACKAGES); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "cdnlab setup: installing$$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
+	else echo "cdnlab setup: Debian packages present"; fi
+
+ovs:
+	@if ovs-vsctl --timeout=5 show >/dev/null 2>&1; then echo "cdnlab setup: Open vSwitch running"; \
+	else echo "cdnlab setup: starting Open vSwitch"; \
+	  /usr/share/openvswitch/scripts/ovs-ctl start --system-id=random >/dev/null || \
+	  /usr/share/openvswitch/scripts/ovs-ctl start --system-id=random --no-ovs-vswitchd-mlockall; \
+	  ovs-vsctl --timeout=10 show >/dev/null; fi
+
+$(VENV)/.cdnlab-installed: pyproject.toml requirements-ryu.txt
+	$(PYTHON_SYS) -m venv --system-site-packages $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q pbr wheel "setuptools<70"
+	# Ryu 4.34's setup.py needs pbr and the old setuptools API: build it without isolation.
+	$(PIP) install -q --no-build-isolation -r requirements-ryu.txt
+	$(PIP) install -q -e '.[test]'
+	touch $@
+
+venv: $(VENV)/.cdnlab-installed
+
+demo: setup
+	$(VENV)/bin/cdnlab demo
+
+test: setup
+	$(VENV)/bin/cdnlab clean --quiet
+	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
+
+test-unit: venv
+	$(VENV)/bin/python -m pytest -m "not mininet" $(PYTEST_ARGS)
+
+lint: venv
+	$(VENV)/bin/ruff check testbed controller experiments benchmarks tests
+
+doctor: venv
+	$(VENV)/bin/cdnlab doctor
+
+clean:
+	@if [ -x $(VENV)/bin/cdnlab ]; then $(VENV)/bin/cdnlab clean; fi
+	rm -rf results/ .pytest_cache

@@ -1,0 +1,1 @@
+"""The Ryu SDN controller: routing, IP anycast, multicast group trees, REST API."""

@@ -1,0 +1,1 @@
+"""Experiments: YAML specs plus runners that write raw data, plots and a report."""

@@ -1,0 +1,1 @@
+"""Measurement: Scapy probes, protocol layers, packet capture."""

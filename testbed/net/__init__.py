@@ -1,0 +1,1 @@
+"""Emulation: topology specs, the spec -> Mininet builder, link delay (netem or relay), cleanup."""

@@ -1,0 +1,88 @@
+"""The common life cycle of every cdnlab service process.
+
+A service is one module with one typed config (a pydantic model derived from :class:`ServiceConfig`)
+and one ``async def serve(config, stop: asyncio.Event)`` coroutine. :func:`service_main` gives it the
+command line ``python -m testbed.services.NAME --config FILE``, refuses a bad config with a message that
+names the file and field (exit status 2), logs to the configured file, and shuts down cleanly on
+SIGTERM or SIGINT (exit status 0).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import TypeVar
+
+from pydantic import BaseModel, ConfigDict
+
+from testbed.config import ConfigError, load_model
+
+log = logging.getLogger(__name__)
+
+
+class ServiceConfig(BaseModel):
+    """Fields every service config has. Unknown fields are errors (a typo must not be silently ignored)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = "service"
+    log_file: Path | None = None
+    log_level: str = "INFO"
+
+
+C = TypeVar("C", bound=ServiceConfig)
+ServeFn = Callable[[C, asyncio.Event], Awaitable[None]]
+
+
+def setup_logging(cfg: ServiceConfig) -> None:
+    """Log to ``cfg.log_file`` (created with its directory) or to stderr."""
+    handlers: list[logging.Handler]
+    if cfg.log_file:
+        cfg.log_file.parent.mkdir(parents=True, exist_ok=True)
+        handlers = [logging.FileHandler(cfg.log_file)]
+    else:
+        handlers = [logging.StreamHandler(sys.stderr)]
+    logging.basicConfig(
+        level=getattr(logging, cfg.log_level.upper(), logging.INFO),
+        format=f"%(asctime)s {cfg.name} %(levelname)s %(name)s: %(message)s",
+        handlers=handlers,
+        force=True,
+    )
+
+
+async def run_until_signalled(serve: ServeFn, cfg: C) -> None:
+    """Run ``serve(cfg, stop)``; SIGTERM/SIGINT set ``stop`` so the service can close cleanly."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await serve(cfg, stop)
+
+
+def service_main(
+    model: type[C], serve: ServeFn, argv: list[str] | None = None, prog: str | None = None
+) -> int:
+    """Command-line entry point shared by all services."""
+    ap = argparse.ArgumentParser(prog=prog, description=(serve.__doc__ or "").strip().split("\n")[0] or None)
+    ap.add_argument("--config", required=True, help="YAML or JSON file with this service's config")
+    args = ap.parse_args(argv)
+    try:
+        cfg = load_model(model, args.config)
+    except ConfigError as e:
+        print(f"{prog or 'service'}: bad config: {e}", file=sys.stderr)
+        return 2
+    setup_logging(cfg)
+    log.info("starting %s with %s", cfg.name, args.config)
+    try:
+        asyncio.run(run_until_signalled(serve, cfg))
+    except OSError as e:  # e.g. address in use: say so plainly
+        log.error("cannot run: %s", e)
+        print(f"{prog or 'service'}: {e}", file=sys.stderr)
+        return 1
+    log.info("stopped cleanly")
+    return 0
