@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import signal
 import sys
 
 # subcommand -> (module, help). The module has ``main(argv: list[str]) -> int``.
@@ -48,6 +49,8 @@ def _bench(argv: list[str]) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if hasattr(signal, "SIGPIPE"):  # `cdnlab topo show globe | head` must not end in a traceback
+        signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     if not argv or argv[0] in ("-h", "--help"):
         ap = argparse.ArgumentParser(prog="cdnlab", description=__doc__.strip().split("\n")[0])
         ap.print_help()

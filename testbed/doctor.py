@@ -1,0 +1,148 @@
+"""``cdnlab doctor [--json]``: is this machine ready to emulate a CDN, and what fixes what is missing.
+
+Checks: root, Open vSwitch running and the datapath cdnlab will use (kernel or user), netem, Mininet,
+Ryu (importable through the adapter, and its version), scapy, unbound, and the tools experiments call.
+With ``--json`` the last printed line is one JSON object with at least ``root``, ``ovs_running``,
+``ovs_datapath``, ``netem``, ``ryu_version``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+from dataclasses import dataclass
+
+from testbed.net import host_env
+
+SETUP = "sudo make setup"
+
+
+@dataclass
+class Check:
+    name: str
+    ok: bool
+    detail: str
+    fix: str = ""
+    required: bool = True
+
+
+def _module_version(mod: str) -> str | None:
+    try:
+        from importlib.metadata import version
+
+        return version(mod)
+    except Exception:  # noqa: BLE001
+        return None
+
+
+def _ryu_version() -> tuple[str | None, str]:
+    """Ryu's version if it imports through the adapter, else (None, why)."""
+    import warnings
+
+    warnings.filterwarnings("ignore", message=".*[Ee]ventlet.*")
+    try:
+        import controller.ryu_adapter as adapter  # noqa: F401
+    except ModuleNotFoundError as e:
+        if e.name == "controller.ryu_adapter":
+            try:  # the adapter module is not there yet: try Ryu with the same compatibility name
+                import warnings
+
+                warnings.filterwarnings("ignore", module="eventlet")
+                warnings.filterwarnings("ignore", message=".*[Ee]ventlet.*")
+                import eventlet.wsgi
+
+                if not hasattr(eventlet.wsgi, "ALREADY_HANDLED"):
+                    eventlet.wsgi.ALREADY_HANDLED = object()
+                import ryu  # noqa: F401
+            except Exception as e2:  # noqa: BLE001
+                return None, f"{type(e2).__name__}: {e2}"
+        else:
+            return None, f"{type(e).__name__}: {e}"
+    except Exception as e:  # noqa: BLE001
+        return None, f"{type(e).__name__}: {e}"
+    return _module_version("ryu") or "unknown", "imports with the eventlet compatibility shim"
+
+
+def netem_check() -> bool:
+    try:
+        from testbed.net.links import netem_available
+    except ImportError:
+        return False
+    try:
+        return bool(netem_available())
+    except Exception:  # noqa: BLE001
+        return False
+
+
+def gather() -> tuple[list[Check], dict]:
+    root = os.geteuid() == 0
+    ovs = host_env.ovs_running()
+    datapath = host_env.ovs_datapath() if root else ("kernel" if host_env.kernel_ovs_available() else "user")
+    netem = netem_check() if root else False
+    ryu_version, ryu_detail = _ryu_version()
+    try:
+        import mininet.net  # noqa: F401
+
+        mininet_ok, mn_detail = True, _module_version("mininet") or "Debian package"
+    except ImportError as e:
+        mininet_ok, mn_detail = False, str(e)
+    scapy_v = _module_version("scapy")
+    unbound = shutil.which("unbound") or (os.path.exists("/usr/sbin/unbound") and "/usr/sbin/unbound")
+    checks = [
+        Check("root", root, "running as root" if root else "not root", "run with sudo"),
+        Check("ovs", ovs, "Open vSwitch answers ovs-vsctl" if ovs else "ovs-vsctl cannot reach ovsdb",
+              f"{SETUP}   (or: /usr/share/openvswitch/scripts/ovs-ctl start)"),
+        Check("datapath", True, f"{datapath}" + (
+            "" if datapath == "kernel"
+            else " (no openvswitch kernel module: userspace datapath, TX offloads off, larger socket buffers)")),
+        Check("netem", netem, "netem delays links" if netem else
+              "no netem in this kernel: links use the userspace relay (testbed/net/relay.py)",
+              "nothing to do: the relay is used automatically (`--links relay`)", required=False),
+        Check("mininet", mininet_ok, mn_detail, f"{SETUP}   (apt: mininet)"),
+        Check("ryu", ryu_version is not None, f"Ryu {ryu_version}: {ryu_detail}" if ryu_version else ryu_detail,
+              f"{SETUP}   (pip: requirements-ryu.txt)"),
+        Check("scapy", scapy_v is not None, f"scapy {scapy_v}" if scapy_v else "not importable", SETUP),
+        Check("unbound", bool(unbound), str(unbound or "not installed"), f"{SETUP}   (apt: unbound)"),
+    ]
+    for tool, pkg in (("iperf3", "iperf3"), ("ethtool", "ethtool"), ("tcpdump", "tcpdump"), ("dig", "dnsutils"),
+                      ("wrk", "wrk"), ("nginx", "nginx-light"), ("nsd", "nsd"), ("dnsperf", "dnsperf")):
+        path = shutil.which(tool) or (os.path.exists(f"/usr/sbin/{tool}") and f"/usr/sbin/{tool}")
+        checks.append(Check(tool, bool(path), str(path or "not installed"), f"{SETUP}   (apt: {pkg})",
+                            required=tool in ("ethtool", "iperf3")))
+    summary = {
+        "root": root,
+        "ovs_running": ovs,
+        "ovs_datapath": datapath,
+        "netem": netem,
+        "link_mode": "netem" if netem else "relay",
+        "mininet": mininet_ok,
+        "ryu_version": ryu_version,
+        "scapy_version": scapy_v,
+        "unbound": bool(unbound),
+        "ok": all(c.ok for c in checks if c.required),
+        "missing": {c.name: c.fix for c in checks if not c.ok},
+    }
+    return checks, summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="cdnlab doctor", description=__doc__.strip().split("\n")[0])
+    ap.add_argument("--json", action="store_true", help="end with one JSON line")
+    args = ap.parse_args(argv)
+    try:
+        checks, summary = gather()
+    except subprocess.TimeoutExpired as e:
+        print(f"cdnlab doctor: a check timed out: {e}")
+        return 1
+    for c in checks:
+        mark = "ok " if c.ok else ("-- " if not c.required else "XX ")
+        print(f"[{mark}] {c.name:<9} {c.detail}")
+        if not c.ok and c.fix:
+            print(f"            fix: {c.fix}")
+    print("ready" if summary["ok"] else "not ready: fix the XX lines above")
+    if args.json:
+        print(json.dumps(summary, sort_keys=True))
+    return 0 if summary["ok"] else 1

@@ -1,0 +1,399 @@
+"""Spec -> running Mininet network (the emulation core's builder).
+
+:class:`CdnNet` turns a validated :class:`~testbed.net.spec.Topology` into a Mininet network:
+
+* switches are Open vSwitch bridges, on the kernel datapath where the module exists, otherwise the
+  userspace datapath with TX offloads off on every veth and socket buffers raised (the sysctls changed are
+  recorded and restored on stop, or by ``cdnlab clean`` after a crash);
+* links with delay/loss use netem where the kernel has it, else the userspace relay
+  (:mod:`testbed.net.links`); a link is never quietly unlike its spec;
+* the controller is the Ryu app in :mod:`controller` (proactive shortest paths, ARP, anycast, multicast),
+  given a JSON view of the built network; ``standalone`` runs OVS as learning switches (with RSTP when the
+  backbone has cycles) for debugging without Ryu;
+* anycast members carry their VIP on loopback;
+* everything started is recorded in a :class:`~testbed.net.state.RunState` for ``cdnlab clean``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+from testbed.net import host_env
+from testbed.net.spec import Role, Topology
+from testbed.net.state import RunState
+from testbed.util import free_port, wait_until
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class BuildOptions:
+    """How to emulate; every field has a command-line flag in ``cdnlab up``."""
+
+    links: str = "auto"  # auto | netem | relay
+    controller: str = "auto"  # auto (ryu if importable) | ryu | standalone
+    datapath: str = "auto"  # auto | kernel | user
+    anycast_mode: str = "destination"  # destination | affinity
+    run_dir: Path | None = None
+    connect_timeout: float = 30.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def mac_for(index: int) -> str:
+    """Deterministic, locally administered MAC for host number ``index`` (0-based)."""
+    return f"02:cd:00:{(index >> 16) & 0xFF:02x}:{(index >> 8) & 0xFF:02x}:{index & 0xFF:02x}"
+
+
+def vmac_for(index: int) -> str:
+    """Virtual MAC the controller answers ARP with for anycast VIP number ``index``."""
+    return "02:cd:ff:00:00:%02x" % (index & 0xFF)
+
+
+def ryu_available() -> bool:
+    try:
+        import controller.ryu_adapter  # noqa: F401
+    except Exception:  # noqa: BLE001 - any import failure means "not usable"
+        return False
+    return True
+
+
+def link_kwargs(p) -> dict[str, Any]:
+    """Mininet link params for a :class:`~testbed.net.spec.LinkParams`."""
+    kw: dict[str, Any] = {}
+    if p.delay_ms:
+        kw["delay_ms"] = p.delay_ms
+    if p.delay_ms_ba is not None:
+        kw["delay_ms_ba"] = p.delay_ms_ba
+    if p.bw_mbit:
+        kw["bw"] = p.bw_mbit
+    if p.loss_pct:
+        kw["loss"] = p.loss_pct
+    if p.queue_pkts:
+        kw["max_queue_size"] = p.queue_pkts
+    return kw
+
+
+class CdnNet:
+    """A built, running emulated CDN. Use as a context manager so it always stops."""
+
+    def __init__(self, topo: Topology, options: BuildOptions | None = None) -> None:
+        self.topo = topo
+        self.opts = options or BuildOptions()
+        self.state: RunState | None = None
+        self.net = None
+        self.datapath = "user"
+        self.link_mode = "none"
+        self.controller_mode = "standalone"
+        self.controller_proc: subprocess.Popen | None = None
+        self.of_port = 0
+        self.rest_port = 0
+        self.addresses = topo.addresses()
+        self.macs = {h.name: mac_for(i) for i, h in enumerate(topo.hosts)}
+        self.run_dir = Path(self.opts.run_dir) if self.opts.run_dir else None
+        self.procs: dict[str, subprocess.Popen] = {}
+
+    # -- life cycle ------------------------------------------------------------------------------
+    def __enter__(self) -> CdnNet:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def start(self) -> CdnNet:
+        if os.geteuid() != 0:
+            raise PermissionError("building a network needs root: run with sudo")
+        from mininet.log import setLogLevel
+        from mininet.net import Mininet
+
+        setLogLevel(os.environ.get("CDNLAB_MININET_LOG", "warning"))
+        self.state = RunState.new(self.topo.name)
+        if self.run_dir is None:
+            self.run_dir = Path(tempfile.gettempdir()) / "cdnlab" / self.state.run_id
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.datapath = host_env.ovs_datapath(self.opts.datapath)
+        self.controller_mode = self._choose_controller()
+        link_cls = self._link_class()
+        if self.datapath == "user":
+            self._raise_sysctls()
+        self.net = Mininet(topo=None, build=False, controller=None, autoSetMacs=False, waitConnected=False)
+        try:
+            self._add_nodes(link_cls)
+            self.net.build()
+            for h in self.net.hosts:
+                self.state.add_pid(h.pid, f"host {h.name}")
+            for s in self.net.switches:
+                self.state.add_bridge(s.name)
+            if self.controller_mode == "ryu":
+                self._start_controller()
+            self.net.start()
+            self._after_start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def stop(self) -> None:
+        """Stop services, controller and network; restore sysctls; remove the state record."""
+        for name, p in list(self.procs.items()):
+            self._terminate(p, name)
+        self.procs.clear()
+        if self.net is not None:
+            try:
+                self.net.stop()
+            except Exception as e:  # noqa: BLE001 - keep tearing down
+                log.warning("mininet stop: %s", e)
+            self.net = None
+        if self.controller_proc is not None:
+            self._terminate(self.controller_proc, "controller")
+            self.controller_proc = None
+        if self.state is not None:
+            from testbed.net.cleanup import clean_state
+
+            clean_state(self.state, quiet=True)
+            self.state = None
+
+    # -- pieces ------------------------------------------------------------------------------------
+    def _choose_controller(self) -> str:
+        mode = self.opts.controller
+        if mode == "auto":
+            return "ryu" if ryu_available() else "standalone"
+        if mode == "ryu" and not ryu_available():
+            raise RuntimeError("the Ryu controller is not importable here (run `sudo make setup`)")
+        if mode not in ("ryu", "standalone"):
+            raise ValueError(f"controller must be auto, ryu or standalone, not {mode!r}")
+        return mode
+
+    def _link_class(self):
+        from mininet.link import Link
+
+        shaped = any(ln.shaped for ln in self.topo.links) or any(h.link.shaped for h in self.topo.hosts)
+        if not shaped:
+            self.link_mode = "none"
+            return Link
+        from testbed.net import links
+
+        self.link_mode = links.choose_link_class(self.opts.links)
+        return links.NetemLink if self.link_mode == "netem" else partial(links.RelayLink, state=self.state)
+
+    def _raise_sysctls(self) -> None:
+        assert self.state is not None
+        for name, value in host_env.USERSPACE_SYSCTLS.items():
+            old = host_env.read_sysctl(name)
+            if int(old) < value:
+                self.state.add_sysctl(name, old)
+                host_env.write_sysctl(name, value)
+
+    def _add_nodes(self, link_cls) -> None:
+        from mininet.link import Link
+        from mininet.node import OVSSwitch
+
+        assert self.net is not None
+        plen = int(self.topo.subnet.split("/")[1])
+        dpids = self.topo.dpids()
+        switch_cls = partial(
+            OVSSwitch,
+            datapath=self.datapath,
+            protocols="OpenFlow13",
+            failMode="secure" if self.controller_mode == "ryu" else "standalone",
+        )
+        for s in self.topo.switches:
+            self.net.addSwitch(s.name, cls=switch_cls, dpid=f"{dpids[s.name]:016x}")
+        for h in self.topo.hosts:
+            self.net.addHost(h.name, ip=f"{self.addresses[h.name]}/{plen}", mac=self.macs[h.name])
+        for h in self.topo.hosts:
+            kw = link_kwargs(h.link)
+            self.net.addLink(h.name, h.switch, cls=link_cls if kw else Link, **kw)
+        for ln in self.topo.links:
+            kw = link_kwargs(ln)
+            self.net.addLink(ln.a, ln.b, cls=link_cls if kw else Link, **kw)
+
+    def _after_start(self) -> None:
+        assert self.net is not None and self.state is not None
+        if self.datapath == "user":
+            for s in self.net.switches:
+                for intf in s.intfList():
+                    if intf.name != "lo":
+                        host_env.offloads_off(intf.name)
+            for h in self.net.hosts:
+                for intf in h.intfList():
+                    host_env.offloads_off(intf.name, node=h)
+        for sw in self.net.switches:
+            for intf in sw.intfList():
+                if intf.name != "lo":
+                    self.state.add_interface(intf.name)
+        for _i, a in enumerate(self.topo.anycast):
+            for m in a.members:
+                node = self.net.get(m)
+                node.cmd("ip addr add", f"{a.vip}/32", "dev lo")
+                # only the controller answers ARP for the VIP
+                node.cmd("sysctl -qw net.ipv4.conf.all.arp_ignore=1 net.ipv4.conf.all.arp_announce=2")
+        if self.controller_mode == "standalone" and self.topo.has_cycle():
+            self._enable_rstp()
+        self.net.waitConnected(timeout=self.opts.connect_timeout)
+        if self.controller_mode == "ryu":
+            self._wait_controller_ready()
+
+    def _enable_rstp(self) -> None:
+        assert self.net is not None
+        host_ports = {h.switch for h in self.topo.hosts}
+        for s in self.net.switches:
+            s.vsctl("set Bridge", s.name, "rstp_enable=true")
+            if s.name in host_ports:
+                for intf in s.intfList():
+                    peer = intf.link.intf1 if intf.link and intf.link.intf2 is intf else (
+                        intf.link.intf2 if intf.link else None)
+                    if peer is not None and peer.node in self.net.hosts:
+                        s.vsctl("set Port", intf.name, "other_config:rstp-port-admin-edge=true")
+
+    # -- controller --------------------------------------------------------------------------------
+    def netview(self) -> dict[str, Any]:
+        """The JSON view of the built network handed to the controller (schema: controller.netview)."""
+        assert self.net is not None
+        dpids = self.topo.dpids()
+        view: dict[str, Any] = {
+            "switches": [{"name": s.name, "dpid": dpids[s.name]} for s in self.topo.switches],
+            "links": [],
+            "hosts": [],
+            "anycast": [],
+            "anycast_mode": self.opts.anycast_mode,
+            "multicast_static": [
+                {"group": g.group, "source": g.source, "members": list(g.members)} for g in self.topo.multicast
+            ],
+            "rest_port": self.rest_port,
+        }
+        for ln in self.topo.links:
+            a, b = self.net.get(ln.a), self.net.get(ln.b)
+            ia, ib = a.connectionsTo(b)[0]
+            view["links"].append({
+                "a": ln.a, "a_port": a.ports[ia], "b": ln.b, "b_port": b.ports[ib],
+                "delay_ms": ln.delay_ms, "bw_mbit": ln.bw_mbit,
+            })
+        for h in self.topo.hosts:
+            node, sw = self.net.get(h.name), self.net.get(h.switch)
+            _, isw = node.connectionsTo(sw)[0]
+            view["hosts"].append({
+                "name": h.name, "mac": self.macs[h.name], "ip": self.addresses[h.name],
+                "switch": h.switch, "port": sw.ports[isw], "delay_ms": h.link.delay_ms,
+            })
+        for i, a in enumerate(self.topo.anycast):
+            view["anycast"].append({
+                "name": a.name, "vip": a.vip, "vmac": vmac_for(i), "port": a.port, "members": list(a.members),
+            })
+        return view
+
+    def _start_controller(self) -> None:
+        """Write the network view and start the Ryu controller (switches connect once they start)."""
+        assert self.state is not None and self.run_dir is not None and self.net is not None
+        from mininet.node import RemoteController
+
+        self.of_port = free_port()
+        self.rest_port = free_port()
+        # the view needs port numbers, which Mininet knows once the network is built
+        view_path = self.run_dir / "netview.json"
+        view_path.write_text(json.dumps(self.netview(), indent=1))
+        logf = open(self.run_dir / "controller.out", "wb")  # noqa: SIM115 - owned by the process
+        self.controller_proc = subprocess.Popen(
+            [sys.executable, "-m", "controller", "--view", str(view_path), "--log",
+             str(self.run_dir / "controller.log"), "--of-port", str(self.of_port),
+             "--rest-port", str(self.rest_port)],
+            stdout=logf, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+        self.state.add_pid(self.controller_proc.pid, "controller")
+        c = RemoteController("c0", ip="127.0.0.1", port=self.of_port)
+        self.net.controllers = [c]
+
+    def rest(self, path: str, method: str = "GET", body: dict | None = None) -> Any:
+        """Call the controller's REST API (loopback only)."""
+        import urllib.request
+
+        data = json.dumps(body).encode() if body is not None else None
+        req = urllib.request.Request(f"http://127.0.0.1:{self.rest_port}{path}", data=data, method=method,
+                                     headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=5) as r:  # noqa: S310 - loopback only
+            return json.loads(r.read() or b"null")
+
+    def _wait_controller_ready(self) -> None:
+        want = {s.name for s in self.topo.switches}
+
+        def ready() -> bool:
+            if self.controller_proc is not None and self.controller_proc.poll() is not None:
+                raise RuntimeError(f"controller exited; see {self.run_dir}/controller.out")
+            topo = self.rest("/topology")
+            have = {s.get("name") for s in topo.get("switches", []) if s.get("connected", True)}
+            return want <= have
+
+        wait_until(ready, self.opts.connect_timeout, 0.1, what="every switch connected to the controller")
+
+    # -- helpers for users of the net ----------------------------------------------------------------
+    def host(self, name: str):
+        assert self.net is not None
+        return self.net.get(name)
+
+    def ip(self, name: str) -> str:
+        return self.addresses[name]
+
+    def hosts_with(self, role: Role | str):
+        return [self.host(h.name) for h in self.topo.hosts_with(role)]
+
+    def popen(self, host: str, cmd: list[str], role: str, log_name: str | None = None) -> subprocess.Popen:
+        """Start a tracked process inside ``host``, its output to a log file in the run directory."""
+        assert self.state is not None and self.run_dir is not None
+        logf = open(self.run_dir / (log_name or f"{host}-{role}.out"), "ab")  # noqa: SIM115
+        p = self.host(host).popen(cmd, stdout=logf, stderr=subprocess.STDOUT, start_new_session=True)
+        self.state.add_pid(p.pid, f"{role} on {host}")
+        self.procs[f"{host}:{role}"] = p
+        return p
+
+    def _terminate(self, p: subprocess.Popen, name: str, timeout: float = 5.0) -> None:
+        if p.poll() is None:
+            p.terminate()
+            try:
+                p.wait(timeout)
+            except subprocess.TimeoutExpired:
+                log.warning("%s did not stop on SIGTERM; killing", name)
+                p.kill()
+                p.wait(5)
+        if self.state is not None:
+            self.state.forget_pid(p.pid)
+
+    def ping_rtt_ms(self, src: str, dst_ip: str, count: int = 5, interval: float = 0.05) -> float | None:
+        """Median RTT in ms of ``count`` pings from ``src`` to ``dst_ip`` (None if none answered)."""
+        out = self.host(src).cmd(f"ping -n -q -c {count} -i {interval} -W 2 {dst_ip}")
+        for line in out.splitlines():
+            if "min/avg/max" in line:
+                vals = line.split("=")[1].split()[0].split("/")
+                return float(vals[1])
+        return None
+
+    def reachable_from(self, src: str, dsts: list[str], wait_s: float = 2.0) -> set[str]:
+        """Names among ``dsts`` that answer one ping from ``src`` (all pinged in parallel)."""
+        ips = {self.ip(d): d for d in dsts if d != src}
+        script = " ".join(
+            f"(ping -n -c1 -W{max(1, int(wait_s))} {ip} >/dev/null 2>&1 && echo OK {ip}) &" for ip in ips
+        )
+        out = self.host(src).cmd(script + " wait")
+        return {ips[w.split()[1]] for w in out.splitlines() if w.startswith("OK ") and w.split()[1] in ips}
+
+    def wait_all_reachable(self, timeout: float = 30.0, names: list[str] | None = None) -> None:
+        """Poll until every host in ``names`` (default: all) answers a ping from every other one."""
+        names = names or [h.name for h in self.topo.hosts]
+        todo = {a: set(names) - {a} for a in names}
+        deadline = time.monotonic() + timeout
+        while any(todo.values()):
+            for a in names:
+                if todo[a]:
+                    todo[a] -= self.reachable_from(a, sorted(todo[a]))
+            if any(todo.values()) and time.monotonic() > deadline:
+                missing = [(a, b) for a, bs in todo.items() for b in sorted(bs)]
+                raise TimeoutError(f"not reachable within {timeout}s: {missing[:6]} ({len(missing)} pairs)")

@@ -1,0 +1,76 @@
+"""Facts about this machine that decide how cdnlab emulates: OVS datapath, netem, sysctls, offloads.
+
+Open vSwitch's kernel datapath is used where the ``openvswitch`` module exists; otherwise the userspace
+(netdev) datapath, which needs TX offloads off on every veth (else TCP stalls on bad checksums/GSO frames)
+and larger default socket buffers (its per-port raw sockets drop under load otherwise).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+# socket-buffer defaults raised while a userspace-datapath network runs (restored on stop / clean)
+USERSPACE_SYSCTLS = {
+    "net.core.rmem_max": 16 * 1024 * 1024,
+    "net.core.wmem_max": 16 * 1024 * 1024,
+    "net.core.rmem_default": 4 * 1024 * 1024,
+    "net.core.wmem_default": 4 * 1024 * 1024,
+}
+OFFLOADS_OFF = ("tx", "off", "tso", "off", "gso", "off")
+
+
+def run(cmd: list[str], check: bool = False, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(cmd, capture_output=True, text=True, check=check, timeout=timeout)
+
+
+def ovs_running() -> bool:
+    if not shutil.which("ovs-vsctl"):
+        return False
+    try:
+        return run(["ovs-vsctl", "--timeout=5", "show"], timeout=10).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+@functools.cache
+def kernel_ovs_available() -> bool:
+    """True when the openvswitch kernel module is loaded or loadable."""
+    if Path("/sys/module/openvswitch").exists():
+        return True
+    if shutil.which("modprobe") and os.geteuid() == 0:
+        try:
+            return run(["modprobe", "openvswitch"], timeout=20).returncode == 0
+        except (OSError, subprocess.TimeoutExpired):
+            return False
+    return False
+
+
+def ovs_datapath(preference: str = "auto") -> str:
+    """'kernel' or 'user'. ``preference`` may force one; forcing 'kernel' where absent is an error."""
+    if preference == "user":
+        return "user"
+    if kernel_ovs_available():
+        return "kernel"
+    if preference == "kernel":
+        raise RuntimeError("the openvswitch kernel module is not available here; use --datapath user")
+    return "user"
+
+
+def read_sysctl(name: str) -> str:
+    return Path("/proc/sys/" + name.replace(".", "/")).read_text().strip()
+
+
+def write_sysctl(name: str, value: str | int) -> None:
+    Path("/proc/sys/" + name.replace(".", "/")).write_text(str(value))
+
+
+def offloads_off(intf: str, node=None) -> None:
+    """Turn TX offloads off on one interface (in ``node``'s namespace when given)."""
+    if node is not None:
+        node.cmd("ethtool -K", intf, *OFFLOADS_OFF, ">/dev/null 2>&1")
+    else:
+        run(["ethtool", "-K", intf, *OFFLOADS_OFF])
