@@ -59,6 +59,16 @@ def vmac_for(index: int) -> str:
     return "02:cd:ff:00:00:%02x" % (index & 0xFF)
 
 
+def reachable_ips(node, ips: list[str], wait_s: float = 2.0) -> set[str]:
+    """Addresses among ``ips`` that answer one ping from Mininet ``node`` (pinged in parallel)."""
+    script = " ".join(
+        f"(ping -n -c1 -W{max(1, int(wait_s))} {ip} >/dev/null 2>&1 && echo OK {ip}) &" for ip in ips
+    )
+    out = node.cmd(script + " wait")
+    want = set(ips)
+    return {w.split()[1] for w in out.splitlines() if w.startswith("OK ") and w.split()[1] in want}
+
+
 def ryu_available() -> bool:
     try:
         import controller.ryu_adapter  # noqa: F401
@@ -379,11 +389,7 @@ class CdnNet:
     def reachable_from(self, src: str, dsts: list[str], wait_s: float = 2.0) -> set[str]:
         """Names among ``dsts`` that answer one ping from ``src`` (all pinged in parallel)."""
         ips = {self.ip(d): d for d in dsts if d != src}
-        script = " ".join(
-            f"(ping -n -c1 -W{max(1, int(wait_s))} {ip} >/dev/null 2>&1 && echo OK {ip}) &" for ip in ips
-        )
-        out = self.host(src).cmd(script + " wait")
-        return {ips[w.split()[1]] for w in out.splitlines() if w.startswith("OK ") and w.split()[1] in ips}
+        return {ips[ip] for ip in reachable_ips(self.host(src), list(ips), wait_s)}
 
     def wait_all_reachable(self, timeout: float = 30.0, names: list[str] | None = None) -> None:
         """Poll until every host in ``names`` (default: all) answers a ping from every other one."""

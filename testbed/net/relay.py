@@ -54,6 +54,7 @@ PR_SET_PDEATHSIG = 1
 PR_SET_TIMERSLACK = 29
 SO_RCVBUFFORCE = 33
 SO_SNDBUFFORCE = 32
+SO_TIMESTAMPNS = 35
 BUF_BYTES = 8 * 1024 * 1024
 FRAME_MAX = 65536 + 64
 BATCH = 512  # frames read from one socket per wake-up before the other sources get a turn
@@ -151,6 +152,7 @@ def open_socket(ifname: str) -> socket.socket:
         except OSError:
             s.setsockopt(socket.SOL_SOCKET, fallback, BUF_BYTES)
     s.setsockopt(SOL_PACKET, PACKET_AUXDATA, 1)
+    s.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)  # kernel receive time (CLOCK_REALTIME)
     try:
         s.setsockopt(SOL_PACKET, PACKET_IGNORE_OUTGOING, 1)
     except OSError:
@@ -163,7 +165,21 @@ def open_socket(ifname: str) -> socket.socket:
 class Direction:
     """One direction of the link: its FIFO of (deadline_ns, frame), its parameters and its counters."""
 
-    __slots__ = ("name", "delay_ns", "loss", "limit", "q", "rx", "tx", "lost", "qdrop", "txerr", "vlan", "bytes")
+    __slots__ = (
+        "name",
+        "delay_ns",
+        "loss",
+        "limit",
+        "q",
+        "rx",
+        "tx",
+        "lost",
+        "qdrop",
+        "txerr",
+        "vlan",
+        "bytes",
+        "late",
+    )
 
     def __init__(self, name: str, delay_ms: float, loss_pct: float, limit: int) -> None:
         self.name = name
@@ -171,12 +187,19 @@ class Direction:
         self.loss = loss_pct / 100.0
         self.limit = limit
         self.q: collections.deque[tuple[int, bytes]] = collections.deque()
-        self.rx = self.tx = self.lost = self.qdrop = self.txerr = self.vlan = self.bytes = 0
+        self.rx = self.tx = self.lost = self.qdrop = self.txerr = self.vlan = self.bytes = self.late = 0
 
-    def counters(self) -> dict[str, int]:
+    def counters(self) -> dict[str, float]:
         return {
-            "rx": self.rx, "tx": self.tx, "lost": self.lost, "queue_drop": self.qdrop,
-            "tx_error": self.txerr, "vlan_rebuilt": self.vlan, "tx_bytes": self.bytes, "queued": len(self.q),
+            "rx": self.rx,
+            "tx": self.tx,
+            "lost": self.lost,
+            "queue_drop": self.qdrop,
+            "tx_error": self.txerr,
+            "vlan_rebuilt": self.vlan,
+            "tx_bytes": self.bytes,
+            "queued": len(self.q),
+            "mean_late_us": round(self.late / self.tx / 1000, 1) if self.tx else 0.0,
         }
 
 
@@ -199,7 +222,10 @@ def run(args: argparse.Namespace) -> dict:
     buf = bytearray(FRAME_MAX)
     mv = memoryview(buf)
     bufs = [buf]
-    anc_size = socket.CMSG_SPACE(20)
+    anc_size = socket.CMSG_SPACE(20) + socket.CMSG_SPACE(16)
+    unpack_ts = struct.Struct("=qq").unpack
+    wall_ns = time.time_ns
+    early = int(args.early_us * 1000)
     vlan_byte = 0 if sys.byteorder == "little" else 3  # the byte of tp_status holding bit 4
     now_ns = time.monotonic_ns
     pack_tag = struct.Struct("!HH").pack
@@ -210,8 +236,10 @@ def run(args: argparse.Namespace) -> dict:
     def flush(d: Direction, out: socket.socket, t: int) -> None:
         q = d.q
         send = out.send
-        while q and q[0][0] <= t:
-            frame = q.popleft()[1]
+        te = t + early
+        while q and q[0][0] <= te:
+            deadline, frame = q.popleft()
+            d.late += t - deadline
             try:
                 send(frame)
                 d.tx += 1
@@ -222,7 +250,10 @@ def run(args: argparse.Namespace) -> dict:
 
     try:
         while True:
-            for fd, ev in ep.poll():
+            events = ep.poll()
+            mono = now_ns()
+            off = wall_ns() - mono  # CLOCK_REALTIME - CLOCK_MONOTONIC, to read the kernel's rx stamps
+            for fd, ev in events:
                 if fd == ft:
                     timer.clear()
                     continue
@@ -245,8 +276,16 @@ def run(args: argparse.Namespace) -> dict:
                     if len(q) >= d.limit:
                         d.qdrop += 1
                         continue
-                    if anc and anc[0][2][vlan_byte] & TP_STATUS_VLAN_VALID:
-                        status, _l, _s, _m, _n, tci, tpid = unpack_aux(anc[0][2][:20])
+                    aux = None
+                    arrival = 0
+                    for level, _typ, data in anc:
+                        if level == SOL_PACKET:
+                            aux = data
+                        elif len(data) >= 16:
+                            sec, nsec = unpack_ts(data[:16])
+                            arrival = sec * 1_000_000_000 + nsec - off
+                    if aux is not None and aux[vlan_byte] & TP_STATUS_VLAN_VALID:
+                        status, _l, _s, _m, _n, tci, tpid = unpack_aux(aux[:20])
                         if not status & TP_STATUS_VLAN_TPID_VALID or not tpid:
                             tpid = 0x8100
                         frame = bytes(mv[:12]) + pack_tag(tpid, tci) + bytes(mv[12:n])
@@ -262,20 +301,27 @@ def run(args: argparse.Namespace) -> dict:
                             d.txerr += 1
                             errors[errno.errorcode.get(e.errno, str(e.errno))] += 1
                     else:
-                        q.append((now_ns() + d.delay_ns, frame))
+                        # the kernel's receive stamp, unless a clock step made it implausible
+                        t = now_ns()
+                        if arrival > t or arrival < t - 1_000_000_000:
+                            arrival = t
+                        q.append((arrival + d.delay_ns, frame))
                 if ev & (select.EPOLLERR | select.EPOLLHUP):
                     try:  # collect the pending socket error (ENETDOWN) so epoll stops reporting it
                         s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
                     except OSError:
                         pass
             t = now_ns()
-            if ab.q and ab.q[0][0] <= t:
+            te = t + early
+            if ab.q and ab.q[0][0] <= te:
                 flush(ab, sb, t)
-            if ba.q and ba.q[0][0] <= t:
+            if ba.q and ba.q[0][0] <= te:
                 flush(ba, sa, t)
             ha = ab.q[0][0] if ab.q else 0
             hb = ba.q[0][0] if ba.q else 0
             nxt = (ha if ha < hb else hb) if ha and hb else (ha or hb)
+            if nxt and early:
+                nxt -= early
             if nxt != timer.armed:
                 timer.arm(nxt)
     except Stop:
@@ -288,10 +334,24 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--a", required=True, help="first interface (in this namespace)")
     ap.add_argument("--b", required=True, help="second interface")
     ap.add_argument("--delay-ms", type=float, default=0.0, help="one-way delay a->b (ms)")
-    ap.add_argument("--delay-ms-ba", type=float, default=None, help="one-way delay b->a (ms; default: --delay-ms)")
+    ap.add_argument(
+        "--delay-ms-ba", type=float, default=None, help="one-way delay b->a (ms; default: --delay-ms)"
+    )
     ap.add_argument("--loss-pct", type=float, default=0.0, help="random loss per direction (%%)")
     ap.add_argument("--queue-pkts", type=int, default=10000, help="FIFO limit per direction (tail drop)")
     ap.add_argument("--seed", type=int, default=1, help="seed of the loss RNG")
+    ap.add_argument(
+        "--early-us",
+        type=float,
+        default=50.0,
+        help="wake and send up to this much before the deadline (cancels the mean wake-up latency)",
+    )
+    ap.add_argument(
+        "--rt-priority",
+        type=int,
+        default=1,
+        help="SCHED_FIFO priority (0: normal scheduling); real-time wake-ups keep the delay exact on a busy CPU",
+    )
     ap.add_argument("--parent-pid", type=int, default=None, help="exit at once if this is not our parent")
     ap.add_argument("--wait-s", type=float, default=15.0, help="how long to wait for the interfaces")
     args = ap.parse_args(argv)
@@ -307,6 +367,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     set_pdeathsig(args.parent_pid)
+    if args.rt_priority > 0:
+        try:  # the kernel's RT throttling (sched_rt_runtime_us) still leaves 5 % to everyone else
+            os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(args.rt_priority))
+        except OSError as e:
+            print(f"relay: SCHED_FIFO not available ({e}); timing may be late on a busy CPU", flush=True)
     signal.signal(signal.SIGTERM, _on_signal)
     signal.signal(signal.SIGINT, _on_signal)
     try:

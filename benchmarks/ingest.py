@@ -1,0 +1,309 @@
+"""``cdnlab bench ingest``: content ingest to K edges by multicast vs by K unicast copies.
+
+Builds, with plain iproute2 (no controller), one network namespace for the origin and one per edge,
+each joined by a veth pair to a Linux bridge that lives in a switch namespace of its own (names
+``cdnh4-<run>-*``; all removed at the end, also on error). Optionally the origin's uplink is shaped to
+``--uplink-mbit`` with ``tc tbf`` (a CDN origin's egress is the bottleneck multicast relieves).
+
+The same object set is then replicated to the K edges twice:
+
+* **multicast**: one :class:`~testbed.services.mcast.sender.IngestSender` in the origin namespace, K
+  ``testbed.services.mcast.receiver`` services (NACK repair on); done when every receiver delivered every
+  object (digest-checked);
+* **unicast**: the origin opens one TCP connection per edge and sends every object over each; done when
+  every edge acknowledged.
+
+Measured per mode: origin egress bytes (tx of the origin's veth), bytes over all links (tx of both ends of
+every veth pair, read from ``/sys/class/net/*/statistics``), completion time. Last line: JSON with
+``origin_bytes_ratio``, ``link_bytes_ratio``, ``time_ratio`` (multicast / unicast), ``edges``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PY = str(ROOT / ".venv" / "bin" / "python") if (ROOT / ".venv").exists() else sys.executable
+GROUP, MPORT, TPORT = "239.255.41.1", 17410, 17411
+SUBNET = "10.77.0"
+
+UNICAST_SINK = r"""
+import asyncio, pathlib, struct, sys
+addr, port, out = sys.argv[1], int(sys.argv[2]), pathlib.Path(sys.argv[3])
+async def handle(r, w):
+    n = 0
+    while True:
+        try:
+            hdr = await r.readexactly(6)
+        except asyncio.IncompleteReadError:
+            break
+        plen, blen = struct.unpack("!HI", hdr)
+        path = (await r.readexactly(plen)).decode()
+        body = await r.readexactly(blen)
+        (out / path.strip("/").replace("/", "%2F")).write_bytes(body)
+        n += 1
+    w.write(struct.pack("!I", n)); await w.drain(); w.close()
+async def main():
+    out.mkdir(parents=True, exist_ok=True)
+    srv = await asyncio.start_server(handle, addr, port)
+    (out / ".ready").touch()
+    async with srv:
+        await srv.serve_forever()
+asyncio.run(main())
+"""
+
+DRIVER = r"""
+import asyncio, json, pathlib, struct, sys, time
+mode, objdir, edges, statdir, rate = sys.argv[1], pathlib.Path(sys.argv[2]), sys.argv[3].split(","), pathlib.Path(sys.argv[4]), float(sys.argv[5])
+objs = {"/" + f.name: f.read_bytes() for f in sorted(objdir.iterdir())}
+async def multicast():
+    from testbed.services.mcast.net import EndpointRunner, GroupConfig
+    from testbed.services.mcast.sender import IngestSender
+    runner = EndpointRunner(GroupConfig(group=sys.argv[6], port=int(sys.argv[7]), iface_addr=sys.argv[8], ttl=1, loop=False))
+    snd = IngestSender(runner.transmit, session_id=9, rate_bps=rate * 1e6 / 8, report_interval=0.1)
+    stop = asyncio.Event()
+    task = asyncio.create_task(runner.run(snd, stop))
+    await asyncio.sleep(0.05)
+    t0 = time.monotonic()
+    for p, b in objs.items():
+        snd.push(p, b)
+    runner.kick()
+    def done():
+        for i in range(len(edges)):
+            try:
+                if json.loads((statdir / f"rx{i}.json").read_text())["delivered"] < len(objs):
+                    return False
+            except (OSError, ValueError, KeyError):
+                return False
+        return True
+    deadline = t0 + 60
+    sent_s = None
+    while not done() and time.monotonic() < deadline:
+        if sent_s is None and snd.idle:
+            sent_s = time.monotonic() - t0
+        await asyncio.sleep(0.005)
+    t = time.monotonic() - t0
+    ok = done()
+    stop.set(); await task
+    return {"time_s": t, "sent_s": sent_s, "complete": ok, "repairs": snd.stats.repair_packets, "nacks": snd.stats.nacks_received}
+async def unicast():
+    async def one(addr):
+        r, w = await asyncio.open_connection(addr, int(sys.argv[9]))
+        for p, b in objs.items():
+            pb = p.encode()
+            w.write(struct.pack("!HI", len(pb), len(b)) + pb + b)
+            await w.drain()
+        w.write_eof()
+        (n,) = struct.unpack("!I", await r.readexactly(4))
+        w.close()
+        return n
+    t0 = time.monotonic()
+    counts = await asyncio.wait_for(asyncio.gather(*(one(a) for a in edges)), 60)
+    return {"time_s": time.monotonic() - t0, "complete": all(c == len(objs) for c in counts)}
+print(json.dumps(asyncio.run(multicast() if mode == "multicast" else unicast())))
+"""
+
+
+def sh(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+    return subprocess.run(args, check=check, capture_output=True, text=True, timeout=20)
+
+
+class Topo:
+    """origin + K edges, each on a veth to a bridge in a switch namespace; everything named cdnh4-<run>-*."""
+
+    def __init__(self, k: int) -> None:
+        self.run = uuid.uuid4().hex[:6]
+        self.k = k
+        self.sw = f"cdnh4-{self.run}-sw"
+        self.nodes = [f"cdnh4-{self.run}-o"] + [f"cdnh4-{self.run}-e{i}" for i in range(k)]
+        self.addrs = [f"{SUBNET}.1"] + [f"{SUBNET}.{10 + i}" for i in range(k)]
+        self.created: list[str] = []
+        # (namespace, interface) of both ends of each link, origin's link first
+        self.links: list[tuple[tuple[str, str], tuple[str, str]]] = []
+
+    def build(self, uplink_mbit: float) -> str:
+        sh("ip", "netns", "add", self.sw)
+        self.created.append(self.sw)
+        sh("ip", "-n", self.sw, "link", "add", "br0", "type", "bridge", "mcast_snooping", "0")
+        sh("ip", "-n", self.sw, "link", "set", "br0", "up")
+        for i, (ns, addr) in enumerate(zip(self.nodes, self.addrs, strict=True)):
+            sh("ip", "netns", "add", ns)
+            self.created.append(ns)
+            a, b = f"c4n{self.run}{i}", f"c4s{self.run}{i}"
+            sh("ip", "link", "add", a, "netns", ns, "type", "veth", "peer", "name", b, "netns", self.sw)
+            sh("ip", "-n", self.sw, "link", "set", b, "master", "br0", "up")
+            sh("ip", "-n", ns, "link", "set", "lo", "up")
+            sh("ip", "-n", ns, "addr", "add", f"{addr}/24", "dev", a)
+            sh("ip", "-n", ns, "link", "set", a, "up")
+            sh("ip", "-n", ns, "route", "add", "224.0.0.0/4", "dev", a)
+            self.links.append(((ns, a), (self.sw, b)))
+        shaping = "none"
+        if uplink_mbit > 0:
+            ns, dev = self.links[0][0]
+            r = sh(
+                "ip", "netns", "exec", ns, "tc", "qdisc", "add", "dev", dev, "root", "tbf",
+                "rate", f"{uplink_mbit}mbit", "burst", "64kb", "latency", "100ms", check=False,
+            )  # fmt: skip
+            shaping = (
+                f"tbf {uplink_mbit} Mbit/s" if r.returncode == 0 else f"none (tc failed: {r.stderr.strip()})"
+            )
+        return shaping
+
+    def tx_bytes(self) -> list[int]:
+        """tx bytes of both ends of every link, origin's link first: [o_node, o_switch, e0_node, ...]."""
+        out = []
+        for end in (e for link in self.links for e in link):
+            ns, dev = end
+            r = sh("ip", "netns", "exec", ns, "cat", f"/sys/class/net/{dev}/statistics/tx_bytes")
+            out.append(int(r.stdout))
+        return out
+
+    def destroy(self) -> None:
+        for ns in reversed(self.created):
+            sh("ip", "netns", "del", ns, check=False)
+        self.created.clear()
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="cdnlab bench ingest", description=__doc__.split("\n")[0])
+    ap.add_argument("--edges", type=int, default=4)
+    ap.add_argument("--objects", type=int, default=40)
+    ap.add_argument("--size-kb", type=int, default=64, help="size of each object")
+    ap.add_argument(
+        "--uplink-mbit", type=float, default=100.0, help="shape the origin uplink (0: no shaping)"
+    )
+    ap.add_argument("--rate-mbit", type=float, default=90.0, help="multicast sender pacing")
+    ap.add_argument("--json", action="store_true", help="(the JSON line is always printed last)")
+    args = ap.parse_args(argv)
+    if os.geteuid() != 0:
+        print("cdnlab bench ingest: needs root (network namespaces)", file=sys.stderr)
+        return 2
+    if not shutil.which("ip"):
+        print("cdnlab bench ingest: needs iproute2", file=sys.stderr)
+        return 2
+    k = max(1, min(args.edges, 16))
+    n = max(1, min(args.objects, 500))
+    tmp = Path(tempfile.mkdtemp(prefix="cdnlab-ingest-"))
+    objdir = tmp / "objects"
+    objdir.mkdir()
+    rng = random.Random(1)
+    for i in range(n):
+        (objdir / f"obj{i:04d}.bin").write_bytes(rng.randbytes(args.size_kb * 1024))
+    topo = Topo(k)
+    procs: list[subprocess.Popen] = []
+
+    def spawn(ns: str, *cmd: str, log: Path) -> subprocess.Popen:
+        p = subprocess.Popen(
+            ["ip", "netns", "exec", ns, PY, *cmd], cwd=ROOT, stdout=log.open("w"), stderr=subprocess.STDOUT
+        )
+        procs.append(p)
+        return p
+
+    try:
+        shaping = topo.build(args.uplink_mbit)
+        edges = topo.addrs[1:]
+        for i in range(k):
+            cfg = tmp / f"rx{i}.cfg.json"
+            grp = {"group": GROUP, "port": MPORT, "iface_addr": edges[i], "ttl": 1, "loop": False}
+            cfg.write_text(
+                json.dumps(
+                    {
+                        "name": f"rx{i}",
+                        "session_id": 9,
+                        "group": grp,
+                        "store_dir": str(tmp / f"mstore{i}"),
+                        "stats_file": str(tmp / f"rx{i}.json"),
+                        "log_file": str(tmp / f"rx{i}.log"),
+                    }
+                )
+            )
+            spawn(
+                topo.nodes[1 + i],
+                "-m",
+                "testbed.services.mcast.receiver",
+                "--config",
+                str(cfg),
+                log=tmp / f"rx{i}.out",
+            )
+            spawn(
+                topo.nodes[1 + i],
+                "-c",
+                UNICAST_SINK,
+                edges[i],
+                str(TPORT),
+                str(tmp / f"ustore{i}"),
+                log=tmp / f"us{i}.out",
+            )
+        deadline = time.monotonic() + 20
+        while not all(
+            (tmp / f"rx{i}.json").exists() and (tmp / f"ustore{i}" / ".ready").exists() for i in range(k)
+        ):
+            if time.monotonic() > deadline or any(p.poll() is not None for p in procs):
+                raise RuntimeError(f"edge services did not start (logs in {tmp})")
+            time.sleep(0.05)
+        results = {}
+        for mode in ("multicast", "unicast"):
+            before = topo.tx_bytes()
+            r = sh(
+                "ip", "netns", "exec", topo.nodes[0], PY, "-c", DRIVER, mode, str(objdir), ",".join(edges), str(tmp),
+                str(args.rate_mbit), GROUP, str(MPORT), topo.addrs[0], str(TPORT), check=False,
+            )  # fmt: skip
+            if r.returncode != 0:
+                raise RuntimeError(f"{mode} driver failed: {r.stderr[-2000:]}")
+            res = json.loads(r.stdout.strip().splitlines()[-1])
+            after = topo.tx_bytes()
+            d = [b - a for a, b in zip(before, after, strict=True)]
+            res["origin_bytes"] = d[0]
+            res["link_bytes"] = sum(d)
+            results[mode] = res
+        total = n * args.size_kb * 1024
+        print(
+            f"ingest of {n} objects x {args.size_kb} KiB ({total / 1e6:.1f} MB) to {k} edges; origin uplink shaping: {shaping}"
+        )
+        for mode, res in results.items():
+            extra = (
+                f", first pass sent in {res['sent_s'] * 1000:.0f} ms, {res['repairs']} repairs for {res['nacks']} NACKs"
+                if mode == "multicast"
+                else ""
+            )
+            print(
+                f"  {mode:<9} time {res['time_s'] * 1000:8.1f} ms  origin egress {res['origin_bytes'] / 1e6:7.2f} MB"
+                f"  all links {res['link_bytes'] / 1e6:7.2f} MB  complete={res['complete']}{extra}"
+            )
+        m, u = results["multicast"], results["unicast"]
+        out = {
+            "origin_bytes_ratio": round(m["origin_bytes"] / max(1, u["origin_bytes"]), 4),
+            "link_bytes_ratio": round(m["link_bytes"] / max(1, u["link_bytes"]), 4),
+            "time_ratio": round(m["time_s"] / max(1e-9, u["time_s"]), 4),
+            "edges": k,
+            "complete": bool(m["complete"] and u["complete"]),
+            "shaping": shaping,
+        }
+        print(json.dumps(out))
+        return 0 if out["complete"] else 1
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.terminate()
+        for p in procs:
+            try:
+                p.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+        topo.destroy()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,110 @@
+"""``python -m controller --view VIEW.json`` (also ``cdnlab controller ...``): run the controller in-process.
+
+Loads the view, then runs the Ryu app manager in this process (as ryu-manager does, without spawning
+it): the cdnlab app (routing, anycast, multicast, liveness), Ryu's OpenFlow handler listening on
+127.0.0.1:OF_PORT, Ryu's LLDP topology discovery (unless --no-lldp) and the REST API on
+127.0.0.1:REST_PORT. Exit status 2 on a bad view; SIGTERM/SIGINT stop it cleanly (status 0).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+
+from testbed.config import ConfigError
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(prog="cdnlab controller", description=__doc__.strip().split("\n")[0])
+    ap.add_argument("--view", required=True, help="network view JSON written by the topology builder")
+    ap.add_argument("--log", help="log file (default: stderr)")
+    ap.add_argument("--log-level", default="INFO")
+    ap.add_argument(
+        "--of-port", type=int, default=6653, help="OpenFlow listen port on 127.0.0.1 (default 6653)"
+    )
+    ap.add_argument(
+        "--rest-port", type=int, help="REST API port on 127.0.0.1 (default: the view's rest_port)"
+    )
+    ap.add_argument("--mode", choices=["destination", "affinity"], help="override the view's anycast_mode")
+    ap.add_argument("--no-lldp", action="store_true", help="do not run LLDP link discovery / cross-check")
+    return ap.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(list(sys.argv[1:] if argv is None else argv))
+    from controller.netview import load_view
+
+    try:
+        view = load_view(args.view)
+    except ConfigError as e:
+        print(f"cdnlab controller: {e}", file=sys.stderr)
+        return 2
+    if args.mode:
+        view = view.model_copy(update={"anycast_mode": args.mode})
+    rest_port = args.rest_port or view.rest_port
+
+    from controller import ryu_adapter as ra
+
+    ra.patch()
+    handlers: list[logging.Handler] = [logging.FileHandler(args.log) if args.log else logging.StreamHandler()]
+    logging.basicConfig(
+        level=getattr(logging, args.log_level.upper(), logging.INFO),
+        handlers=handlers,
+        force=True,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    log = logging.getLogger("cdnlab.controller")
+
+    CONF = ra.CONF
+    ra.wsgi()  # registers wsapi options
+    ra._imp("flags")
+    ra._imp("controller.controller")  # registers ofp options
+    apps = ["controller.app"]
+    if not args.no_lldp:
+        apps.append(ra.app_module_name("topology.switches"))
+        ra._imp("topology.switches")  # registers observe-links
+    CONF(args=[], project="ryu", default_config_files=[])
+    CONF.set_override("ofp_listen_host", "127.0.0.1")
+    CONF.set_override("ofp_tcp_listen_port", args.of_port)
+    CONF.set_override("wsapi_host", "127.0.0.1")
+    CONF.set_override("wsapi_port", rest_port)
+    if not args.no_lldp:
+        CONF.set_override("observe_links", True)
+
+    from controller import app as app_mod
+
+    app_mod.SETTINGS.update(view=view, lldp=not args.no_lldp)
+    mgr = ra.app_manager.AppManager.get_instance()
+    mgr.load_apps(apps)
+    contexts = mgr.create_contexts()
+    services = list(mgr.instantiate_apps(**contexts))
+    webapp = ra.wsgi().start_service(mgr)
+    if webapp:
+        services.append(ra.hub.spawn(webapp))
+    log.info(
+        "cdnlab controller: pid %d, OpenFlow 127.0.0.1:%d, REST http://127.0.0.1:%d/, view %s, mode %s",
+        os.getpid(),
+        args.of_port,
+        rest_port,
+        args.view,
+        view.anycast_mode,
+    )
+
+    def stop(signum: int, _frame: object) -> None:
+        log.info("signal %d: stopping", signum)
+        os._exit(0)  # eventlet green threads do not unwind reliably; nothing to flush but logs
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    try:
+        ra.hub.joinall(services)
+    finally:
+        mgr.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

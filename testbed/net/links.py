@@ -1,0 +1,726 @@
+"""Link classes for Mininet that are never quietly unlike their spec: netem where it exists, else a relay.
+
+Mininet's ``TCLink(delay=...)`` prints an error and runs *without* the delay when the kernel lacks
+``sch_netem`` (as this machine's does). cdnlab instead picks, per run, one of:
+
+* :class:`PlainLink` -- a veth pair (no delay, loss or rate), TX offloads off on both ends;
+* :class:`RateLink` -- a veth pair with an HTB rate limit on both ends' egress (rate only), verified;
+* :class:`NetemLink` -- Mininet's TCLink (HTB + netem, S. Hemminger, "Network Emulation with NetEm",
+  LCA 2005), checked afterwards with ``tc qdisc show``: a missing netem or delay raises;
+* :class:`RelayLink` -- two veth pairs through a hidden network namespace owned by a userspace delay
+  line (:mod:`testbed.net.relay`) with HTB on its egress interfaces for the rate.
+
+:func:`choose_link_class` decides between netem and the relay (``auto`` probes netem once, in a throwaway
+namespace); :func:`link_class_for` gives the class for one link's parameters. Every link accepts TCLink's
+parameters (``delay`` as '20ms' or ``delay_ms`` as a number, ``bw`` in Mbit/s, ``loss`` in %,
+``max_queue_size`` in packets) plus ``delay_ms_ba`` for the node2->node1 direction of asymmetric links.
+
+Queues. With a rate (``bw``) the bottleneck queue is the HTB leaf (a ``pfifo``), ``max_queue_size``
+packets per direction; by default one bandwidth-delay product, at least 100 packets
+(:func:`default_queue_pkts`; 50 Mbit/s x 40 ms RTT -> 167 packets), which lets one TCP flow fill the link
+without adding more than one RTT of queueing delay. The relay's delay line itself holds up to 10000
+frames per direction (tail drop beyond), or ``max_queue_size`` when the link has no rate (netem's
+``limit`` semantics).
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import math
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mininet.link import Link, TCLink
+
+from testbed.util import DeadlineExceeded, wait_until
+
+RELAY_DELAY_LINE_PKTS = 10000
+OFFLOADS = "tx off tso off gso off gro off"
+# TCLink-only parameters that make no sense for the classes here (silently ignoring them would lie)
+_UNSUPPORTED = ("jitter", "speedup", "use_hfsc", "use_tbf", "enable_ecn", "enable_red", "latency_ms")
+_REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+class LinkEmulationError(RuntimeError):
+    """A link could not be made exactly as specified (missing netem, tc failure, relay did not start)."""
+
+
+# -- pure helpers -----------------------------------------------------------------------------------
+_DELAY_RE = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*(us|usec|ms|msec|s|sec)\s*$")
+_DELAY_UNIT_MS = {"us": 1e-3, "usec": 1e-3, "ms": 1.0, "msec": 1.0, "s": 1000.0, "sec": 1000.0}
+
+
+def parse_delay(value: str | float | int | None) -> float | None:
+    """One-way delay in milliseconds from ``'20ms'``, ``'500us'``, ``'0.1s'`` or a number (taken as ms).
+
+    ``None`` and ``''`` mean "no delay" (None). A string without a unit is rejected: ``tc`` would read
+    ``'20'`` as 20 microseconds, Mininet users usually mean milliseconds.
+    """
+    if value is None or value == "":
+        return None
+    if isinstance(value, bool):
+        raise ValueError(f"delay must be a number of ms or a string like '20ms', not {value!r}")
+    if isinstance(value, int | float):
+        ms = float(value)
+    elif isinstance(value, str):
+        m = _DELAY_RE.match(value)
+        if not m:
+            raise ValueError(
+                f"bad delay {value!r}: expected a number with a unit, e.g. '20ms', '500us', '0.1s'"
+            )
+        ms = float(m.group(1)) * _DELAY_UNIT_MS[m.group(2)]
+    else:
+        raise ValueError(f"delay must be a number of ms or a string like '20ms', not {value!r}")
+    if not math.isfinite(ms) or ms < 0:
+        raise ValueError(f"delay must be finite and >= 0 ms, not {value!r}")
+    return ms
+
+
+_RATE_UNITS = {
+    "bit": 1,
+    "kbit": 1e3,
+    "mbit": 1e6,
+    "gbit": 1e9,
+    "tbit": 1e12,
+    "bps": 8,
+    "kbps": 8e3,
+    "mbps": 8e6,
+    "gbps": 8e9,
+}
+
+
+def parse_tc_rate(text: str) -> float:
+    """Bits per second from a tc rate such as ``50Mbit``, ``1500Kbit``, ``2Gbit``, ``125000bps``."""
+    m = re.match(r"^([0-9]*\.?[0-9]+)([A-Za-z]*)$", text.strip())
+    if not m or m.group(2).lower() not in _RATE_UNITS:
+        raise ValueError(f"not a tc rate: {text!r}")
+    return float(m.group(1)) * _RATE_UNITS[m.group(2).lower()]
+
+
+def check_htb(tc_class_show: str, bw_mbit: float) -> str | None:
+    """None if ``tc class show`` output has an HTB class at ``bw_mbit`` (within 1 %), else the problem."""
+    m = re.search(r"class htb \S+ .*?\brate (\S+)", tc_class_show)
+    if not m:
+        return f"no HTB class installed (tc class show: {tc_class_show.strip()!r})"
+    got = parse_tc_rate(m.group(1)) / 1e6
+    if abs(got - bw_mbit) > 0.01 * bw_mbit:
+        return f"HTB rate is {got:g} Mbit/s, expected {bw_mbit:g}"
+    return None
+
+
+def check_netem(tc_qdisc_show: str, delay_ms: float | None, loss_pct: float | None) -> str | None:
+    """None if ``tc qdisc show`` output has netem with this delay (within 1 %/10 us) and loss, else the problem."""
+    m = re.search(r"qdisc netem \S+ [^\n]*", tc_qdisc_show)
+    if not m:
+        return f"netem is not installed (tc qdisc show: {tc_qdisc_show.strip()!r})"
+    line = m.group(0)
+    if delay_ms:
+        d = re.search(r"\bdelay ([0-9.]+)(us|ms|s)\b", line)
+        if not d:
+            return f"netem has no delay (expected {delay_ms:g} ms): {line!r}"
+        got = parse_delay(d.group(1) + d.group(2)) or 0.0
+        if abs(got - delay_ms) > max(0.01, 0.01 * delay_ms):
+            return f"netem delay is {got:g} ms, expected {delay_ms:g} ms"
+    if loss_pct:
+        lo = re.search(r"\bloss ([0-9.]+)%", line)
+        if not lo or abs(float(lo.group(1)) - loss_pct) > 1e-3:
+            return f"netem loss is not {loss_pct:g}%: {line!r}"
+    return None
+
+
+def default_queue_pkts(bw_mbit: float, rtt_ms: float, mtu: int = 1500) -> int:
+    """Bottleneck queue in packets: one bandwidth-delay product, at least 100 packets."""
+    bdp_bytes = bw_mbit * 1e6 / 8 * rtt_ms / 1000
+    return max(100, math.ceil(bdp_bytes / mtu))
+
+
+@dataclass(frozen=True)
+class LinkShape:
+    """What a link must do, per direction (ab = node1->node2, ba = node2->node1)."""
+
+    delay_ab_ms: float = 0.0
+    delay_ba_ms: float = 0.0
+    bw_mbit: float | None = None
+    loss_pct: float = 0.0
+    queue_pkts: int | None = None  # None: the default of the class
+
+    @property
+    def needs_emulation(self) -> bool:
+        """True if the link needs netem or the relay (delay or loss), not just a veth (+ HTB)."""
+        return bool(self.delay_ab_ms or self.delay_ba_ms or self.loss_pct)
+
+    @property
+    def bottleneck_queue(self) -> int:
+        if self.queue_pkts is not None:
+            return self.queue_pkts
+        assert self.bw_mbit
+        return default_queue_pkts(self.bw_mbit, self.delay_ab_ms + self.delay_ba_ms)
+
+
+def link_shape(
+    delay: str | float | None = None,
+    delay_ms: float | None = None,
+    delay_ms_ba: float | None = None,
+    bw: float | None = None,
+    loss: float | None = None,
+    max_queue_size: int | None = None,
+) -> LinkShape:
+    """Validate TCLink-style parameters into a :class:`LinkShape` (ValueError names the bad one)."""
+    d1 = parse_delay(delay)
+    d2 = parse_delay(delay_ms)
+    if d1 is not None and d2 is not None and abs(d1 - d2) > 1e-9:
+        raise ValueError(f"delay={delay!r} and delay_ms={delay_ms!r} disagree")
+    ab = d1 if d1 is not None else (d2 or 0.0)
+    ba_p = parse_delay(delay_ms_ba)
+    ba = ab if ba_p is None else ba_p
+    if bw is not None:
+        if isinstance(bw, bool) or not isinstance(bw, int | float) or not math.isfinite(bw) or bw <= 0:
+            raise ValueError(f"bw must be a positive number of Mbit/s, not {bw!r}")
+        if bw > 10000:
+            raise ValueError(f"bw={bw!r} Mbit/s is beyond what a veth + HTB can emulate (max 10000)")
+    loss_v = 0.0 if loss is None else loss
+    if isinstance(loss_v, bool) or not isinstance(loss_v, int | float) or not 0 <= loss_v <= 100:
+        raise ValueError(f"loss must be a percentage within 0..100, not {loss!r}")
+    if max_queue_size is not None and (
+        isinstance(max_queue_size, bool) or not isinstance(max_queue_size, int) or max_queue_size < 1
+    ):
+        raise ValueError(f"max_queue_size must be a positive integer (packets), not {max_queue_size!r}")
+    return LinkShape(ab, ba, float(bw) if bw else None, float(loss_v), max_queue_size)
+
+
+# -- choosing ---------------------------------------------------------------------------------------
+def netem_probe() -> tuple[bool, str]:
+    """Try ``tc qdisc add ... netem delay 1ms`` on a veth in a throwaway namespace: (works, detail)."""
+    if os.geteuid() != 0:
+        return False, "not root: cannot probe for netem"
+    unshare = shutil.which("unshare")
+    if not unshare:
+        return False, "unshare(1) not found: cannot probe for netem"
+    script = (
+        "ip link add cdnp0 type veth peer name cdnp1 && ip link set cdnp0 up && "
+        "tc qdisc add dev cdnp0 root netem delay 1ms && tc qdisc show dev cdnp0"
+    )
+    try:
+        r = subprocess.run([unshare, "--net", "sh", "-c", script], capture_output=True, text=True, timeout=20)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return False, f"netem probe failed to run: {e}"
+    ok = r.returncode == 0 and "netem" in r.stdout
+    return ok, (r.stdout + r.stderr).strip()
+
+
+@functools.cache
+def netem_available() -> bool:
+    """True if this kernel has a working ``sch_netem`` (probed once per process)."""
+    return netem_probe()[0]
+
+
+def choose_link_class(mode: str = "auto", probe: Callable[[], bool] | None = None) -> str:
+    """'netem' or 'relay' for links with delay/loss. ``mode``: auto | netem | relay."""
+    probe = probe or netem_available
+    if mode == "relay":
+        return "relay"
+    if mode == "netem":
+        if not probe():
+            raise LinkEmulationError(
+                "link mode 'netem' was forced but this kernel has no netem (sch_netem): "
+                "use --links relay or --links auto"
+            )
+        return "netem"
+    if mode == "auto":
+        return "netem" if probe() else "relay"
+    raise ValueError(f"link mode must be auto, netem or relay, not {mode!r}")
+
+
+def link_class_for(mode: str = "auto", probe: Callable[[], bool] | None = None, **params: Any) -> type[Link]:
+    """The link class for one link's TCLink-style ``params`` (delay/delay_ms/delay_ms_ba/bw/loss/...)."""
+    shape = link_shape(**{k: params[k] for k in _SHAPE_KEYS if k in params})
+    if shape.needs_emulation:
+        return NetemLink if choose_link_class(mode, probe) == "netem" else RelayLink
+    if shape.bw_mbit:
+        return RateLink
+    return PlainLink
+
+
+_SHAPE_KEYS = ("delay", "delay_ms", "delay_ms_ba", "bw", "loss", "max_queue_size")
+
+
+def _pop_shape(params: dict[str, Any]) -> LinkShape:
+    bad = [k for k in _UNSUPPORTED if params.get(k)]
+    if bad:
+        raise LinkEmulationError(f"link parameters {bad} are not supported by cdnlab's link classes")
+    for k in _UNSUPPORTED:
+        params.pop(k, None)
+    for k in ("txo", "rxo", "gro", "disable_gro"):
+        params.pop(k, None)
+    try:
+        return link_shape(**{k: params.pop(k) for k in _SHAPE_KEYS if k in params})
+    except ValueError as e:
+        raise LinkEmulationError(f"bad link parameters: {e}") from e
+
+
+# -- shell snippets ----------------------------------------------------------------------------------
+def htb_commands(dev: str, bw_mbit: float, queue_pkts: int) -> list[str]:
+    """tc commands: HTB root with one class at ``bw_mbit`` and a ``pfifo`` of ``queue_pkts`` under it."""
+    burst = max(15000, int(bw_mbit * 1e6 / 8 * 0.001))  # >= 1 ms worth of bytes
+    return [
+        f"tc qdisc del dev {dev} root >/dev/null 2>&1 || true",
+        f"tc qdisc add dev {dev} root handle 5: htb default 1",
+        f"tc class add dev {dev} parent 5: classid 5:1 htb rate {bw_mbit:g}mbit burst {burst} quantum 1600",
+        f"tc qdisc add dev {dev} parent 5:1 handle 10: pfifo limit {queue_pkts}",
+    ]
+
+
+def _node_run(node, cmd: str) -> None:
+    """Run ``cmd`` in a Mininet node's shell; raise with its output if it fails."""
+    out = node.cmd(f"{cmd} 2>&1; echo __rc=$?")
+    rc = out.rstrip().rsplit("__rc=", 1)
+    if len(rc) != 2 or rc[1].strip() != "0":
+        raise LinkEmulationError(f"{node.name}: `{cmd}` failed: {rc[0].strip()}")
+
+
+def offloads_off(node, intf: str) -> None:
+    """TX checksum/TSO/GSO and GRO off (OVS's userspace datapath and the relay copy frames verbatim)."""
+    node.cmd(f"ethtool -K {intf} {OFFLOADS} >/dev/null 2>&1")
+
+
+class PlainLink(Link):
+    """A Mininet veth link with TX offloads off on both ends; rejects delay/loss/bw instead of ignoring them."""
+
+    def __init__(self, node1, node2, **params: Any) -> None:
+        shape = _pop_shape(params)
+        if shape.needs_emulation or shape.bw_mbit:
+            raise LinkEmulationError(f"PlainLink {node1.name}-{node2.name} cannot emulate {shape}")
+        super().__init__(node1, node2, **params)
+        offloads_off(self.intf1.node, self.intf1.name)
+        offloads_off(self.intf2.node, self.intf2.name)
+
+    def verify(self) -> None:
+        return None
+
+
+class RateLink(Link):
+    """A veth link with an HTB rate limit (``bw`` Mbit/s, ``max_queue_size`` pfifo) on both egresses."""
+
+    def __init__(self, node1, node2, **params: Any) -> None:
+        self.shape = _pop_shape(params)
+        if self.shape.needs_emulation or not self.shape.bw_mbit:
+            raise LinkEmulationError(
+                f"RateLink {node1.name}-{node2.name} needs bw and no delay/loss: {self.shape}"
+            )
+        super().__init__(node1, node2, **params)
+        try:
+            for intf in (self.intf1, self.intf2):
+                offloads_off(intf.node, intf.name)
+            self._apply((self.intf1, self.intf2))
+            self.verify()
+        except BaseException:
+            self.delete()
+            raise
+
+    def _apply(self, intfs) -> None:
+        assert self.shape.bw_mbit
+        for intf in intfs:
+            for c in htb_commands(intf.name, self.shape.bw_mbit, self.shape.bottleneck_queue):
+                _node_run(intf.node, c)
+
+    def finish(self) -> None:
+        """After ``net.start()``: OVS clears the qdisc of a port it adds; make it keep ours and re-apply."""
+        self._apply(_keep_qdiscs_on_ovs_ports(self))
+        self.verify()
+
+    def verify(self) -> None:
+        """Raise LinkEmulationError unless both HTB classes are installed at the right rate."""
+        assert self.shape.bw_mbit
+        for intf in (self.intf1, self.intf2):
+            problem = check_htb(intf.node.cmd(f"tc class show dev {intf.name}"), self.shape.bw_mbit)
+            if problem:
+                raise LinkEmulationError(f"{intf.name}: {problem}")
+
+
+class NetemLink(TCLink):
+    """Mininet's TCLink (HTB + netem), verified after configuration: raises if netem is missing."""
+
+    def __init__(self, node1, node2, **params: Any) -> None:
+        self.shape = s = _pop_shape(params)
+        if not netem_available():
+            raise LinkEmulationError(
+                f"NetemLink {node1.name}-{node2.name}: this kernel has no netem; use RelayLink (--links relay)"
+            )
+        p1 = dict(params.pop("params1", None) or {})
+        p2 = dict(params.pop("params2", None) or {})
+        for p, delay in ((p1, s.delay_ab_ms), (p2, s.delay_ba_ms)):
+            p.update(txo=False, rxo=False)
+            if delay:
+                p["delay"] = f"{delay:g}ms"
+            if s.loss_pct:
+                p["loss"] = s.loss_pct
+            if s.bw_mbit:
+                p["bw"] = s.bw_mbit
+            if s.queue_pkts is not None:
+                p["max_queue_size"] = s.queue_pkts
+            elif s.bw_mbit:  # netem's limit counts the delay line too: its default 1000 plus the bottleneck
+                p["max_queue_size"] = 1000 + s.bottleneck_queue
+        super().__init__(node1, node2, params1=p1, params2=p2, **params)
+        try:
+            for intf in (self.intf1, self.intf2):
+                offloads_off(intf.node, intf.name)
+            self.verify()
+        except BaseException:
+            self.delete()
+            raise
+
+    def finish(self) -> None:
+        """After ``net.start()``: OVS clears the qdisc of a port it adds; make it keep ours and re-apply."""
+        for intf in _keep_qdiscs_on_ovs_ports(self):
+            intf.config(**intf.params)
+        self.verify()
+
+    def verify(self) -> None:
+        s = self.shape
+        for intf, delay in ((self.intf1, s.delay_ab_ms), (self.intf2, s.delay_ba_ms)):
+            problem = check_netem(intf.node.cmd(f"tc qdisc show dev {intf.name}"), delay, s.loss_pct)
+            if problem is None and s.bw_mbit:
+                problem = check_htb(intf.node.cmd(f"tc class show dev {intf.name}"), s.bw_mbit)
+            if problem:
+                raise LinkEmulationError(f"{intf.name}: {problem}")
+
+
+# -- the relay link --------------------------------------------------------------------------------
+_relay_numbers = itertools.count(1)
+
+
+def relay_log_dir() -> Path:
+    d = Path(os.environ.get("CDNLAB_RELAY_LOG_DIR") or Path(tempfile.gettempdir()) / "cdnlab-relays")
+    d.mkdir(parents=True, exist_ok=True)
+    return d
+
+
+class RelayLink(Link):
+    """node1 -- [veth] -- relay namespace (delay line + HTB) -- [veth] -- node2, looking like one Mininet link.
+
+    ``link.intf1`` (e.g. ``s1-eth3``) is on node1 and ``link.intf2`` on node2, as for any Mininet link.
+    The relay process owns its network namespace (``mnexec -n``): when it dies -- ``link.stop()``, or
+    SIGKILL via PR_SET_PDEATHSIG when the Python process that made the link dies -- the namespace and
+    both veth pairs vanish with it. Make links from the main thread (PDEATHSIG follows the creating
+    thread).
+
+    Parameters (besides Mininet's ``port1/port2/intfName1/intfName2/addr1/addr2/params1/params2``):
+    ``delay`` ('20ms') or ``delay_ms`` (float): one-way delay node1->node2 (and back unless
+    ``delay_ms_ba`` is given); ``bw`` Mbit/s (HTB on the relay's egresses, both directions); ``loss`` %
+    per direction; ``max_queue_size`` packets (bottleneck queue with bw, delay-line limit without);
+    ``seed`` for the loss RNG; ``state`` a :class:`~testbed.net.state.RunState` that gets the relay's PID
+    (role ``relay``); ``log_dir`` for ``relay-<node1>-<node2>-<n>.log`` (default ``$CDNLAB_RELAY_LOG_DIR``
+    or ``/tmp/cdnlab-relays``).
+    """
+
+    ready_timeout = 15.0
+
+    def __init__(
+        self,
+        node1,
+        node2,
+        *,
+        seed: int | None = None,
+        state=None,
+        log_dir: str | Path | None = None,
+        **params: Any,
+    ) -> None:
+        self.shape = _pop_shape(params)
+        self.state = state
+        self.number = next(_relay_numbers)
+        self.seed = self.number if seed is None else seed
+        self.log_path = (
+            Path(log_dir or relay_log_dir()) / f"relay-{node1.name}-{node2.name}-{self.number}.log"
+        )
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        self.ra, self.rb = f"cdnr{self.number}a", f"cdnr{self.number}b"
+        self.proc: subprocess.Popen | None = None
+        self.intf1 = self.intf2 = None
+        self._made: list[tuple[Any, str]] = []
+        params.pop("fast", None)
+        try:
+            super().__init__(node1, node2, fast=True, **params)
+            self._wait_ready()
+        except BaseException:
+            self._teardown()
+            raise
+
+    # Link.__init__ calls this (fast=True) to make the "pair": here two pairs through the relay.
+    def makeIntfPair(
+        self,
+        intfname1,
+        intfname2,
+        addr1=None,
+        addr2=None,
+        node1=None,
+        node2=None,  # noqa: N802
+        deleteIntfs=True,
+    ):  # noqa: N803, ARG002
+        s = self.shape
+        if s.bw_mbit:
+            delay_line = RELAY_DELAY_LINE_PKTS
+        else:
+            delay_line = s.queue_pkts or RELAY_DELAY_LINE_PKTS
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(_REPO_ROOT), env.get("PYTHONPATH", "")) if p)
+        cmd = [
+            "mnexec",
+            "-n",
+            sys.executable,
+            "-m",
+            "testbed.net.relay",
+            "--a",
+            self.ra,
+            "--b",
+            self.rb,
+            "--delay-ms",
+            f"{s.delay_ab_ms:.6f}",
+            "--delay-ms-ba",
+            f"{s.delay_ba_ms:.6f}",
+            "--loss-pct",
+            f"{s.loss_pct:g}",
+            "--queue-pkts",
+            str(delay_line),
+            "--seed",
+            str(self.seed),
+            "--parent-pid",
+            str(os.getpid()),
+        ]
+        with open(self.log_path, "wb") as logf:
+            self.proc = subprocess.Popen(
+                cmd,
+                stdin=subprocess.DEVNULL,
+                stdout=logf,
+                stderr=subprocess.STDOUT,
+                env=env,
+                start_new_session=True,
+                close_fds=True,
+            )
+        if self.state is not None:
+            self.state.add_pid(self.proc.pid, "relay")
+        pid = self.proc.pid
+        self._wait_own_netns()
+        for node, name, addr, peer in (
+            (node1, intfname1, addr1, self.ra),
+            (node2, intfname2, addr2, self.rb),
+        ):
+            address = f" address {addr}" if addr else ""
+            _node_run(node, f"ip link add name {name}{address} type veth peer name {peer} netns {pid}")
+            self._made.append((node, name))
+            offloads_off(node, name)
+        script = ["set -e", "ip link set lo up"]
+        for dev in (self.ra, self.rb):
+            script += [
+                f"ethtool -K {dev} {OFFLOADS} rxvlan off txvlan off >/dev/null",
+                f"ethtool -K {dev} rx-vlan-stag-hw-parse off tx-vlan-stag-hw-insert off >/dev/null 2>&1 || true",
+                f"ip link set {dev} up",
+            ]
+            if s.bw_mbit:
+                script += htb_commands(dev, s.bw_mbit, s.bottleneck_queue)
+        self._in_ns("\n".join(script))
+        if s.bw_mbit:
+            self._verify_htb()
+
+    def _wait_own_netns(self) -> None:
+        """Wait until ``mnexec -n`` has made the relay's namespace (else ``netns PID`` would hit ours)."""
+        assert self.proc is not None
+        ours = os.readlink("/proc/self/ns/net")
+
+        def moved() -> bool:
+            if self.proc is None or self.proc.poll() is not None:
+                raise LinkEmulationError(f"relay {self.number} exited: {self.log_tail()}")
+            return os.readlink(f"/proc/{self.proc.pid}/ns/net") != ours
+
+        wait_until(moved, 10, interval=0.001, what=f"relay {self.number} in its own namespace")
+
+    def _in_ns(self, script: str) -> str:
+        assert self.proc is not None
+        r = subprocess.run(
+            ["mnexec", "-a", str(self.proc.pid), "sh", "-c", script],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        if r.returncode != 0:
+            raise LinkEmulationError(
+                f"relay {self.number} namespace setup failed: {(r.stdout + r.stderr).strip()}"
+            )
+        return r.stdout
+
+    def _verify_htb(self) -> None:
+        assert self.shape.bw_mbit
+        for dev in (self.ra, self.rb):
+            problem = check_htb(self._in_ns(f"tc class show dev {dev}"), self.shape.bw_mbit)
+            if problem:
+                raise LinkEmulationError(f"relay {self.number} {dev}: {problem}")
+
+    def verify(self) -> None:
+        """Raise LinkEmulationError if the relay is gone or its rate limit is not in place."""
+        if not self.alive():
+            raise LinkEmulationError(
+                f"relay {self.number} is not running; log {self.log_path}: {self.log_tail()}"
+            )
+        if self.shape.bw_mbit:
+            self._verify_htb()
+
+    def _wait_ready(self) -> None:
+        def ready() -> bool:
+            if self.proc is None or self.proc.poll() is not None:
+                raise LinkEmulationError(f"relay {self.number} exited: {self.log_tail()}")
+            return "relay: READY" in self.log_path.read_text(errors="replace")
+
+        try:
+            wait_until(ready, self.ready_timeout, interval=0.01, what=f"relay {self.number} ready")
+        except DeadlineExceeded as e:
+            raise LinkEmulationError(f"{e}; log: {self.log_tail()}") from e
+
+    # -- inspection ---------------------------------------------------------------------------------
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc is not None else None
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def log_tail(self, n: int = 2000) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-n:].strip()
+        except OSError:
+            return "(no log)"
+
+    def counters(self) -> dict[str, Any] | None:
+        """The counters the relay logged when it stopped (None while it runs or if it was killed)."""
+        import json
+
+        for line in reversed(self.log_tail(100000).splitlines()):
+            if line.startswith("relay: counters "):
+                return json.loads(line[len("relay: counters ") :])
+        return None
+
+    # -- teardown -----------------------------------------------------------------------------------
+    def _stop_relay(self) -> None:
+        p = self.proc
+        if p is None:
+            return
+        if p.poll() is None:
+            p.send_signal(signal.SIGTERM)
+            try:
+                p.wait(timeout=3)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait(timeout=5)
+        if self.state is not None:
+            self.state.forget_pid(p.pid)
+        self.proc = None
+
+    def _teardown(self) -> None:
+        self._stop_relay()
+        for node, name in self._made:  # the namespace is gone; delete the ends if the kernel has not yet
+            node.cmd(f"ip link del {name} >/dev/null 2>&1")
+        self._made.clear()
+
+    def delete(self) -> None:
+        """Stop the relay and remove both veth pairs (idempotent)."""
+        self._stop_relay()
+        for intf in (self.intf1, self.intf2):
+            if intf is not None:
+                intf.delete()
+        self.intf1 = self.intf2 = None
+        self._teardown()
+
+    def stop(self) -> None:
+        self.delete()
+
+    def status(self) -> str:
+        if self.intf1 is None or self.intf2 is None:
+            return "(deleted)"
+        return f"({self.intf1.status()} {self.intf2.status()} relay {'OK' if self.alive() else 'DEAD'})"
+
+    def __str__(self) -> str:
+        return f"{self.intf1}<~relay{self.number}~>{self.intf2}"
+
+
+def relay_pids(net) -> list[int]:
+    """PIDs of the running relays of a Mininet network (for the builder's RunState)."""
+    return [ln.pid for ln in net.links if isinstance(ln, RelayLink) and ln.alive() and ln.pid is not None]
+
+
+def _keep_qdiscs_on_ovs_ports(link) -> list:
+    """Give the link's OVS switch ports QoS type ``linux-noop`` (OVS then leaves their qdiscs alone).
+
+    Returns those interfaces: OVS already removed their qdiscs when it added the ports.
+    """
+    from mininet.node import OVSSwitch
+
+    found = []
+    for intf in (link.intf1, link.intf2):
+        if isinstance(intf.node, OVSSwitch):
+            cmd = f"ovs-vsctl -- set port {intf.name} qos=@q -- --id=@q create qos type=linux-noop"
+            _node_run(intf.node, cmd)
+            found.append(intf)
+    return found
+
+
+def finish_links(net) -> None:
+    """Call once after ``net.start()``: re-apply qdiscs OVS removed from its ports, then verify every link.
+
+    Raises LinkEmulationError if any link is not as specified.
+    """
+    for ln in net.links:
+        finish = getattr(ln, "finish", None)
+        if callable(finish):
+            finish()
+    verify_links(net)
+
+
+def verify_links(net) -> None:
+    """Re-check every cdnlab link of ``net`` (call after ``net.start()``); raises LinkEmulationError."""
+    for ln in net.links:
+        verify = getattr(ln, "verify", None)
+        if callable(verify):
+            verify()
+
+
+def wait_gone(ifnames: list[str], timeout: float = 5.0) -> None:
+    """Wait until none of ``ifnames`` exists in the root namespace (after a relay died)."""
+
+    def gone() -> bool:
+        out = subprocess.run(["ip", "-o", "link", "show"], capture_output=True, text=True).stdout
+        return not any(re.search(rf"^\d+: {re.escape(n)}[@:]", out, re.M) for n in ifnames)
+
+    wait_until(gone, timeout, what=f"interfaces {ifnames} removed")
+
+
+__all__ = [
+    "LinkEmulationError",
+    "LinkShape",
+    "NetemLink",
+    "PlainLink",
+    "RateLink",
+    "RelayLink",
+    "check_htb",
+    "check_netem",
+    "choose_link_class",
+    "default_queue_pkts",
+    "finish_links",
+    "htb_commands",
+    "link_class_for",
+    "link_shape",
+    "netem_available",
+    "netem_probe",
+    "parse_delay",
+    "parse_tc_rate",
+    "relay_pids",
+    "verify_links",
+    "wait_gone",
+]

@@ -1,0 +1,82 @@
+"""``cdnlab up [TOPO]``: build a topology, start the controller and the CDN services, open Mininet's CLI.
+
+The network is always torn down on exit (the CLI's ``exit``, Ctrl-D, an error, SIGTERM); after a SIGKILL
+``cdnlab clean`` removes what is left.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+from pathlib import Path
+
+from testbed.config import ConfigError
+from testbed.net.build import BuildOptions, CdnNet
+from testbed.net.spec import load_topology
+
+
+def add_build_args(ap: argparse.ArgumentParser) -> None:
+    """The emulation flags shared by ``cdnlab up``, ``cdnlab run`` and benchmarks."""
+    ap.add_argument("--links", choices=["auto", "netem", "relay"], default="auto",
+                    help="link delay: netem where the kernel has it (auto), or the userspace relay")
+    ap.add_argument("--controller", choices=["auto", "ryu", "standalone"], default="auto",
+                    help="Ryu SDN controller (auto: if importable) or OVS standalone learning switches")
+    ap.add_argument("--datapath", choices=["auto", "kernel", "user"], default="auto",
+                    help="Open vSwitch datapath (auto: kernel where the module exists)")
+    ap.add_argument("--anycast-mode", choices=["destination", "affinity"], default="destination")
+    ap.add_argument("--run-dir", type=Path, help="where logs and generated configs go")
+
+
+def options_from(args: argparse.Namespace) -> BuildOptions:
+    return BuildOptions(links=args.links, controller=args.controller, datapath=args.datapath,
+                        anycast_mode=args.anycast_mode, run_dir=args.run_dir)
+
+
+def describe(cn: CdnNet) -> str:
+    t = cn.topo
+    lines = [
+        f"cdnlab: {t.name} is up — {len(t.switches)} switches, {len(t.hosts)} hosts",
+        f"  datapath {cn.datapath}, links {cn.link_mode}, controller {cn.controller_mode}"
+        + (f" (REST http://127.0.0.1:{cn.rest_port})" if cn.controller_mode == "ryu" else ""),
+        f"  logs and configs: {cn.run_dir}",
+    ]
+    for a in t.anycast:
+        lines.append(f"  anycast {a.name}: {a.vip}:{a.port} -> {', '.join(a.members)}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="cdnlab up", description=__doc__.strip().split("\n")[0])
+    ap.add_argument("topo", nargs="?", default="globe", help="topology name or YAML file (default: globe)")
+    add_build_args(ap)
+    ap.add_argument("--no-services", action="store_true", help="network only: start no CDN processes")
+    ap.add_argument("--no-cli", action="store_true", help="build, report and tear down (for scripts)")
+    args = ap.parse_args(argv)
+    try:
+        topo = load_topology(args.topo)
+    except ConfigError as e:
+        print(e, file=sys.stderr)
+        return 2
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # -> finally below -> clean stop
+    cn = CdnNet(topo, options_from(args))
+    try:
+        cn.start()
+        if not args.no_services:
+            try:
+                from testbed.net.cdn import start_services
+            except ImportError:
+                start_services = None
+            if start_services is not None:
+                start_services(cn)
+        print(describe(cn))
+        if not args.no_cli:
+            from testbed.net.cli_cmds import CdnCLI
+
+            CdnCLI(cn)
+    except (PermissionError, RuntimeError, TimeoutError) as e:
+        print(f"cdnlab up: {e}", file=sys.stderr)
+        return 1
+    finally:
+        cn.stop()
+    return 0

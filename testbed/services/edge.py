@@ -1,0 +1,694 @@
+"""A CDN edge cache: a caching reverse proxy with HTTP caching semantics (RFC 9111) and cache cooperation.
+
+Caching (RFC 9111, shared cache): freshness from ``s-maxage``/``max-age``/``Expires`` with no heuristic
+freshness; ``no-store`` and ``private`` are never stored; ``no-cache`` is stored and revalidated on every
+use; stale entries are revalidated with ``If-None-Match``/``If-Modified-Since`` and a 304 refreshes the
+stored headers; ``Age`` is computed per §4.2.3; ``Vary`` selects a stored variant (secondary key).
+Only a fixed set of request headers is forwarded upstream (``Accept*``, ``User-Agent``, ``Cookie``,
+``Authorization``), so unkeyed headers such as ``X-Forwarded-Host`` cannot poison stored responses.
+Concurrent misses for one object are collapsed into one upstream fetch. ``stale-if-error`` (RFC 5861)
+serves a stale copy (``X-Cache: STALE``) when the upstream is unreachable or answers 5xx.
+
+Responses carry ``X-Cache: HIT|MISS|REVALIDATED|STALE``, ``X-Served-By: <name>``, ``Via`` and ``Age``.
+
+Cooperation on a local miss (lecture slides 7 and 20):
+
+1. inside a cluster, the object's *home* member by rendezvous hashing (:mod:`testbed.services.hashing`)
+   over ``cluster`` is asked over HTTP, with ``X-CDN-Peer: <name>`` so the home does not forward again;
+2. ``siblings`` are asked with ICPv2 (:mod:`testbed.services.icp`, RFC 2186) with ``icp_timeout_ms``;
+   on ``ICP_OP_HIT`` the object is fetched from that sibling (``Cache-Control: only-if-cached``);
+3. a ``parent_url`` cache, when configured, is asked before
+4. the origin.
+
+A request whose ``Via`` already names this edge skips steps 1-3 (loop protection).
+
+Akamai-style URLs (slide 19): a request path ``/<anything>/<origin host>/<path>`` whose segments include
+one of the origin's host names (``origin_hostnames``, plus the host of ``origin_url``) maps to
+``/<path>``: e.g. ``/7/23/origin.cdnlab.test/img/x.jpg`` -> ``/img/x.jpg``. The first such segment wins.
+
+Control endpoints: ``GET /_cdn/health``, ``GET /_cdn/stats``, ``POST /_cdn/purge`` with
+``{"paths": [...]}``, and the ``PURGE`` method on any path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import sys
+import time
+from collections import Counter, defaultdict
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+import aiohttp
+from aiohttp import web
+from multidict import CIMultiDict
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from testbed.services import hashing, icp
+from testbed.services.base import ServiceConfig, service_main
+from testbed.services.eviction import load_policy, load_policy_class
+from testbed.services.freshness import (
+    RangeNotSatisfiable,
+    current_age,
+    format_http_date,
+    freshness_lifetime,
+    has_explicit_freshness,
+    is_storable,
+    needs_revalidation,
+    not_modified,
+    parse_cache_control,
+    parse_http_date,
+    parse_range,
+    stale_if_error_window,
+    vary_key,
+    vary_names,
+)
+from testbed.services.store import ObjectStore
+
+log = logging.getLogger(__name__)
+
+PEER_HEADER = "X-CDN-Peer"
+#: request headers forwarded upstream; everything else (X-Forwarded-Host, ...) is dropped
+FORWARD_HEADERS = ("Accept", "Accept-Encoding", "Accept-Language", "User-Agent", "Cookie", "Authorization")
+#: response headers never stored or relayed (hop-by-hop, recomputed, or per-user)
+DROP_RESPONSE = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+        "content-length",
+        "x-cache",
+        "x-served-by",
+    }
+)
+NOT_STORED = frozenset({"set-cookie"})
+SERVER_ERRORS = frozenset({500, 502, 503, 504})
+
+
+class ClusterMember(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str
+    url: str  # http://host:port of that member
+
+
+class Sibling(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str
+    icp_host: str = "127.0.0.1"  # an IP address (replies are matched by address)
+    icp_port: int = Field(ge=1, le=65535)
+    http_url: str
+
+
+class EdgeConfig(ServiceConfig):
+    """Config of one edge cache (``python -m testbed.services.edge --config F``)."""
+
+    name: str = "edge"
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=0, le=65535)
+    origin_url: str
+    #: host names of the origin that may appear in Akamai-style paths (the host of origin_url always does)
+    origin_hostnames: list[str] = Field(default_factory=lambda: ["origin.cdnlab.test"])
+    capacity_bytes: int = Field(64 * 1024 * 1024, gt=0)
+    eviction: str = "testbed.services.eviction:LRU"
+    cluster: list[ClusterMember] = Field(default_factory=list)
+    siblings: list[Sibling] = Field(default_factory=list)
+    icp_host: str = "127.0.0.1"
+    #: UDP port of this edge's ICP server; None: no ICP server; 0: any free port
+    icp_port: int | None = Field(None, ge=0, le=65535)
+    icp_timeout_ms: int = Field(50, ge=1, le=10_000)
+    parent_url: str | None = None
+    #: RFC 5861 stale-if-error window (s) for responses that do not carry their own
+    stale_if_error_s: int = Field(0, ge=0)
+    #: freshness given to objects pushed in with admit() that carry no explicit lifetime
+    admit_ttl_s: int = Field(3600, ge=0)
+    upstream_timeout_s: float = Field(10.0, gt=0)
+    #: bytes of request line / one header field beyond which a request is refused with 400
+    max_field_size: int = Field(8190, ge=256)
+
+    @field_validator("eviction")
+    @classmethod
+    def _check_eviction(cls, v: str) -> str:
+        load_policy_class(v)
+        return v
+
+    @field_validator("origin_url", "parent_url")
+    @classmethod
+    def _check_url(cls, v: str | None) -> str | None:
+        if v is not None and urlsplit(v).scheme not in ("http",):
+            raise ValueError("must be an http:// URL")
+        return v.rstrip("/") if v else v
+
+
+@dataclass
+class Entry:
+    """A stored response with its age bookkeeping precomputed (RFC 9111 §4.2.3), so a hit is cheap."""
+
+    status: int
+    headers: CIMultiDict[str]
+    body: bytes
+    response_time: float
+    initial_age: float  # corrected_initial_age
+    lifetime: float
+    no_cache: bool
+    sie: float  # stale-if-error window
+    size: int
+
+    def age(self, now: float) -> float:
+        return self.initial_age + (now - self.response_time)
+
+
+@dataclass
+class Fetched:
+    status: int
+    headers: CIMultiDict[str]  # stripped of hop-by-hop fields
+    body: bytes
+    request_time: float
+    response_time: float
+    source: str  # origin | parent | peer | sibling
+    extra: CIMultiDict[str] | None = None  # per-user fields relayed but not stored (Set-Cookie)
+
+
+class UpstreamError(Exception):
+    pass
+
+
+def _strip(headers: Mapping[str, str]) -> tuple[CIMultiDict[str], CIMultiDict[str]]:
+    """Split upstream headers into (storable, per-user) case-insensitive dicts, joining repeated fields."""
+    keep: CIMultiDict[str] = CIMultiDict()
+    private: CIMultiDict[str] = CIMultiDict()
+    for k, v in headers.items():
+        lk = k.lower()
+        if lk in DROP_RESPONSE:
+            continue
+        target = private if lk in NOT_STORED else keep
+        if lk in NOT_STORED:
+            target.add(k, v)
+        else:
+            target[k] = f"{target[k]}, {v}" if k in target else v
+    return keep, private
+
+
+class Edge:
+    """One edge cache: state, aiohttp server and upstream client. Use :meth:`start` / :meth:`close`."""
+
+    def __init__(self, cfg: EdgeConfig) -> None:
+        self.cfg = cfg
+        self.name = cfg.name
+        self.store = ObjectStore(cfg.capacity_bytes, load_policy(cfg.eviction))
+        self.vary: dict[str, tuple[str, ...]] = {}
+        self.inflight: dict[
+            tuple[str, tuple[str, ...]], asyncio.Future[tuple[Fetched, Mapping[str, str]]]
+        ] = {}
+        self.via = f"1.1 {cfg.name} (cdnlab)"
+        hosts = list(cfg.origin_hostnames)
+        origin_host = urlsplit(cfg.origin_url).hostname
+        if origin_host and origin_host not in hosts:
+            hosts.append(origin_host)
+        self._markers = [f"/{h}/" for h in hosts if h]
+        self.members = [m.name for m in cfg.cluster]
+        self.member_urls = {m.name: m.url.rstrip("/") for m in cfg.cluster}
+        self.counters: Counter[str] = Counter()
+        self.per_object: defaultdict[str, Counter[str]] = defaultdict(Counter)
+        self.session: aiohttp.ClientSession | None = None
+        self.runner: web.AppRunner | None = None
+        self.icp_server: icp.IcpServer | None = None
+        self._icp_transport: asyncio.DatagramTransport | None = None
+        self.icp_client: icp.IcpClient | None = None
+        self.port = 0
+        self.icp_port = 0
+        self.app = web.Application()
+        self.app.router.add_get("/_cdn/health", self._h_health)
+        self.app.router.add_get("/_cdn/stats", self._h_stats)
+        self.app.router.add_post("/_cdn/purge", self._h_purge)
+        self.app.router.add_route("*", "/{tail:.*}", self._h_proxy)
+
+    # ---- life cycle ----------------------------------------------------------------------------------
+    async def start(self) -> int:
+        self.session = aiohttp.ClientSession(
+            auto_decompress=False,
+            timeout=aiohttp.ClientTimeout(total=self.cfg.upstream_timeout_s),
+            connector=aiohttp.TCPConnector(limit=256),
+        )
+        if self.cfg.icp_port is not None:
+            self._icp_transport, self.icp_server = await icp.start_server(
+                self.icp_lookup, self.cfg.icp_host, self.cfg.icp_port
+            )
+            self.icp_port = self._icp_transport.get_extra_info("sockname")[1]
+        if self.cfg.siblings:
+            self.icp_client = await icp.IcpClient.create(self.cfg.icp_host)
+        self.runner = web.AppRunner(
+            self.app,
+            access_log=None,
+            max_field_size=self.cfg.max_field_size,
+            max_line_size=self.cfg.max_field_size,
+        )
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, self.cfg.host, self.cfg.port, reuse_address=True)
+        await site.start()
+        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        log.info("edge %s on %s:%d (ICP %s)", self.name, self.cfg.host, self.port, self.icp_port or "off")
+        return self.port
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.cfg.host}:{self.port}"
+
+    async def close(self) -> None:
+        if self.runner is not None:
+            await self.runner.cleanup()
+            self.runner = None
+        if self._icp_transport is not None:
+            self._icp_transport.close()
+        if self.icp_client is not None:
+            self.icp_client.close()
+        if self.session is not None:
+            await self.session.close()
+            self.session = None
+
+    # ---- the cache -----------------------------------------------------------------------------------
+    def map_path(self, path: str) -> str:
+        """Akamai-style ``/<anything>/<origin host>/<path>`` -> ``/<path>``; other paths unchanged."""
+        for m in self._markers:
+            i = path.find(m)
+            if i >= 0:
+                return path[i + len(m) - 1 :]
+        return path
+
+    def _make_entry(
+        self, status: int, headers: Mapping[str, str], body: bytes, req_t: float, resp_t: float
+    ) -> Entry:
+        initial_age = current_age(headers, req_t, resp_t, resp_t)
+        headers = CIMultiDict((k, v) for k, v in headers.items() if k.lower() != "age")  # recomputed per hit
+        cc = parse_cache_control(headers.get("Cache-Control"))
+        size = len(body) + sum(len(k) + len(v) + 4 for k, v in headers.items())
+        return Entry(
+            status,
+            headers,
+            body,
+            resp_t,
+            initial_age,
+            freshness_lifetime(headers),
+            "no-cache" in cc,
+            stale_if_error_window(headers, self.cfg.stale_if_error_s),
+            size,
+        )
+
+    def _store(
+        self, key: str, skey: tuple[str, tuple[str, ...]], entry: Entry, names: tuple[str, ...]
+    ) -> None:
+        old = self.vary.get(key)
+        if old is not None and old != names:  # the variant set changed: drop the old variants
+            self._remove_key(key)
+        self.vary[key] = names
+        self.store.put(skey, entry, entry.size)
+
+    def _remove_key(self, key: str) -> bool:
+        removed = False
+        for sk in [k for k in self.store.keys() if k[0] == key]:
+            removed |= self.store.remove(sk)
+        self.vary.pop(key, None)
+        return removed
+
+    def purge(self, path: str) -> bool:
+        """Remove every stored variant of ``path`` (an origin path, optionally with query)."""
+        removed = self._remove_key(self.map_path(path))
+        if removed:
+            self.counters["purged"] += 1
+        return removed
+
+    def admit(self, path: str, status: int, headers: Mapping[str, str], body: bytes) -> None:
+        """Store a response pushed to this edge (e.g. by multicast ingestion) as a fresh entry."""
+        key = self.map_path(path)
+        hdrs, _ = _strip(headers)
+        if not has_explicit_freshness(hdrs):
+            hdrs["Cache-Control"] = ", ".join(
+                filter(None, [hdrs.get("Cache-Control"), f"max-age={self.cfg.admit_ttl_s}"])
+            )
+        now = time.time()
+        hdrs.setdefault("Date", format_http_date(now))
+        names = vary_names(hdrs)
+        if names is None:
+            return
+        self._store(
+            key, (key, vary_key(names, {})), self._make_entry(status, hdrs, bytes(body), now, now), names
+        )
+        self.counters["admitted"] += 1
+
+    def icp_lookup(self, url: str) -> bool:
+        """ICP HIT when a fresh copy of the URL's path is stored."""
+        parts = urlsplit(url)
+        key = self.map_path(parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        names = self.vary.get(key)
+        if names is None:
+            return False
+        now = time.time()
+        for sk in (
+            [(key, vary_key(names, {}))] if not names else [k for k in self.store.keys() if k[0] == key]
+        ):
+            e = self.store.peek(sk)
+            if e is not None and not e.no_cache and e.age(now) < e.lifetime:
+                return True
+        return False
+
+    # ---- responses ---------------------------------------------------------------------------------
+    def _respond(
+        self,
+        request: web.Request,
+        entry: Entry | Fetched,
+        xcache: str,
+        age: float | None,
+        extra: Mapping[str, str] | None = None,
+    ) -> web.StreamResponse:
+        headers = entry.headers.copy()
+        if extra:
+            headers.update(extra)
+        headers["Via"] = f"{headers['Via']}, {self.via}" if "Via" in headers else self.via
+        headers["X-Cache"] = xcache
+        headers["X-Served-By"] = self.name
+        if age is not None:
+            headers["Age"] = str(int(age))
+        status, body = entry.status, entry.body
+        rh = request.headers
+        if status == 200 and ("If-None-Match" in rh or "If-Modified-Since" in rh):
+            if not_modified(rh, headers.get("ETag"), parse_http_date(headers.get("Last-Modified"))):
+                return web.Response(status=304, headers=headers)
+        if status == 200 and "Range" in rh:
+            try:
+                r = parse_range(rh["Range"], len(body))
+            except RangeNotSatisfiable:
+                headers["Content-Range"] = f"bytes */{len(body)}"
+                return web.Response(status=416, headers=headers)
+            if r is not None:
+                headers["Content-Range"] = f"bytes {r[0]}-{r[1]}/{len(body)}"
+                return web.Response(status=206, body=body[r[0] : r[1] + 1], headers=headers)
+        return web.Response(status=status, body=body, headers=headers)
+
+    def _count(self, key: str, what: str, nbytes: int = 0, from_cache: bool = True) -> None:
+        self.counters[what] += 1
+        self.per_object[key][what] += 1
+        if nbytes:
+            self.counters["bytes_from_cache" if from_cache else "bytes_served_uncached"] += nbytes
+
+    # ---- request handling ----------------------------------------------------------------------------
+    async def _h_proxy(self, request: web.Request) -> web.StreamResponse:
+        method = request.method
+        key = self.map_path(request.path)
+        qs = request.query_string
+        if qs:
+            key = f"{key}?{qs}"
+        if method == "PURGE":
+            ok = self.purge(key)
+            return web.json_response({"path": key, "purged": ok}, status=200 if ok else 404)
+        if method not in ("GET", "HEAD"):
+            return await self._pass_through(request, key)
+        rh = request.headers
+        peer = PEER_HEADER in rh
+        if peer:
+            self.counters["peer_requests_received"] += 1
+        loop_seen = self.via in rh.get("Via", "")
+        names = self.vary.get(key, ())
+        skey = (key, vary_key(names, rh) if names else ())
+        entry: Entry | None = self.store.get(skey)
+        now = time.time()
+        cooperative = not peer and not loop_seen
+        if entry is not None:
+            age = entry.age(now)
+            if "Cache-Control" in rh or "Pragma" in rh:
+                stale = needs_revalidation(entry.headers, age, rh)
+                only_if_cached = "only-if-cached" in parse_cache_control(rh.get("Cache-Control"))
+            else:
+                stale = entry.no_cache or age >= entry.lifetime
+                only_if_cached = False
+            if not stale:
+                self._count(key, "hits", len(entry.body))
+                return self._respond(request, entry, "HIT", age)
+            if only_if_cached:
+                return web.Response(status=504, text="not cached (only-if-cached)\n")
+            return await self._revalidate(request, key, skey, entry, names)
+        if "only-if-cached" in parse_cache_control(rh.get("Cache-Control")):
+            return web.Response(status=504, text="not cached (only-if-cached)\n")
+        return await self._miss(request, key, skey, cooperative)
+
+    async def _miss(
+        self, request: web.Request, key: str, skey: tuple[str, tuple[str, ...]], cooperative: bool
+    ) -> web.StreamResponse:
+        rh = request.headers
+        fut = self.inflight.get(skey)
+        if fut is not None:  # request collapsing: wait for the fetch already under way
+            self.counters["collapsed"] += 1
+            try:
+                f, leader_rh = await asyncio.shield(fut)
+            except UpstreamError as e:
+                return web.Response(status=502, text=f"upstream failed: {e}\n")
+            names = vary_names(f.headers)
+            if (
+                names is not None
+                and is_storable("GET", f.status, rh, f.headers)
+                and vary_key(names, rh) == vary_key(names, leader_rh)
+            ):
+                self._count(key, "misses")
+                age = current_age(f.headers, f.request_time, f.response_time, time.time())
+                return self._respond(request, f, "MISS", age)
+            # not shareable (private, no-store, another variant): fetch for this client alone
+        fut = asyncio.get_running_loop().create_future()
+        fut.add_done_callback(lambda f: f.exception())  # followers may be gone; never "unretrieved"
+        self.inflight[skey] = fut
+        try:
+            try:
+                f = await self._fetch(key, rh, cooperative)
+            except UpstreamError as e:
+                fut.set_exception(e)
+                self.counters["upstream_errors"] += 1
+                return web.Response(status=502, text=f"upstream failed: {e}\n")
+            fut.set_result((f, rh))
+        finally:
+            if self.inflight.get(skey) is fut:
+                del self.inflight[skey]
+        self._count(key, "misses")
+        names = vary_names(f.headers)
+        if names is not None and is_storable("GET", f.status, rh, f.headers):
+            entry = self._make_entry(f.status, f.headers, f.body, f.request_time, f.response_time)
+            vkey = (key, vary_key(names, rh) if names else ())
+            self._store(key, vkey, entry, names)
+        else:
+            self.counters["uncachable"] += 1
+        age = current_age(f.headers, f.request_time, f.response_time, time.time())
+        return self._respond(request, f, "MISS", age, f.extra)
+
+    async def _revalidate(
+        self,
+        request: web.Request,
+        key: str,
+        skey: tuple[str, tuple[str, ...]],
+        entry: Entry,
+        names: tuple[str, ...],
+    ) -> web.StreamResponse:
+        rh = request.headers
+        cond: dict[str, str] = {}
+        if "ETag" in entry.headers:
+            cond["If-None-Match"] = entry.headers["ETag"]
+        if "Last-Modified" in entry.headers:
+            cond["If-Modified-Since"] = entry.headers["Last-Modified"]
+        base = self.cfg.parent_url or self.cfg.origin_url
+        source = "parent" if self.cfg.parent_url else "origin"
+        try:
+            f = await self._get(base + key, self._fwd(rh, cond), source)
+        except UpstreamError as e:
+            f = None
+            err = str(e)
+        if f is None or f.status in SERVER_ERRORS:
+            now = time.time()
+            age = entry.age(now)
+            if entry.sie > 0 and age - entry.lifetime <= entry.sie:
+                self._count(key, "stale", len(entry.body))
+                return self._respond(request, entry, "STALE", age, {"Warning": '110 - "Response is Stale"'})
+            if f is None:
+                self.counters["upstream_errors"] += 1
+                return web.Response(status=502, text=f"upstream failed: {err}\n")
+            self._count(key, "misses")
+            return self._respond(request, f, "MISS", None)
+        if f.status == 304:
+            # RFC 9111 §4.3.4: update the stored headers with those of the 304
+            headers = entry.headers.copy()
+            headers.update(f.headers)
+            new = self._make_entry(entry.status, headers, entry.body, f.request_time, f.response_time)
+            self.store.replace_value(skey, new)
+            self._count(key, "revalidated", len(entry.body))
+            return self._respond(request, new, "REVALIDATED", new.age(time.time()))
+        self._count(key, "misses")
+        new_names = vary_names(f.headers)
+        if new_names is not None and is_storable("GET", f.status, rh, f.headers):
+            e = self._make_entry(f.status, f.headers, f.body, f.request_time, f.response_time)
+            self._store(key, (key, vary_key(new_names, rh) if new_names else ()), e, new_names)
+        else:
+            self.store.remove(skey)
+        return self._respond(
+            request, f, "MISS", current_age(f.headers, f.request_time, f.response_time, time.time()), f.extra
+        )
+
+    def _fwd(self, rh: Mapping[str, str], extra: Mapping[str, str] | None = None) -> dict[str, str]:
+        h = {k: rh[k] for k in FORWARD_HEADERS if k in rh}
+        via = rh.get("Via")
+        h["Via"] = f"{via}, {self.via}" if via else self.via
+        if extra:
+            h.update(extra)
+        return h
+
+    async def _get(self, url: str, headers: dict[str, str], source: str) -> Fetched:
+        assert self.session is not None
+        t0 = time.time()
+        try:
+            async with self.session.get(url, headers=headers, allow_redirects=False) as r:
+                body = await r.read()
+                keep, private = _strip(r.headers)
+                status = r.status
+        except (aiohttp.ClientError, TimeoutError, OSError) as e:
+            raise UpstreamError(f"{source} {url}: {e.__class__.__name__}: {e}") from None
+        t1 = time.time()
+        self.counters[f"fetches_from_{source}"] += 1
+        self.counters["bytes_from_origin" if source in ("origin", "parent") else "bytes_from_peers"] += len(
+            body
+        )
+        return Fetched(status, keep, body, t0, t1, source, private or None)
+
+    async def _fetch(self, key: str, rh: Mapping[str, str], cooperative: bool) -> Fetched:
+        """The miss path: cluster home, ICP siblings, parent, origin (lecture slides 7 and 20)."""
+        fwd = self._fwd(rh)
+        if cooperative and self.members:
+            home = hashing.home(key, self.members)
+            if home is not None and home != self.name and home in self.member_urls:
+                self.counters["peer_fetches"] += 1
+                try:
+                    f = await self._get(self.member_urls[home] + key, {**fwd, PEER_HEADER: self.name}, "peer")
+                    if f.status not in SERVER_ERRORS:
+                        return f
+                except UpstreamError as e:
+                    log.info("home %s unavailable: %s", home, e)
+        if cooperative and self.icp_client is not None:
+            addrs = {(s.icp_host, s.icp_port): s for s in self.cfg.siblings}
+            hit = await self.icp_client.query(
+                self.cfg.origin_url + key, list(addrs), self.cfg.icp_timeout_ms / 1000
+            )
+            if hit is not None:
+                sib = addrs.get(hit) or next((s for s in self.cfg.siblings if s.icp_port == hit[1]), None)
+                if sib is not None:
+                    self.counters["sibling_fetches"] += 1
+                    headers = {**fwd, PEER_HEADER: self.name, "Cache-Control": "only-if-cached"}
+                    try:
+                        f = await self._get(sib.http_url.rstrip("/") + key, headers, "sibling")
+                        if f.status == 200:
+                            return f
+                    except UpstreamError as e:
+                        log.info("sibling %s unavailable: %s", sib.name, e)
+        if self.cfg.parent_url and cooperative:
+            try:
+                f = await self._get(self.cfg.parent_url + key, fwd, "parent")
+                if f.status not in SERVER_ERRORS:
+                    return f
+            except UpstreamError as e:
+                log.info("parent unavailable: %s", e)
+        return await self._get(self.cfg.origin_url + key, fwd, "origin")
+
+    async def _pass_through(self, request: web.Request, key: str) -> web.StreamResponse:
+        """Unsafe methods go to the origin uncached and invalidate the stored URL (RFC 9111 §4.4)."""
+        assert self.session is not None
+        body = await request.read()
+        headers = self._fwd(request.headers)
+        if "Content-Type" in request.headers:
+            headers["Content-Type"] = request.headers["Content-Type"]
+        try:
+            async with self.session.request(
+                request.method, self.cfg.origin_url + key, headers=headers, data=body, allow_redirects=False
+            ) as r:
+                rbody = await r.read()
+                keep, private = _strip(r.headers)
+                status = r.status
+        except (aiohttp.ClientError, TimeoutError, OSError) as e:
+            return web.Response(status=502, text=f"upstream failed: {e}\n")
+        if status < 400:
+            self._remove_key(key)
+        self.counters["passed_through"] += 1
+        keep.update(private)
+        keep["Via"] = self.via
+        keep["X-Served-By"] = self.name
+        keep["X-Cache"] = "MISS"
+        return web.Response(status=status, body=rbody, headers=keep)
+
+    # ---- control endpoints ---------------------------------------------------------------------------
+    def stats(self) -> dict[str, Any]:
+        c = self.counters
+        return {
+            "name": self.name,
+            "hits": c["hits"],
+            "misses": c["misses"],
+            "revalidated": c["revalidated"],
+            "stale": c["stale"],
+            "collapsed": c["collapsed"],
+            "uncachable": c["uncachable"],
+            "upstream_errors": c["upstream_errors"],
+            "bytes_from_cache": c["bytes_from_cache"],
+            "bytes_from_origin": c["bytes_from_origin"],
+            "bytes_from_peers": c["bytes_from_peers"],
+            "fetches": {k[len("fetches_from_") :]: v for k, v in c.items() if k.startswith("fetches_from_")},
+            "inter_cache": {
+                "peer_fetches": c["peer_fetches"],
+                "peer_requests_received": c["peer_requests_received"],
+                "sibling_fetches": c["sibling_fetches"],
+                "icp_client": self.icp_client.stats() if self.icp_client else {},
+                "icp_server": self.icp_server.stats() if self.icp_server else {},
+            },
+            "purged": c["purged"],
+            "admitted": c["admitted"],
+            "objects": {k: dict(v) for k, v in self.per_object.items()},
+            "store": {
+                "bytes_used": self.store.used_bytes,
+                "capacity_bytes": self.store.capacity_bytes,
+                "objects": len(self.store),
+                "evictions": self.store.evictions,
+                "policy": self.cfg.eviction,
+            },
+        }
+
+    async def _h_health(self, request: web.Request) -> web.Response:
+        return web.json_response({"name": self.name, "ok": True})
+
+    async def _h_stats(self, request: web.Request) -> web.Response:
+        return web.json_response(self.stats())
+
+    async def _h_purge(self, request: web.Request) -> web.Response:
+        try:
+            data = await request.json()
+            paths = data["paths"]
+            if not isinstance(paths, list) or not all(isinstance(p, str) for p in paths):
+                raise ValueError("'paths' must be a list of strings")
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
+            return web.json_response({"error": f'expected {{"paths": [...]}}: {e}'}, status=400)
+        purged = [p for p in paths if self.purge(p)]
+        return web.json_response({"purged": purged, "not_found": [p for p in paths if p not in purged]})
+
+
+async def serve(cfg: EdgeConfig, stop: asyncio.Event) -> None:
+    """Run a cdnlab edge cache until ``stop`` is set."""
+    edge = Edge(cfg)
+    await edge.start()
+    try:
+        await stop.wait()
+    finally:
+        await edge.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    return service_main(EdgeConfig, serve, argv, prog="python -m testbed.services.edge")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
