@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     from mininet.net import Mininet
     from mininet.node import OVSSwitch
 
-    from testbed.net import links
+    from testbed.net import host_env, links
 
     try:
         mode = links.choose_link_class(args.mode)
@@ -95,6 +95,11 @@ def main(argv: list[str] | None = None) -> int:
     def shaped(**kw):
         return links.link_class_for(args.mode, **kw), kw
 
+    # as the builder does: OVS's userspace datapath drops on small default socket buffers (restored below)
+    saved = {k: host_env.read_sysctl(k) for k in host_env.USERSPACE_SYSCTLS}
+    for k, v in host_env.USERSPACE_SYSCTLS.items():
+        if int(saved[k]) < v:
+            host_env.write_sysctl(k, v)
     net = Mininet(
         switch=partial(OVSSwitch, datapath="user", failMode="standalone"),
         controller=None,
@@ -187,6 +192,8 @@ def main(argv: list[str] | None = None) -> int:
         )
     finally:
         net.stop()
+        for k, v in saved.items():
+            host_env.write_sysctl(k, v)
     print(json.dumps(result))
     return 0
 

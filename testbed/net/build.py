@@ -31,7 +31,7 @@ from typing import Any
 from testbed.net import host_env
 from testbed.net.spec import Role, Topology
 from testbed.net.state import RunState
-from testbed.util import free_port, wait_until
+from testbed.util import free_port, tcp_open, wait_until
 
 log = logging.getLogger(__name__)
 
@@ -320,6 +320,13 @@ class CdnNet:
             stdout=logf, stderr=subprocess.STDOUT, start_new_session=True,
         )
         self.state.add_pid(self.controller_proc.pid, "controller")
+
+        def listening() -> bool:
+            if self.controller_proc is not None and self.controller_proc.poll() is not None:
+                raise RuntimeError(f"controller exited; see {self.run_dir}/controller.out")
+            return tcp_open("127.0.0.1", self.of_port)
+
+        wait_until(listening, self.opts.connect_timeout, 0.05, what="controller listening for OpenFlow")
         c = RemoteController("c0", ip="127.0.0.1", port=self.of_port)
         self.net.controllers = [c]
 

@@ -21,6 +21,11 @@ packets per direction; by default one bandwidth-delay product, at least 100 pack
 without adding more than one RTT of queueing delay. The relay's delay line itself holds up to 10000
 frames per direction (tail drop beyond), or ``max_queue_size`` when the link has no rate (netem's
 ``limit`` semantics).
+
+After ``net.start()`` call :func:`finish_links`: Open vSwitch removes the qdisc of every port it adds,
+so the HTB/netem on switch-side interfaces is re-applied there (with the port's QoS set to
+``linux-noop`` so OVS leaves it alone) and every link is verified. The relay's own HTB lives in its
+namespace and is unaffected.
 """
 
 from __future__ import annotations
@@ -233,7 +238,7 @@ def choose_link_class(mode: str = "auto", probe: Callable[[], bool] | None = Non
         if not probe():
             raise LinkEmulationError(
                 "link mode 'netem' was forced but this kernel has no netem (sch_netem): "
-                "use --links relay or --links auto"
+                "use mode 'relay' or 'auto' (cdnlab up --links relay)"
             )
         return "netem"
     if mode == "auto":

@@ -1,0 +1,282 @@
+"""Start the CDN's real service processes inside a built network, by host role.
+
+* ``origin``: the content provider's origin server (port 80);
+* ``edge``: a caching reverse proxy (port 80 on every address, so anycast VIP traffic is served too);
+* ``dns``: the mapping DNS, Akamai's two levels (lecture slide 21): ``params.level`` is ``high`` (the
+  customer's zones with the CNAME chain, plus the referral of ``g.cdnlab.net`` to the low-level server of
+  the resolver's region, long TTL), ``low`` (A records of edges, by region and hash of the name, short TTL)
+  or ``both`` (one server doing both, for small topologies);
+* ``resolver``: a real ``unbound`` with stub zones pointing at the high-level DNS;
+* ``redirector``: answers 302 to the edge chosen for the client's own address.
+
+Names: clients ask for ``www.customer.example`` → CNAME ``cache.customer.example.cdnlab-dns.net`` →
+CNAME ``a73.g.cdnlab.net`` → A (an edge). Every generated config is written to ``<run dir>/configs``.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from testbed.net.build import CdnNet
+from testbed.net.spec import Role
+from testbed.util import wait_until
+
+CDN_NAME = "a73.g.cdnlab.net"
+CUSTOMER_NAME = "www.customer.example"
+MAPPED_ZONE = "g.cdnlab.net"
+HTTP_PORT = 80
+
+
+@dataclass
+class CdnOptions:
+    """Knobs experiments turn; defaults give the CDN of the lecture."""
+
+    dns_ttl: int = 20  # low-level A record TTL (s): "TTL is small"
+    referral_ttl: int = 3600  # high-level NS TTL: "TTL is large"
+    ecs: bool = False  # resolvers send EDNS Client Subnet (RFC 7871)
+    mapping_policy: str = "testbed.services.mapping:GeoByResolver"
+    redirect_policy: str = "testbed.services.mapping:GeoByResolver"
+    health_interval: float = 0.5
+    health_timeout: float = 0.4
+    health_fall: int = 2
+    health_rise: int = 2
+    edge_capacity_bytes: int = 64 * 1024 * 1024
+    eviction: str = "testbed.services.eviction:LRU"
+    cooperation: str = "none"  # none | cluster | icp | parent
+    parent: str | None = None  # edge host used as parent when cooperation == parent
+    stale_if_error_s: int = 0
+    resolver_cache: bool = True
+    catalog: dict[str, Any] = field(default_factory=dict)
+    roles: tuple[str, ...] = ("origin", "edge", "dns", "resolver", "redirector")
+    ready_timeout: float = 30.0
+
+
+def _py(module: str, cfg_path: Path) -> list[str]:
+    return [sys.executable, "-m", module, "--config", str(cfg_path)]
+
+
+class CdnServices:
+    """The service processes of one running CDN (configs, start order, readiness, stop)."""
+
+    def __init__(self, cn: CdnNet, opts: CdnOptions | None = None) -> None:
+        self.cn = cn
+        self.opts = opts or CdnOptions()
+        assert cn.run_dir is not None
+        self.cfg_dir = cn.run_dir / "configs"
+        self.cfg_dir.mkdir(parents=True, exist_ok=True)
+        self.log_dir = cn.run_dir / "logs"
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        t = cn.topo
+        self.origin = next((h.name for h in t.hosts_with(Role.origin)), None)
+        self.edges = [h.name for h in t.hosts_with(Role.edge)]
+        self.resolvers = [h.name for h in t.hosts_with(Role.resolver)]
+        self.redirectors = [h.name for h in t.hosts_with(Role.redirector)]
+        self.dns = {h.name: str(h.params.get("level", "both")) for h in t.hosts_with(Role.dns)}
+
+    # -- shared pieces of config ---------------------------------------------------------------
+    def regions(self) -> dict[str, list[str]]:
+        """region -> /32 prefixes of every host in it (how mapping tells where a query comes from)."""
+        out: dict[str, list[str]] = {}
+        for h in self.cn.topo.hosts:
+            if h.region:
+                out.setdefault(h.region, []).append(f"{self.cn.ip(h.name)}/32")
+        return out
+
+    def edge_specs(self) -> list[dict[str, Any]]:
+        return [{"name": e, "address": self.cn.ip(e), "port": HTTP_PORT,
+                 "region": self.cn.topo.host(e).region or "default"} for e in self.edges]
+
+    def mapping(self, policy: str) -> dict[str, Any]:
+        regions = self.regions() or {"default": [self.cn.topo.subnet]}
+        rtt: dict[str, dict[str, float]] = {}
+        for r in regions:  # configured RTT from a region's clients to each edge (LatencyMap)
+            members = [h.name for h in self.cn.topo.hosts if h.region == r and h.role == Role.client]
+            if members:
+                rtt[r] = {e: 2 * self.cn.topo.path_delay_ms(members[0], e) for e in self.edges}
+        return {"policy": policy, "regions": regions, "edges": self.edge_specs(), "rtt_ms": rtt}
+
+    def health(self) -> dict[str, Any]:
+        o = self.opts
+        return {"interval": o.health_interval, "timeout": min(o.health_timeout, o.health_interval),
+                "fall": o.health_fall, "rise": o.health_rise}
+
+    def _write(self, name: str, cfg: dict[str, Any]) -> Path:
+        p = self.cfg_dir / f"{name}.json"
+        p.write_text(json.dumps(cfg, indent=1))
+        return p
+
+    # -- per role ------------------------------------------------------------------------------------
+    def origin_config(self) -> dict[str, Any]:
+        assert self.origin
+        return {"name": self.origin, "host": "0.0.0.0", "port": HTTP_PORT,
+                "log_file": str(self.log_dir / f"{self.origin}.log"),
+                "cdn_hostnames": [CDN_NAME], "catalog": dict(self.opts.catalog)}
+
+    def edge_config(self, e: str) -> dict[str, Any]:
+        assert self.origin
+        o = self.opts
+        cfg: dict[str, Any] = {
+            "name": e, "host": "0.0.0.0", "port": HTTP_PORT, "log_file": str(self.log_dir / f"{e}.log"),
+            "origin_url": f"http://{self.cn.ip(self.origin)}:{HTTP_PORT}",
+            "capacity_bytes": o.edge_capacity_bytes, "eviction": o.eviction,
+            "stale_if_error_s": o.stale_if_error_s,
+        }
+        region = self.cn.topo.host(e).region
+        peers = [p for p in self.edges if p != e and (o.cooperation != "cluster" or
+                                                         self.cn.topo.host(p).region == region)]
+        if o.cooperation == "cluster":
+            cfg["cluster"] = [{"name": p, "url": f"http://{self.cn.ip(p)}:{HTTP_PORT}"}
+                              for p in [e, *peers]]
+        elif o.cooperation == "icp":
+            cfg["icp_host"] = "0.0.0.0"
+            cfg["icp_port"] = 3130
+            cfg["siblings"] = [{"name": p, "icp_host": self.cn.ip(p), "icp_port": 3130,
+                                "http_url": f"http://{self.cn.ip(p)}:{HTTP_PORT}"} for p in peers]
+        elif o.cooperation == "parent" and o.parent and e != o.parent:
+            cfg["parent_url"] = f"http://{self.cn.ip(o.parent)}:{HTTP_PORT}"
+        return cfg
+
+    def _low_servers(self) -> dict[str, list[dict[str, str]]]:
+        out: dict[str, list[dict[str, str]]] = {}
+        for name, level in self.dns.items():
+            if level == "low":
+                region = self.cn.topo.host(name).region or "default"
+                out.setdefault(region, []).append({"name": f"ns-{region}.{MAPPED_ZONE}",
+                                                   "address": self.cn.ip(name)})
+        return out
+
+    def customer_zones(self) -> list[dict[str, Any]]:
+        hi = next((n for n, lv in self.dns.items() if lv in ("high", "both")), None)
+        assert hi is not None, "the topology has no high-level DNS host (role dns, params.level high or both)"
+        hi_ip = self.cn.ip(hi)
+        origin_ip = self.cn.ip(self.origin) if self.origin else hi_ip
+        return [
+            {"origin": "customer.example", "records": [
+                {"name": "@", "type": "NS", "data": "ns1.customer.example."},
+                {"name": "ns1", "type": "A", "data": hi_ip},
+                {"name": "origin", "type": "A", "data": origin_ip},
+                {"name": "www", "type": "CNAME", "data": "cache.customer.example.cdnlab-dns.net."},
+                {"name": "cache", "type": "CNAME", "data": "cache.customer.example.cdnlab-dns.net."},
+            ]},
+            {"origin": "cdnlab-dns.net", "records": [
+                {"name": "@", "type": "NS", "data": "ns1.cdnlab-dns.net."},
+                {"name": "ns1", "type": "A", "data": hi_ip},
+                {"name": "cache.customer.example", "type": "CNAME", "data": f"{CDN_NAME}."},
+            ]},
+            {"origin": "cdnlab.net", "records": [
+                {"name": "@", "type": "NS", "data": "ns1.cdnlab.net."},
+                {"name": "ns1", "type": "A", "data": hi_ip},
+            ]},
+        ]
+
+    def dns_config(self, name: str) -> dict[str, Any]:
+        level = self.dns[name]
+        o = self.opts
+        cfg: dict[str, Any] = {"name": name, "host": self.cn.ip(name), "port": 53,
+                               "log_file": str(self.log_dir / f"{name}.log"),
+                               "mapping": self.mapping(o.mapping_policy), "health": self.health()}
+        if level in ("high", "both"):
+            cfg["zones"] = self.customer_zones()
+        lows = self._low_servers()
+        if level == "high" and lows:
+            cfg["delegation"] = {"zone": MAPPED_ZONE, "ttl": o.referral_ttl, "servers": lows}
+        if level in ("low", "both") or (level == "high" and not lows):
+            region = self.cn.topo.host(name).region or "default"
+            cfg["mapped"] = {"zone": MAPPED_ZONE, "ttl": o.dns_ttl,
+                             "nameservers": [{"name": f"ns-{region}.{MAPPED_ZONE}", "address": self.cn.ip(name)}]}
+        if level == "high" and not lows:
+            cfg["mapped"]["nameservers"][0]["name"] = f"ns1.{MAPPED_ZONE}"
+        return cfg
+
+    def resolver_config(self, r: str) -> dict[str, Any]:
+        hi = next(n for n, lv in self.dns.items() if lv in ("high", "both"))
+        hi_ip = self.cn.ip(hi)
+        return {"name": r, "host": self.cn.ip(r), "port": 53, "run_dir": str(self.cn.run_dir / "unbound" / r),
+                "log_file": str(self.log_dir / f"{r}.log"),
+                "stub_zones": {z: [hi_ip] for z in ("customer.example", "cdnlab-dns.net", "cdnlab.net")},
+                "access_control": [f"{self.cn.topo.subnet} allow", "127.0.0.0/8 allow"],
+                "ecs": self.opts.ecs, "cache": self.opts.resolver_cache}
+
+    def redirector_config(self, r: str) -> dict[str, Any]:
+        return {"name": r, "host": "0.0.0.0", "port": HTTP_PORT, "log_file": str(self.log_dir / f"{r}.log"),
+                "mapping": self.mapping(self.opts.redirect_policy), "health": self.health()}
+
+    # -- start / readiness ---------------------------------------------------------------------------
+    def _http_ready(self, host: str, ip: str, path: str) -> bool:
+        out = self.cn.host(host).cmd(
+            f"curl -s -o /dev/null -m 1 -w '%{{http_code}}' http://{ip}:{HTTP_PORT}{path}")
+        return out.strip().endswith(("200", "302"))
+
+    def _dns_ready(self, client: str, server_ip: str, name: str) -> bool:
+        out = self.cn.host(client).cmd(f"dig +short +time=1 +tries=1 @{server_ip} {name} A")
+        return bool(out.strip()) and "timed out" not in out and "no servers" not in out
+
+    def _start(self, host: str, module: str, cfg: dict[str, Any], role: str) -> None:
+        p = self._write(f"{host}-{role}", cfg)
+        self.cn.popen(host, _py(module, p), role, log_name=f"logs/{host}-{role}.out")
+
+    def start(self) -> CdnServices:
+        roles, t = set(self.opts.roles), self.opts.ready_timeout
+        probe = next((h.name for h in self.cn.topo.hosts_with(Role.client)), self.cn.topo.hosts[0].name)
+        if "origin" in roles and self.origin:
+            self._start(self.origin, "testbed.services.origin", self.origin_config(), "origin")
+        if "edge" in roles and self.origin:
+            for e in self.edges:
+                self._start(e, "testbed.services.edge", self.edge_config(e), "edge")
+        if "origin" in roles and self.origin:
+            wait_until(lambda: self._http_ready(probe, self.cn.ip(self.origin), "/_origin/health"), t, 0.1,
+                       what="origin answering")
+        if "edge" in roles and self.origin:
+            for e in self.edges:
+                wait_until(lambda e=e: self._http_ready(probe, self.cn.ip(e), "/_cdn/health"), t, 0.1,
+                           what=f"edge {e} answering")
+        if "dns" in roles and self.dns:
+            for name in sorted(self.dns, key=lambda n: self.dns[n] == "high"):  # low-level first
+                self._start(name, "testbed.services.dns", self.dns_config(name), "dns")
+            for name in self.dns:
+                wait_until(lambda n=name: self._dns_ready(probe, self.cn.ip(n), f"ns1.{MAPPED_ZONE}")
+                           or self._dns_ready(probe, self.cn.ip(n), CDN_NAME), t, 0.1, what=f"DNS {name}")
+        if "resolver" in roles and self.dns:
+            for r in self.resolvers:
+                self._start(r, "testbed.services.resolver", self.resolver_config(r), "resolver")
+            for r in self.resolvers:
+                wait_until(lambda r=r: self._dns_ready(probe, self.cn.ip(r), CUSTOMER_NAME), t, 0.2,
+                           what=f"resolver {r} resolving {CUSTOMER_NAME}")
+        if "redirector" in roles:
+            for r in self.redirectors:
+                self._start(r, "testbed.services.redirector", self.redirector_config(r), "redirector")
+            for r in self.redirectors:
+                wait_until(lambda r=r: self._http_ready(probe, self.cn.ip(r), "/_redirector/health"), t, 0.1,
+                           what=f"redirector {r}")
+        return self
+
+    # -- actions used by experiments and the CLI -------------------------------------------------------
+    def resolver_for(self, client: str) -> str | None:
+        """The resolver of the client's region (else the first resolver)."""
+        region = self.cn.topo.host(client).region
+        same = [r for r in self.resolvers if self.cn.topo.host(r).region == region]
+        return (same or self.resolvers or [None])[0]
+
+    def kill_edge_process(self, edge: str) -> None:
+        p = self.cn.procs.get(f"{edge}:edge")
+        if p is not None and p.poll() is None:
+            p.kill()
+            p.wait(5)
+
+    def restart_edge(self, edge: str) -> None:
+        self.kill_edge_process(edge)
+        self._start(edge, "testbed.services.edge", self.edge_config(edge), "edge")
+        probe = next(h.name for h in self.cn.topo.hosts_with(Role.client))
+        wait_until(lambda: self._http_ready(probe, self.cn.ip(edge), "/_cdn/health"), self.opts.ready_timeout,
+                   0.1, what=f"edge {edge} answering again")
+
+
+def start_services(cn: CdnNet, opts: CdnOptions | None = None) -> CdnServices:
+    """Start every service the topology's roles call for; returns the handle (also kept on ``cn``)."""
+    svc = CdnServices(cn, opts).start()
+    cn.services = svc  # type: ignore[attr-defined]
+    return svc
