@@ -133,12 +133,12 @@ class CdnNet:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.datapath = host_env.ovs_datapath(self.opts.datapath)
         self.controller_mode = self._choose_controller()
-        link_cls = self._link_class()
+        self.link_mode = self._choose_link_mode()
         if self.datapath == "user":
             self._raise_sysctls()
         self.net = Mininet(topo=None, build=False, controller=None, autoSetMacs=False, waitConnected=False)
         try:
-            self._add_nodes(link_cls)
+            self._add_nodes()
             self.net.build()
             for h in self.net.hosts:
                 self.state.add_pid(h.pid, f"host {h.name}")
@@ -147,6 +147,9 @@ class CdnNet:
             if self.controller_mode == "ryu":
                 self._start_controller()
             self.net.start()
+            from testbed.net.links import finish_links
+
+            finish_links(self.net)  # re-apply qdiscs OVS removed from its ports; verify every link
             self._after_start()
         except BaseException:
             self.stop()
@@ -184,17 +187,24 @@ class CdnNet:
             raise ValueError(f"controller must be auto, ryu or standalone, not {mode!r}")
         return mode
 
-    def _link_class(self):
-        from mininet.link import Link
-
-        shaped = any(ln.shaped for ln in self.topo.links) or any(h.link.shaped for h in self.topo.hosts)
-        if not shaped:
-            self.link_mode = "none"
-            return Link
+    def _link_class(self, **kw: Any):
+        """The Mininet link class for one link's params: plain veth, HTB rate, netem or relay."""
         from testbed.net import links
 
-        self.link_mode = links.choose_link_class(self.opts.links)
-        return links.NetemLink if self.link_mode == "netem" else partial(links.RelayLink, state=self.state)
+        cls = links.link_class_for(self.link_mode if self.link_mode != "none" else "auto", **kw)
+        if cls is links.RelayLink:
+            return partial(links.RelayLink, state=self.state, log_dir=self.run_dir)
+        return cls
+
+    def _choose_link_mode(self) -> str:
+        """netem or relay for links with delay/loss ('none' when no link needs either)."""
+        emulated = [p for p in [*self.topo.links, *(h.link for h in self.topo.hosts)]
+                    if p.delay_ms or p.delay_ms_ba or p.loss_pct]
+        if not emulated:
+            return "none"
+        from testbed.net import links
+
+        return links.choose_link_class(self.opts.links)
 
     def _raise_sysctls(self) -> None:
         assert self.state is not None
@@ -204,8 +214,7 @@ class CdnNet:
                 self.state.add_sysctl(name, old)
                 host_env.write_sysctl(name, value)
 
-    def _add_nodes(self, link_cls) -> None:
-        from mininet.link import Link
+    def _add_nodes(self) -> None:
         from mininet.node import OVSSwitch
 
         assert self.net is not None
@@ -223,10 +232,10 @@ class CdnNet:
             self.net.addHost(h.name, ip=f"{self.addresses[h.name]}/{plen}", mac=self.macs[h.name])
         for h in self.topo.hosts:
             kw = link_kwargs(h.link)
-            self.net.addLink(h.name, h.switch, cls=link_cls if kw else Link, **kw)
+            self.net.addLink(h.name, h.switch, cls=self._link_class(**kw), **kw)
         for ln in self.topo.links:
             kw = link_kwargs(ln)
-            self.net.addLink(ln.a, ln.b, cls=link_cls if kw else Link, **kw)
+            self.net.addLink(ln.a, ln.b, cls=self._link_class(**kw), **kw)
 
     def _after_start(self) -> None:
         assert self.net is not None and self.state is not None
@@ -242,7 +251,7 @@ class CdnNet:
             for intf in sw.intfList():
                 if intf.name != "lo":
                     self.state.add_interface(intf.name)
-        for _i, a in enumerate(self.topo.anycast):
+        for a in self.topo.anycast:
             for m in a.members:
                 node = self.net.get(m)
                 node.cmd("ip addr add", f"{a.vip}/32", "dev lo")
@@ -296,6 +305,8 @@ class CdnNet:
                 "name": h.name, "mac": self.macs[h.name], "ip": self.addresses[h.name],
                 "switch": h.switch, "port": sw.ports[isw], "delay_ms": h.link.delay_ms,
             })
+        for h in self.net.hosts:  # hosts can send multicast (ingestion, invalidation, control groups)
+            h.cmd("ip route replace 224.0.0.0/4 dev", h.defaultIntf().name)
         for i, a in enumerate(self.topo.anycast):
             view["anycast"].append({
                 "name": a.name, "vip": a.vip, "vmac": vmac_for(i), "port": a.port, "members": list(a.members),

@@ -50,6 +50,7 @@ class CdnOptions:
     parent: str | None = None  # edge host used as parent when cooperation == parent
     stale_if_error_s: int = 0
     resolver_cache: bool = True
+    resolver_extra: list[str] = field(default_factory=list)  # raw unbound server: lines (e.g. cache-min-ttl)
     catalog: dict[str, Any] = field(default_factory=dict)
     roles: tuple[str, ...] = ("origin", "edge", "dns", "resolver", "redirector")
     ready_timeout: float = 30.0
@@ -199,7 +200,8 @@ class CdnServices:
                 "log_file": str(self.log_dir / f"{r}.log"),
                 "stub_zones": {z: [hi_ip] for z in ("customer.example", "cdnlab-dns.net", "cdnlab.net")},
                 "access_control": [f"{self.cn.topo.subnet} allow", "127.0.0.0/8 allow"],
-                "ecs": self.opts.ecs, "cache": self.opts.resolver_cache}
+                "ecs": self.opts.ecs, "cache": self.opts.resolver_cache,
+                "extra_server_lines": list(self.opts.resolver_extra)}
 
     def redirector_config(self, r: str) -> dict[str, Any]:
         return {"name": r, "host": "0.0.0.0", "port": HTTP_PORT, "log_file": str(self.log_dir / f"{r}.log"),

@@ -92,6 +92,7 @@ DROP_RESPONSE = frozenset(
 )
 NOT_STORED = frozenset({"set-cookie"})
 SERVER_ERRORS = frozenset({500, 502, 503, 504})
+_CONDITIONAL_OR_RANGE = ("Range", "If-None-Match", "If-Modified-Since")  # looked up case-insensitively
 
 
 class ClusterMember(BaseModel):
@@ -161,6 +162,7 @@ class Entry:
     no_cache: bool
     sie: float  # stale-if-error window
     size: int
+    hit_headers: CIMultiDict[str] | None = None  # response headers of a plain hit, built on first use
 
     def age(self, now: float) -> float:
         return self.initial_age + (now - self.response_time)
@@ -208,6 +210,7 @@ class Edge:
         self.inflight: dict[
             tuple[str, tuple[str, ...]], asyncio.Future[tuple[Fetched, Mapping[str, str]]]
         ] = {}
+        self.revalidating: dict[tuple[str, tuple[str, ...]], asyncio.Event] = {}
         self.via = f"1.1 {cfg.name} (cdnlab)"
         hosts = list(cfg.origin_hostnames)
         origin_host = urlsplit(cfg.origin_url).hostname
@@ -219,17 +222,21 @@ class Edge:
         self.counters: Counter[str] = Counter()
         self.per_object: defaultdict[str, Counter[str]] = defaultdict(Counter)
         self.session: aiohttp.ClientSession | None = None
-        self.runner: web.AppRunner | None = None
+        self.runner: web.ServerRunner | None = None
         self.icp_server: icp.IcpServer | None = None
         self._icp_transport: asyncio.DatagramTransport | None = None
         self.icp_client: icp.IcpClient | None = None
         self.port = 0
         self.icp_port = 0
-        self.app = web.Application()
-        self.app.router.add_get("/_cdn/health", self._h_health)
-        self.app.router.add_get("/_cdn/stats", self._h_stats)
-        self.app.router.add_post("/_cdn/purge", self._h_purge)
-        self.app.router.add_route("*", "/{tail:.*}", self._h_proxy)
+        self._origin_failed_at = 0.0  # last time the origin could not be reached (ICP MISS_NOFETCH)
+        # control endpoints; everything else is proxied. A low-level aiohttp Server (no router) keeps
+        # the hit path short.
+        self._control = {
+            ("GET", "/_cdn/health"): self._h_health,
+            ("HEAD", "/_cdn/health"): self._h_health,
+            ("GET", "/_cdn/stats"): self._h_stats,
+            ("POST", "/_cdn/purge"): self._h_purge,
+        }
 
     # ---- life cycle ----------------------------------------------------------------------------------
     async def start(self) -> int:
@@ -240,17 +247,18 @@ class Edge:
         )
         if self.cfg.icp_port is not None:
             self._icp_transport, self.icp_server = await icp.start_server(
-                self.icp_lookup, self.cfg.icp_host, self.cfg.icp_port
+                self.icp_lookup, self.cfg.icp_host, self.cfg.icp_port, nofetch=self.origin_unreachable
             )
             self.icp_port = self._icp_transport.get_extra_info("sockname")[1]
         if self.cfg.siblings:
             self.icp_client = await icp.IcpClient.create(self.cfg.icp_host)
-        self.runner = web.AppRunner(
-            self.app,
+        server = web.Server(
+            self._dispatch,
             access_log=None,
             max_field_size=self.cfg.max_field_size,
             max_line_size=self.cfg.max_field_size,
         )
+        self.runner = web.ServerRunner(server)
         await self.runner.setup()
         site = web.TCPSite(self.runner, self.cfg.host, self.cfg.port, reuse_address=True)
         await site.start()
@@ -282,6 +290,18 @@ class Edge:
             if i >= 0:
                 return path[i + len(m) - 1 :]
         return path
+
+    def cache_key(self, target: str) -> str | None:
+        """The primary cache key of a request target: the mapped origin path (still percent-encoded) plus
+        the query. Absolute-form targets (``http://host/path``, sent to forward proxies) use their path."""
+        if not target.startswith("/"):
+            if not target.lower().startswith("http://"):
+                return None
+            slash = target.find("/", 7)
+            target = target[slash:] if slash >= 0 else "/"
+        path, sep, qs = target.partition("?")
+        path = self.map_path(path)
+        return f"{path}?{qs}" if sep and qs else path
 
     def _make_entry(
         self, status: int, headers: Mapping[str, str], body: bytes, req_t: float, resp_t: float
@@ -343,6 +363,10 @@ class Edge:
         )
         self.counters["admitted"] += 1
 
+    def origin_unreachable(self) -> bool:
+        """True for 5 s after the origin could not be reached: ICP answers MISS_NOFETCH (RFC 2186 §2.1)."""
+        return time.time() - self._origin_failed_at < 5.0
+
     def icp_lookup(self, url: str) -> bool:
         """ICP HIT when a fresh copy of the URL's path is stored."""
         parts = urlsplit(url)
@@ -362,7 +386,7 @@ class Edge:
     # ---- responses ---------------------------------------------------------------------------------
     def _respond(
         self,
-        request: web.Request,
+        request: web.BaseRequest,
         entry: Entry | Fetched,
         xcache: str,
         age: float | None,
@@ -392,19 +416,40 @@ class Edge:
                 return web.Response(status=206, body=body[r[0] : r[1] + 1], headers=headers)
         return web.Response(status=status, body=body, headers=headers)
 
-    def _count(self, key: str, what: str, nbytes: int = 0, from_cache: bool = True) -> None:
+    def _plain_hit(self, entry: Entry, age: float) -> web.Response:
+        """The hot path: a whole stored 200 with no conditional or Range in the request."""
+        h = entry.hit_headers
+        if h is None:
+            h = entry.hit_headers = entry.headers.copy()
+            h["Via"] = f"{h['Via']}, {self.via}" if "Via" in h else self.via
+            h["X-Cache"] = "HIT"
+            h["X-Served-By"] = self.name
+        resp = web.Response(body=entry.body, headers=h)  # aiohttp copies the headers
+        resp.headers["Age"] = str(int(age))
+        return resp
+
+    def _count(self, key: str, what: str, bytes_from_cache: int = 0) -> None:
         self.counters[what] += 1
         self.per_object[key][what] += 1
-        if nbytes:
-            self.counters["bytes_from_cache" if from_cache else "bytes_served_uncached"] += nbytes
+        if bytes_from_cache:
+            self.counters["bytes_from_cache"] += bytes_from_cache
 
     # ---- request handling ----------------------------------------------------------------------------
-    async def _h_proxy(self, request: web.Request) -> web.StreamResponse:
+    async def _dispatch(self, request: web.BaseRequest) -> web.StreamResponse:
+        path = request.path
+        if path.startswith("/_cdn/"):
+            handler = self._control.get((request.method, path))
+            if handler is not None:
+                return await handler(request)
+            if path in ("/_cdn/health", "/_cdn/stats", "/_cdn/purge"):
+                return web.Response(status=405, text="method not allowed\n")
+        return await self._h_proxy(request)
+
+    async def _h_proxy(self, request: web.BaseRequest) -> web.StreamResponse:
         method = request.method
-        key = self.map_path(request.path)
-        qs = request.query_string
-        if qs:
-            key = f"{key}?{qs}"
+        key = self.cache_key(request.raw_path)
+        if key is None:
+            return web.Response(status=400, text="bad request target\n")
         if method == "PURGE":
             ok = self.purge(key)
             return web.json_response({"path": key, "purged": ok}, status=200 if ok else 404)
@@ -430,16 +475,18 @@ class Edge:
                 only_if_cached = False
             if not stale:
                 self._count(key, "hits", len(entry.body))
+                if entry.status == 200 and not any(h in rh for h in _CONDITIONAL_OR_RANGE):
+                    return self._plain_hit(entry, age)
                 return self._respond(request, entry, "HIT", age)
             if only_if_cached:
                 return web.Response(status=504, text="not cached (only-if-cached)\n")
-            return await self._revalidate(request, key, skey, entry, names)
+            return await self._revalidate_collapsed(request, key, skey, entry, names)
         if "only-if-cached" in parse_cache_control(rh.get("Cache-Control")):
             return web.Response(status=504, text="not cached (only-if-cached)\n")
         return await self._miss(request, key, skey, cooperative)
 
     async def _miss(
-        self, request: web.Request, key: str, skey: tuple[str, tuple[str, ...]], cooperative: bool
+        self, request: web.BaseRequest, key: str, skey: tuple[str, tuple[str, ...]], cooperative: bool
     ) -> web.StreamResponse:
         rh = request.headers
         fut = self.inflight.get(skey)
@@ -484,9 +531,35 @@ class Edge:
         age = current_age(f.headers, f.request_time, f.response_time, time.time())
         return self._respond(request, f, "MISS", age, f.extra)
 
+    async def _revalidate_collapsed(
+        self,
+        request: web.BaseRequest,
+        key: str,
+        skey: tuple[str, tuple[str, ...]],
+        entry: Entry,
+        names: tuple[str, ...],
+    ) -> web.StreamResponse:
+        """Concurrent requests for one stale entry wait for a single revalidation, then use its result."""
+        running = self.revalidating.get(skey)
+        if running is not None:
+            self.counters["collapsed"] += 1
+            await running.wait()
+            fresh = self.store.get(skey)
+            now = time.time()
+            if fresh is not None and not fresh.no_cache and fresh.age(now) < fresh.lifetime:
+                self._count(key, "hits", len(fresh.body))
+                return self._respond(request, fresh, "HIT", fresh.age(now))
+            return await self._revalidate(request, key, skey, fresh or entry, names)
+        done = self.revalidating[skey] = asyncio.Event()
+        try:
+            return await self._revalidate(request, key, skey, entry, names)
+        finally:
+            done.set()
+            del self.revalidating[skey]
+
     async def _revalidate(
         self,
-        request: web.Request,
+        request: web.BaseRequest,
         key: str,
         skey: tuple[str, tuple[str, ...]],
         entry: Entry,
@@ -510,7 +583,7 @@ class Edge:
             age = entry.age(now)
             if entry.sie > 0 and age - entry.lifetime <= entry.sie:
                 self._count(key, "stale", len(entry.body))
-                return self._respond(request, entry, "STALE", age, {"Warning": '110 - "Response is Stale"'})
+                return self._respond(request, entry, "STALE", age)
             if f is None:
                 self.counters["upstream_errors"] += 1
                 return web.Response(status=502, text=f"upstream failed: {err}\n")
@@ -552,6 +625,8 @@ class Edge:
                 keep, private = _strip(r.headers)
                 status = r.status
         except (aiohttp.ClientError, TimeoutError, OSError) as e:
+            if source == "origin":
+                self._origin_failed_at = time.time()
             raise UpstreamError(f"{source} {url}: {e.__class__.__name__}: {e}") from None
         t1 = time.time()
         self.counters[f"fetches_from_{source}"] += 1
@@ -598,7 +673,7 @@ class Edge:
                 log.info("parent unavailable: %s", e)
         return await self._get(self.cfg.origin_url + key, fwd, "origin")
 
-    async def _pass_through(self, request: web.Request, key: str) -> web.StreamResponse:
+    async def _pass_through(self, request: web.BaseRequest, key: str) -> web.StreamResponse:
         """Unsafe methods go to the origin uncached and invalidate the stored URL (RFC 9111 §4.4)."""
         assert self.session is not None
         body = await request.read()
@@ -658,13 +733,13 @@ class Edge:
             },
         }
 
-    async def _h_health(self, request: web.Request) -> web.Response:
+    async def _h_health(self, request: web.BaseRequest) -> web.Response:
         return web.json_response({"name": self.name, "ok": True})
 
-    async def _h_stats(self, request: web.Request) -> web.Response:
+    async def _h_stats(self, request: web.BaseRequest) -> web.Response:
         return web.json_response(self.stats())
 
-    async def _h_purge(self, request: web.Request) -> web.Response:
+    async def _h_purge(self, request: web.BaseRequest) -> web.Response:
         try:
             data = await request.json()
             paths = data["paths"]

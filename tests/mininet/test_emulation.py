@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -27,21 +26,6 @@ def _bridges() -> set[str]:
 
 def _links() -> set[str]:
     return set(os.listdir("/sys/class/net"))
-
-
-def _cdnlab_processes() -> set[int]:
-    """PIDs of processes that belong to an emulation (Mininet host shells, relays, controller, services)."""
-    pids = set()
-    for d in os.listdir("/proc"):
-        if not d.isdigit():
-            continue
-        try:
-            cmd = Path(f"/proc/{d}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        if re.search(r"mininet:|testbed\.net\.relay|-m controller|testbed\.services\.", cmd):
-            pids.add(int(d))
-    return pids
 
 
 def _two_host(delay_ms: float = 0, bw: float | None = None, loss: float = 0) -> object:
@@ -106,16 +90,30 @@ def test_link_down_and_up(cdn_net) -> None:
     wait_until(lambda: cn.reachable_from("c1", ["e2"]) == {"e2"}, 30, 0.2, what="c1 reaches e2 again")
 
 
+def _alive(pids: set[int]) -> set[int]:
+    return {p for p in pids if os.path.exists(f"/proc/{p}") and "zombie" not in _status(p)}
+
+
+def _status(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/status").read_text().lower()
+    except OSError:
+        return "zombie"
+
+
 def test_normal_stop_leaves_nothing(cdn_net) -> None:
-    before_br, before_links, before_procs = _bridges(), _links(), _cdnlab_processes()
+    before_br, before_links = _bridges(), _links()
     cn = cdn_net("mini")
     assert {"s1", "s2"} <= _bridges()
-    assert _cdnlab_processes() - before_procs
+    pids = {t.pid for t in cn.state.pids}
+    roles = {t.role.split()[0] for t in cn.state.pids}
+    assert {"host", "relay"} <= roles, roles  # host shells and link relays are tracked
+    assert _alive(pids) == pids
     run_id = cn.state.run_id
     cn.stop()
     assert _bridges() == before_br
     wait_until(lambda: _links() <= before_links, 10, what="no new interfaces")
-    wait_until(lambda: not (_cdnlab_processes() - before_procs), 10, what="no emulation processes")
+    wait_until(lambda: not _alive(pids), 10, what="no emulation processes")
     assert run_id not in {s.run_id for s in all_states()}
 
 
@@ -130,12 +128,14 @@ time.sleep(600)
 
 
 def test_sigkill_then_clean_leaves_nothing() -> None:
-    before_br, before_links, before_procs = _bridges(), _links(), _cdnlab_processes()
+    before_br, before_links = _bridges(), _links()
     p = subprocess.Popen([sys.executable, "-c", BUILD_AND_HANG], cwd=ROOT, stdout=subprocess.PIPE, text=True)
     try:
         line = p.stdout.readline()
         assert line.startswith("READY"), line
         assert {"s1", "s2"} <= _bridges()
+        state = next(s for s in all_states() if s.run_id == line.split()[1])
+        pids = {t.pid for t in state.pids}
     finally:
         p.send_signal(signal.SIGKILL)
         p.wait()
@@ -144,7 +144,7 @@ def test_sigkill_then_clean_leaves_nothing() -> None:
     assert "removed bridge s1" in r.stdout
     assert _bridges() == before_br
     wait_until(lambda: _links() <= before_links, 10, what="no interfaces left")
-    wait_until(lambda: not (_cdnlab_processes() - before_procs), 10, what="no emulation processes left")
+    wait_until(lambda: not _alive(pids), 10, what="no emulation processes left")
     assert not [s for s in all_states() if s.run_id == line.split()[1]]
 
 

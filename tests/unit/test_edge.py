@@ -443,3 +443,54 @@ def test_edge_bad_config_exits_2_naming_field(tmp_path, text, field):
     )
     assert p.returncode == 2, p.stderr
     assert field in p.stderr and str(cfg) in p.stderr
+
+
+async def test_absolute_form_and_encoded_targets(up, uedge, http):
+    up.routes["/q"] = lambda r: web.Response(text=r.path_qs, headers={"Cache-Control": "max-age=600"})
+    raw = await raw_http(
+        uedge.port, b"GET http://www.example.test/q?a=1 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    assert status_of(raw) == 200 and raw.endswith(b"/q?a=1")
+    # an encoded '?' stays part of the path: it must not turn into a query string upstream
+    s, _, b = await get(http, uedge.url + "/q%3Fa=2", headers={})
+    assert s == 404 and up.hits["/q?a=2"] == 0
+    raw = await raw_http(uedge.port, b"GET * HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    assert status_of(raw) == 400
+    assert (await get(http, uedge.url + "/q?a=1"))[1]["X-Cache"] == "HIT"
+
+
+async def test_concurrent_revalidations_collapse(up, uedge, http):
+    release = asyncio.Event()
+    state = {"n": 0}
+
+    async def h(request):
+        state["n"] += 1
+        if state["n"] == 1:
+            return web.Response(text="v", headers={"Cache-Control": "max-age=0", "ETag": '"e"'})
+        await release.wait()
+        return web.Response(status=304, headers={"Cache-Control": "max-age=600", "ETag": '"e"'})
+
+    up.routes["/rv"] = h
+    await get(http, uedge.url + "/rv")  # stored, immediately stale
+    tasks = [asyncio.create_task(get(http, uedge.url + "/rv")) for _ in range(5)]
+    await async_wait_until(lambda: _true(uedge.counters["collapsed"] == 4), 5, what="4 waiting")
+    release.set()
+    results = await asyncio.gather(*tasks)
+    assert sorted(h["X-Cache"] for _, h, _ in results) == ["HIT"] * 4 + ["REVALIDATED"]
+    assert all(b == b"v" for _, _, b in results) and up.hits["/rv"] == 2
+
+
+async def test_lowercase_range_and_conditional_headers_on_hits(origin, edge, http):
+    v = first(origin, "video")
+    _, h, _ = await get(http, edge.url + v.path)
+    raw = await raw_http(
+        edge.port,
+        f"GET {v.path} HTTP/1.1\r\nhost: x\r\nrange: bytes=0-3\r\nconnection: close\r\n\r\n".encode(),
+    )
+    assert status_of(raw) == 206 and raw.endswith(origin.catalog.body(v)[:4])
+    etag = h["ETag"]
+    raw = await raw_http(
+        edge.port,
+        f"GET {v.path} HTTP/1.1\r\nhost: x\r\nif-none-match: {etag}\r\nconnection: close\r\n\r\n".encode(),
+    )
+    assert status_of(raw) == 304

@@ -298,3 +298,26 @@ async def test_parent_down_falls_back_to_origin(origin, http):
         assert (await get(http, c.url + p))[0] == 200 and origin.by_path[p] == 1
     finally:
         await c.close()
+
+
+async def test_edge_answers_miss_nofetch_while_origin_unreachable(http):
+    dead_origin = f"http://127.0.0.1:{free_port()}"
+    b = await start_edge(dead_origin, name="B", icp_port=0)
+    loop = asyncio.get_running_loop()
+    replies: asyncio.Queue[bytes] = asyncio.Queue()
+
+    class P(asyncio.DatagramProtocol):
+        def datagram_received(self, data, addr):
+            replies.put_nowait(data)
+
+    t, _ = await loop.create_datagram_endpoint(P, local_addr=("127.0.0.1", 0))
+    try:
+        q = IcpMessage(ICP_OP_QUERY, 1, dead_origin + "/img/x.jpg").encode()
+        t.sendto(q, ("127.0.0.1", b.icp_port))
+        assert IcpMessage.decode(await asyncio.wait_for(replies.get(), 5)).opcode == ICP_OP_MISS
+        assert (await get(http, b.url + "/img/x.jpg"))[0] == 502
+        t.sendto(q, ("127.0.0.1", b.icp_port))
+        assert IcpMessage.decode(await asyncio.wait_for(replies.get(), 5)).opcode == ICP_OP_MISS_NOFETCH
+    finally:
+        t.close()
+        await b.close()

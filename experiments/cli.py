@@ -1,0 +1,55 @@
+"""``cdnlab run NAME [--topo T] [--quick] [--out DIR] [--seed N]``: run an experiment with progress bars."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from testbed.config import ConfigError
+
+
+def build_flags(args: argparse.Namespace) -> dict:
+    return {"links": args.links, "controller": args.controller, "datapath": args.datapath}
+
+
+def main(argv: list[str] | None = None) -> int:
+    from experiments.framework import list_experiments, run_experiment
+
+    ap = argparse.ArgumentParser(prog="cdnlab run", description=__doc__.strip().split("\n")[0])
+    ap.add_argument("name", nargs="?", help="experiment: " + ", ".join(list_experiments()))
+    ap.add_argument("--topo", help="topology name or YAML file (default: the experiment's own)")
+    ap.add_argument("--quick", action="store_true", help="small and fast (what the test suite runs)")
+    ap.add_argument("--out", type=Path, help="output directory (default: results/NAME-<time>)")
+    ap.add_argument("--seed", type=int, help="random seed (default: the spec's)")
+    ap.add_argument("--links", choices=["auto", "netem", "relay"], default="auto")
+    ap.add_argument("--controller", choices=["auto", "ryu", "standalone"], default="auto")
+    ap.add_argument("--datapath", choices=["auto", "kernel", "user"], default="auto")
+    ap.add_argument("--no-progress", action="store_true")
+    args = ap.parse_args(argv)
+    if not args.name:
+        print("experiments: " + ", ".join(list_experiments()))
+        return 0
+    out = args.out or Path("results") / f"{args.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    try:
+        if args.no_progress or not sys.stdout.isatty():
+            results = run_experiment(args.name, out, quick=args.quick, seed=args.seed, topology=args.topo,
+                                     build=build_flags(args))
+        else:
+            from rich.progress import Progress
+
+            with Progress(transient=False) as progress:
+                results = run_experiment(args.name, out, quick=args.quick, seed=args.seed, topology=args.topo,
+                                         build=build_flags(args), progress=progress)
+    except ConfigError as e:
+        print(e, file=sys.stderr)
+        return 2
+    except (PermissionError, RuntimeError, TimeoutError) as e:
+        print(f"cdnlab run {args.name}: {e}", file=sys.stderr)
+        return 1
+    summary = results.get("summary")
+    if summary:
+        print(summary)
+    print(f"results: {out}/results.json  report: {out}/report.md")
+    return 0

@@ -1,0 +1,198 @@
+"""The experiment framework: specs as data, raw data first, then plots and a report built from it.
+
+An experiment is two files:
+
+* ``experiments/specs/<name>.yaml`` — an :class:`ExperimentSpec`: topology, seed, what the experiment
+  cites (source-material sections and papers), ``params`` for a full run and ``quick`` overrides for
+  ``--quick`` (which the test suite runs);
+* ``experiments/<name>.py`` — ``run(r: Run) -> dict`` measures, writes raw samples with
+  :meth:`Run.csv` and returns the results (written to ``results.json``); ``report(out: Path) -> None``
+  rebuilds PNG plots and ``report.md`` from the files in ``out`` alone (``cdnlab report DIR``).
+
+Every output directory holds ``results.json`` (with a ``meta`` block: experiment, seed, quick, topology,
+parameters, emulation mode, timing), one or more CSV files of raw samples, PNG plots and ``report.md``.
+"""
+
+from __future__ import annotations
+
+import csv
+import importlib
+import json
+import platform
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from testbed.config import ConfigError, load_model
+
+SPEC_DIR = Path(__file__).resolve().parent / "specs"
+
+
+class ExperimentSpec(BaseModel):
+    """``experiments/specs/<name>.yaml``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    description: str
+    topology: str | None = "globe"  # None: the experiment needs no emulated network
+    seed: int = 1
+    cites: list[str] = Field(default_factory=list)
+    params: dict[str, Any] = Field(default_factory=dict)
+    quick: dict[str, Any] = Field(default_factory=dict)
+
+
+def list_experiments() -> list[str]:
+    return sorted(p.stem for p in SPEC_DIR.glob("*.yaml"))
+
+
+def load_spec(name_or_path: str | Path) -> ExperimentSpec:
+    p = Path(name_or_path)
+    if p.suffix not in (".yaml", ".yml", ".json"):
+        p = SPEC_DIR / f"{name_or_path}.yaml"
+        if not p.exists():
+            raise ConfigError(f"{name_or_path}: no such experiment; experiments: {', '.join(list_experiments())}")
+    spec = load_model(ExperimentSpec, p)
+    extra = set(spec.quick) - set(spec.params)
+    if extra:
+        raise ConfigError(f"{p}: quick: overrides unknown params {sorted(extra)}; params: {sorted(spec.params)}")
+    return spec
+
+
+def module_for(name: str) -> ModuleType:
+    return importlib.import_module(f"experiments.{name}")
+
+
+@dataclass
+class Run:
+    """What a runner gets: merged parameters, the output directory, the seed, and ways to record data."""
+
+    spec: ExperimentSpec
+    out: Path
+    seed: int
+    quick: bool
+    topology: str | None
+    params: dict[str, Any]
+    build: dict[str, Any] = field(default_factory=dict)  # emulation flags (links, controller, ...)
+    started: float = field(default_factory=time.time)
+    progress: Any = None  # a rich Progress (or None when quiet)
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def csv(self, name: str, rows: Iterable[Mapping[str, Any]], columns: list[str] | None = None) -> Path:
+        """Write raw samples to ``<out>/<name>.csv`` (columns from the first row unless given)."""
+        rows = list(rows)
+        cols = columns or (list(rows[0].keys()) if rows else [])
+        p = self.out / f"{name}.csv"
+        with p.open("w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=cols, extrasaction="ignore")
+            w.writeheader()
+            for r in rows:
+                w.writerow(r)
+        return p
+
+    def json(self, name: str, data: Any) -> Path:
+        p = self.out / f"{name}.json"
+        p.write_text(json.dumps(data, indent=1, default=str))
+        return p
+
+    def step(self, description: str, total: int | None = None):
+        """A progress task (no-op without a progress display); call ``advance()`` on the result."""
+        return _Task(self.progress, description, total)
+
+
+class _Task:
+    def __init__(self, progress: Any, description: str, total: int | None) -> None:
+        self.progress = progress
+        self.id = progress.add_task(description, total=total) if progress is not None else None
+
+    def advance(self, n: float = 1) -> None:
+        if self.progress is not None:
+            self.progress.advance(self.id, n)
+
+    def done(self) -> None:
+        if self.progress is not None:
+            t = self.progress.tasks[[t.id for t in self.progress.tasks].index(self.id)]
+            self.progress.update(self.id, completed=t.total or t.completed, visible=True)
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    with path.open() as f:
+        return list(csv.DictReader(f))
+
+
+def read_results(out: Path) -> dict[str, Any]:
+    p = out / "results.json"
+    if not p.exists():
+        raise ConfigError(f"{out}: no results.json here (is it an experiment's --out directory?)")
+    return json.loads(p.read_text())
+
+
+def run_experiment(name: str, out: Path, *, quick: bool = False, seed: int | None = None,
+                   topology: str | None = None, build: dict[str, Any] | None = None,
+                   progress: Any = None) -> dict[str, Any]:
+    """Run one experiment: raw data and results.json first, then plots and report.md."""
+    spec = load_spec(name)
+    mod = module_for(spec.name)
+    params = dict(spec.params)
+    if quick:
+        params.update(spec.quick)
+    out.mkdir(parents=True, exist_ok=True)
+    r = Run(spec=spec, out=out, seed=spec.seed if seed is None else seed, quick=quick,
+            topology=topology or spec.topology, params=params, build=dict(build or {}), progress=progress)
+    t0 = time.monotonic()
+    results = mod.run(r)
+    results = dict(results)
+    results["meta"] = {
+        "experiment": spec.name, "description": spec.description, "seed": r.seed, "quick": quick,
+        "topology": r.topology, "params": params, "cites": spec.cites,
+        "duration_s": round(time.monotonic() - t0, 2), "started": time.strftime(
+            "%Y-%m-%dT%H:%M:%SZ", time.gmtime(r.started)), "host": platform.node(), **r.meta,
+    }
+    (out / "results.json").write_text(json.dumps(results, indent=1, default=str))
+    mod.report(out)
+    return results
+
+
+def md_table(rows: list[Mapping[str, Any]], columns: list[str], headers: list[str] | None = None) -> str:
+    """A Markdown table."""
+    def fmt(v: Any) -> str:
+        if isinstance(v, float):
+            return f"{v:.3g}" if abs(v) < 1000 else f"{v:.0f}"
+        return "" if v is None else str(v)
+
+    head = headers or columns
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    lines += ["| " + " | ".join(fmt(r.get(c)) for c in columns) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def write_report(out: Path, title: str, results: Mapping[str, Any], sections: list[tuple[str, str]]) -> Path:
+    """``report.md``: title, what was run (meta), then the given (heading, Markdown body) sections."""
+    meta = results.get("meta", {})
+    lines = [f"# {title}", "", meta.get("description", ""), ""]
+    lines.append(f"Topology `{meta.get('topology')}`, seed {meta.get('seed')}"
+                 f"{', quick mode' if meta.get('quick') else ''}; links {meta.get('link_mode', '-')}, "
+                 f"controller {meta.get('controller_mode', '-')}; took {meta.get('duration_s')} s.")
+    if meta.get("cites"):
+        lines += ["", "Sources: " + "; ".join(meta["cites"])]
+    for heading, body in sections:
+        lines += ["", f"## {heading}", "", body]
+    lines.append("")
+    p = out / "report.md"
+    p.write_text("\n".join(lines))
+    return p
+
+
+def plt():
+    """matplotlib.pyplot with a non-interactive backend."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as pyplot
+
+    return pyplot

@@ -1,0 +1,314 @@
+"""``cdnlab grade LAB [--solution PATH] [--verbose]``: run a lab's checks against a student's code.
+
+Labs live in ``assignments/<lab>/`` (handout ``README.md``, ``starter/``, ``solution/``, ``grader.py``).
+A grader module defines ``TITLE``, ``MODULE`` (the file stem students fill in, e.g. ``freshness``) and
+``checks() -> list[Check]``. The student's file is loaded with :mod:`importlib` from ``--solution`` (a
+``.py`` file, or a directory holding ``<MODULE>.py``; default ``assignments/<lab>/starter/``) under a
+unique module name, :data:`STUDENT_PREFIX` + lab, so testbed code that loads plug-ins by dotted path
+(edge eviction policies, mapping policies) can load it too.
+
+Every check runs under a time limit (SIGALRM in the main thread, else a watchdog thread), so an endless
+loop in student code fails that check instead of hanging the grader; an exception raised by student code
+is a failed check reporting the exception's last traceback line and the student's file and line.
+Output: one ``PASS``/``FAIL`` line per check with what was expected, what came back and a hint (lecture
+slide / RFC section), then ``score: N/M``. Exit status 0 only when every check passes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import os
+import signal
+import sys
+import threading
+import time
+import traceback
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+STUDENT_PREFIX = "cdnlab_student_"
+DEFAULT_TIMEOUT = 5.0
+
+
+def assignments_dir() -> Path:
+    """Where the labs are: ``$CDNLAB_ASSIGNMENTS`` or ``assignments/`` next to the ``testbed`` package."""
+    env = os.environ.get("CDNLAB_ASSIGNMENTS")
+    return Path(env) if env else Path(__file__).resolve().parent.parent / "assignments"
+
+
+class Fail(AssertionError):
+    """Raised by a check when the student's code returned something wrong (the message says what)."""
+
+
+class CheckTimeout(BaseException):
+    """A check ran past its time limit (BaseException so ``except Exception`` in student code can't eat it)."""
+
+
+def expect(got: Any, want: Any, what: str) -> None:
+    """Fail with ``what: expected WANT, got GOT`` unless ``got == want``."""
+    if got != want:
+        raise Fail(f"{what}: expected {want!r}, got {got!r}")
+
+
+@dataclass
+class Check:
+    """One graded check: ``fn(student_module)`` raises :class:`Fail` or returns an optional detail line."""
+
+    name: str
+    fn: Callable[[ModuleType], str | None]
+    hint: str = ""
+    timeout: float = DEFAULT_TIMEOUT
+
+
+@dataclass
+class Result:
+    name: str
+    ok: bool
+    message: str = ""
+    hint: str = ""
+    detail: str = ""  # full traceback for --verbose
+    seconds: float = 0.0
+
+
+@dataclass
+class Lab:
+    name: str
+    path: Path
+    grader: ModuleType
+    title: str
+    module: str
+
+    @property
+    def starter(self) -> Path:
+        return self.path / "starter"
+
+    @property
+    def solution(self) -> Path:
+        return self.path / "solution"
+
+
+def _load_file(path: Path, name: str) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"cannot load {path}")
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[name] = mod
+    try:
+        spec.loader.exec_module(mod)
+    except BaseException:
+        sys.modules.pop(name, None)
+        raise
+    return mod
+
+
+def list_labs(root: Path | None = None) -> list[str]:
+    root = root or assignments_dir()
+    if not root.is_dir():
+        return []
+    return sorted(p.name for p in root.iterdir() if (p / "grader.py").is_file())
+
+
+def load_lab(name: str, root: Path | None = None) -> Lab:
+    root = root or assignments_dir()
+    path = root / name
+    if not (path / "grader.py").is_file():
+        raise KeyError(name)
+    grader = _load_file(path / "grader.py", "cdnlab_grader_" + name.replace("-", "_"))
+    return Lab(name, path, grader, getattr(grader, "TITLE", name), grader.MODULE)
+
+
+def student_module_name(lab: str) -> str:
+    return STUDENT_PREFIX + lab.replace("-", "_")
+
+
+def resolve_solution(lab: Lab, solution: str | Path | None) -> Path:
+    """The student's file: ``solution`` itself if a file, ``solution/<MODULE>.py`` if a directory."""
+    p = Path(solution) if solution is not None else lab.starter
+    if p.is_dir():
+        cand = p / f"{lab.module}.py"
+        if not cand.is_file():
+            found = sorted(x.name for x in p.glob("*.py"))
+            raise FileNotFoundError(
+                f"{p} has no {lab.module}.py (found: {', '.join(found) or 'no .py files'}); "
+                f"pass the file itself with --solution path/to/{lab.module}.py"
+            )
+        return cand
+    if not p.is_file():
+        raise FileNotFoundError(f"{p}: no such file or directory")
+    return p
+
+
+# ---------------------------------------------------------------------------------------------------------
+# time limits and error reporting
+
+
+@contextmanager
+def time_limit(seconds: float) -> Iterator[None]:
+    """Raise :class:`CheckTimeout` in the main thread after ``seconds`` (no-op elsewhere; see run_check)."""
+    if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "setitimer"):
+        yield
+        return
+
+    def on_alarm(signum: int, frame: Any) -> None:
+        raise CheckTimeout(f"timed out after {seconds:g} s")
+
+    old = signal.signal(signal.SIGALRM, on_alarm)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+
+
+def call_with_limit(fn: Callable[[], Any], seconds: float) -> Any:
+    """``fn()`` with a time limit; in a non-main thread the call runs in a watchdog'd daemon thread."""
+    if threading.current_thread() is threading.main_thread() and hasattr(signal, "setitimer"):
+        with time_limit(seconds):
+            return fn()
+    box: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            box["value"] = fn()
+        except BaseException as e:  # noqa: BLE001 - handed back to the caller
+            box["error"] = e
+
+    t = threading.Thread(target=run, daemon=True, name="cdnlab-grade-check")
+    t.start()
+    t.join(seconds)
+    if t.is_alive():
+        raise CheckTimeout(f"timed out after {seconds:g} s")
+    if "error" in box:
+        raise box["error"]
+    return box.get("value")
+
+
+def describe_exception(e: BaseException, student_file: Path | None) -> str:
+    """The exception's last traceback line, plus where in the student's file it was raised."""
+    last = traceback.format_exception_only(type(e), e)[-1].strip()
+    where = ""
+    if student_file is not None:
+        target = str(student_file.resolve())
+        for fs in reversed(traceback.extract_tb(e.__traceback__)):
+            if fs.filename and os.path.abspath(fs.filename) == target:
+                where = f" (at {student_file.name}:{fs.lineno} in {fs.name})"
+                break
+    return last + where
+
+
+def run_check(check: Check, mod: ModuleType, student_file: Path | None) -> Result:
+    t0 = time.monotonic()
+    try:
+        detail = call_with_limit(lambda: check.fn(mod), check.timeout)
+        return Result(check.name, True, detail or "", check.hint, seconds=time.monotonic() - t0)
+    except Fail as e:
+        msg = str(e)
+        tb = traceback.format_exc()
+    except CheckTimeout as e:
+        msg = f"{e}: does your code loop forever or block? (limit {check.timeout:g} s)"
+        tb = traceback.format_exc()
+    except Exception as e:  # noqa: BLE001 - student code may raise anything
+        msg = "your code raised " + describe_exception(e, student_file)
+        tb = traceback.format_exc()
+    return Result(check.name, False, msg, check.hint, tb, time.monotonic() - t0)
+
+
+def grade(lab: Lab, solution: str | Path | None = None) -> tuple[list[Result], Path | None]:
+    """Load the student's module and run every check; never raises for student mistakes."""
+    checks: list[Check] = lab.grader.checks()
+
+    def all_failed(first: str, tb: str = "") -> list[Result]:
+        out = [Result(c.name, False, "not run: " + first, c.hint) for c in checks]
+        if out:
+            out[0] = Result(checks[0].name, False, first, "fix this first; no check can run before", tb)
+        return out
+
+    try:
+        path = resolve_solution(lab, solution)
+    except FileNotFoundError as e:
+        return all_failed(str(e)), None
+    name = student_module_name(lab.name)
+    sys.path.insert(0, str(path.parent))
+    try:
+        try:
+            mod = call_with_limit(lambda: _load_file(path, name), DEFAULT_TIMEOUT)
+        except (Exception, CheckTimeout) as e:  # noqa: BLE001
+            return all_failed(
+                f"{path.name} does not import: {describe_exception(e, path)}", traceback.format_exc()
+            ), path
+        return [run_check(c, mod, path) for c in checks], path
+    finally:
+        try:
+            sys.path.remove(str(path.parent))
+        except ValueError:
+            pass
+
+
+# ---------------------------------------------------------------------------------------------------------
+# command line
+
+
+def _print_labs(out: Callable[[str], None]) -> None:
+    labs = list_labs()
+    if not labs:
+        out(f"no labs found under {assignments_dir()}")
+        return
+    out("labs:")
+    for name in labs:
+        try:
+            title = load_lab(name).title
+        except Exception as e:  # noqa: BLE001 - a broken grader must not hide the others
+            title = f"(grader does not load: {type(e).__name__}: {e})"
+        out(f"  {name:<18} {title}")
+    out("\nusage: cdnlab grade LAB [--solution PATH] [--verbose]")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="cdnlab grade", description="grade a lab (see assignments/*/README.md)")
+    ap.add_argument("lab", nargs="?", help="lab name; omit to list the labs")
+    ap.add_argument("--solution", "-s", help="your .py file or a directory holding it (default: the starter)")
+    ap.add_argument("--verbose", "-v", action="store_true", help="details of passing checks, full tracebacks")
+    ap.add_argument("--list", action="store_true", help="list the labs and exit")
+    args = ap.parse_args(argv)
+
+    def out(text: str = "") -> None:
+        print(text, flush=True)
+
+    if args.list:
+        _print_labs(out)
+        return 0
+    if not args.lab:
+        _print_labs(out)
+        return 2
+    try:
+        lab = load_lab(args.lab)
+    except KeyError:
+        out(f"cdnlab grade: no lab named {args.lab!r}")
+        _print_labs(out)
+        return 2
+    out(f"cdnlab grade {lab.name}: {lab.title}")
+    results, path = grade(lab, args.solution)
+    out(f"solution: {path if path is not None else args.solution}")
+    for r in results:
+        mark = "PASS" if r.ok else "FAIL"
+        out(f"{mark}  {r.name}" + (f": {r.message}" if r.message and (not r.ok or args.verbose) else ""))
+        if not r.ok and r.hint:
+            out(f"      hint: {r.hint}")
+        if not r.ok and args.verbose and r.detail:
+            out("      " + r.detail.rstrip().replace("\n", "\n      "))
+    passed = sum(r.ok for r in results)
+    out(f"score: {passed}/{len(results)}")
+    return 0 if passed == len(results) else 1
+
+
+if __name__ == "__main__":
+    # graders import Fail from ``testbed.grade``: run that module's main, not a second copy's (__main__)
+    from testbed.grade import main as _main
+
+    raise SystemExit(_main())

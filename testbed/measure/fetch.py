@@ -1,0 +1,152 @@
+"""Timed HTTP fetches that steer a client to a replica by each of the lecture's three methods.
+
+``via``:
+
+* ``anycast`` (routing): connect straight to the CDN's anycast VIP; the network picks the edge;
+* ``dns`` (naming): resolve the customer's name through the client's local resolver (which follows the
+  CNAME chain to the CDN's mapping DNS), then connect to the address it returns;
+* ``redirect`` (application): ask the redirector, which answers ``302`` to an edge; fetch from there.
+
+Each fetch records the phases a browser would pay for — DNS, TCP connect, redirect exchange, time to
+first byte, total — and which edge served it (``X-Served-By``) with its cache verdict (``X-Cache``).
+The HTTP/1.1 exchange is written by hand on a plain socket so every phase is timed exactly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import asdict, dataclass, field
+from urllib.parse import urlsplit
+
+import dns.asyncquery
+import dns.exception
+import dns.message
+import dns.rcode
+import dns.rdatatype
+
+MAX_HEADER = 64 * 1024
+
+
+@dataclass
+class Sample:
+    """One fetch. Times in milliseconds; ``error`` is empty on success."""
+
+    t: float = 0.0  # wall-clock start (s since the epoch)
+    client: str = ""
+    via: str = ""
+    path: str = ""
+    dns_ms: float = 0.0
+    connect_ms: float = 0.0
+    redirect_ms: float = 0.0
+    ttfb_ms: float = 0.0  # from sending the (final) request to the first response byte
+    total_ms: float = 0.0  # everything, from the first DNS packet to the last body byte
+    status: int = 0
+    bytes: int = 0
+    edge_ip: str = ""
+    served_by: str = ""
+    x_cache: str = ""
+    error: str = ""
+    extra: dict[str, str] = field(default_factory=dict)
+
+    def row(self) -> dict[str, object]:
+        d = asdict(self)
+        d.pop("extra")
+        d.update(self.extra)
+        return d
+
+
+@dataclass
+class Target:
+    """Where the three methods start from."""
+
+    vip: str | None = None
+    resolver: str | None = None
+    name: str = "www.customer.example"
+    redirector: str | None = None
+    port: int = 80
+
+
+class FetchError(Exception):
+    pass
+
+
+async def resolve_a(resolver: str, name: str, timeout: float) -> tuple[str, float]:
+    """Ask ``resolver`` for ``name``'s A record (recursion desired); (address, ms)."""
+    q = dns.message.make_query(name, dns.rdatatype.A)
+    t0 = time.perf_counter()
+    r = await dns.asyncquery.udp(q, resolver, timeout=timeout)
+    ms = (time.perf_counter() - t0) * 1000
+    for rrset in r.answer:
+        if rrset.rdtype == dns.rdatatype.A:
+            return rrset[0].address, ms
+    raise FetchError(f"dns: no A record for {name} (rcode {dns.rcode.to_text(r.rcode())})")
+
+
+async def http_get(ip: str, port: int, host: str, path: str, timeout: float,
+                   keep_body: bool = False) -> tuple[dict[str, str], int, int, float, float, bytes]:
+    """One HTTP/1.1 GET on a fresh connection: (headers, status, body bytes, connect ms, ttfb ms, body)."""
+    t0 = time.perf_counter()
+    reader, writer = await asyncio.wait_for(asyncio.open_connection(ip, port), timeout)
+    t1 = time.perf_counter()
+    try:
+        writer.write(f"GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: cdnlab-measure\r\n"
+                     f"Connection: close\r\n\r\n".encode())
+        await writer.drain()
+        t2 = time.perf_counter()
+        first = await asyncio.wait_for(reader.read(1), timeout)
+        t3 = time.perf_counter()
+        if not first:
+            raise FetchError("connection closed before any response byte")
+        head = first + await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout)
+        if len(head) > MAX_HEADER:
+            raise FetchError("response header too large")
+        lines = head.decode("latin-1").split("\r\n")
+        status = int(lines[0].split()[1])
+        headers = {}
+        for ln in lines[1:]:
+            if ":" in ln:
+                k, v = ln.split(":", 1)
+                headers[k.strip().lower()] = v.strip()
+        body = await asyncio.wait_for(reader.read(), timeout)  # Connection: close -> read to EOF
+        return headers, status, len(body), (t1 - t0) * 1000, (t3 - t2) * 1000, body if keep_body else b""
+    finally:
+        writer.close()
+
+
+async def fetch(via: str, target: Target, path: str, client: str = "", timeout: float = 5.0) -> Sample:
+    """One timed fetch of ``path`` by method ``via``; never raises (errors land in ``Sample.error``)."""
+    s = Sample(t=time.time(), client=client, via=via, path=path)
+    t0 = time.perf_counter()
+    try:
+        host = target.name
+        if via == "anycast":
+            if not target.vip:
+                raise FetchError("no anycast VIP configured")
+            ip = target.vip
+        elif via == "dns":
+            if not target.resolver:
+                raise FetchError("no resolver configured")
+            ip, s.dns_ms = await resolve_a(target.resolver, target.name, timeout)
+        elif via == "redirect":
+            if not target.redirector:
+                raise FetchError("no redirector configured")
+            r0 = time.perf_counter()
+            headers, status, _, _, _, _ = await http_get(target.redirector, target.port, host, path, timeout)
+            if status not in (301, 302, 303, 307, 308) or "location" not in headers:
+                raise FetchError(f"redirector answered {status} without a Location")
+            loc = urlsplit(headers["location"])
+            ip, path = loc.hostname or "", (loc.path or "/") + (f"?{loc.query}" if loc.query else "")
+            target = Target(port=loc.port or 80, name=host)
+            s.redirect_ms = (time.perf_counter() - r0) * 1000
+        else:
+            raise FetchError(f"unknown method {via!r} (anycast, dns or redirect)")
+        headers, status, nbytes, s.connect_ms, s.ttfb_ms, _ = await http_get(ip, target.port, host, path, timeout)
+        s.status, s.bytes, s.edge_ip = status, nbytes, ip
+        s.served_by, s.x_cache = headers.get("x-served-by", ""), headers.get("x-cache", "")
+        if status >= 500:
+            s.error = f"http {status}"
+    except (TimeoutError, OSError, asyncio.IncompleteReadError, FetchError, ValueError, dns.exception.DNSException) as e:
+        s.error = f"{type(e).__name__}: {e}"[:200] or type(e).__name__
+    s.total_ms = (time.perf_counter() - t0) * 1000
+    return s
