@@ -121,18 +121,9 @@ def check_interface(mod: ModuleType) -> str:
 
 
 FREQ = [
-    ("insert", "a"),
-    ("insert", "b"),
-    ("insert", "c"),
-    ("access", "a"),
-    ("access", "a"),
-    ("access", "b"),
-    ("evict",),
-    ("evict",),
-    ("insert", "d"),
-    ("access", "d"),
-    ("evict",),
-]
+    ("insert", "a"), ("insert", "b"), ("insert", "c"), ("insert", "d"), ("access", "a"), ("access", "a"),
+    ("access", "b"), ("access", "d"), ("access", "d"), ("access", "d"), ("evict",), ("evict",), ("evict",),
+]  # fmt: skip
 TIES = [
     ("insert", "a"),
     ("insert", "b"),

@@ -251,6 +251,8 @@ class CdnNet:
             for intf in sw.intfList():
                 if intf.name != "lo":
                     self.state.add_interface(intf.name)
+        for h in self.net.hosts:  # hosts can send multicast (ingestion, invalidation, control groups)
+            h.cmd("ip route replace 224.0.0.0/4 dev", h.defaultIntf().name)
         for a in self.topo.anycast:
             for m in a.members:
                 node = self.net.get(m)
@@ -305,8 +307,6 @@ class CdnNet:
                 "name": h.name, "mac": self.macs[h.name], "ip": self.addresses[h.name],
                 "switch": h.switch, "port": sw.ports[isw], "delay_ms": h.link.delay_ms,
             })
-        for h in self.net.hosts:  # hosts can send multicast (ingestion, invalidation, control groups)
-            h.cmd("ip route replace 224.0.0.0/4 dev", h.defaultIntf().name)
         for i, a in enumerate(self.topo.anycast):
             view["anycast"].append({
                 "name": a.name, "vip": a.vip, "vmac": vmac_for(i), "port": a.port, "members": list(a.members),
@@ -378,7 +378,9 @@ class CdnNet:
         """Start a tracked process inside ``host``, its output to a log file in the run directory."""
         assert self.state is not None and self.run_dir is not None
         logf = open(self.run_dir / (log_name or f"{host}-{role}.out"), "ab")  # noqa: SIM115
-        p = self.host(host).popen(cmd, stdout=logf, stderr=subprocess.STDOUT, start_new_session=True)
+        # mnexec -d (Mininet's popen) already starts a new session; start_new_session=True would make it
+        # fork, so the PID we track would not be the process we started
+        p = self.host(host).popen(cmd, stdout=logf, stderr=subprocess.STDOUT)
         self.state.add_pid(p.pid, f"{role} on {host}")
         self.procs[f"{host}:{role}"] = p
         return p
