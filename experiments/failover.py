@@ -45,27 +45,6 @@ def served_by(cn, client: str, via: str, tgt: dict[str, Any], path: str) -> str:
     return ""
 
 
-def inject(cn, svc: CdnServices, kind: str, edge: str) -> None:
-    if kind == "process":
-        svc.kill_edge_process(edge)
-    elif kind == "host":  # the host goes silent: no RST, no port-status (its NIC stays up at the switch)
-        svc.kill_edge_process(edge)
-        cn.host(edge).cmd("iptables -A INPUT -j DROP 2>/dev/null || ip link set lo down")
-    elif kind == "link":
-        cn.net.configLinkStatus(edge, cn.topo.host(edge).switch, "down")
-    else:
-        raise ValueError(f"unknown failure kind {kind!r}")
-
-
-def repair(cn, svc: CdnServices, kind: str, edge: str) -> None:
-    if kind == "link":
-        cn.net.configLinkStatus(edge, cn.topo.host(edge).switch, "up")
-    if kind == "host":
-        cn.host(edge).cmd("iptables -D INPUT -j DROP 2>/dev/null; ip link set lo up")
-    if kind in ("process", "host"):
-        svc.restart_edge(edge)
-
-
 def analyse(rows: list[dict[str, Any]], t_fail: float) -> dict[str, Any]:
     """Outage and failed requests from prober samples around a failure at wall time ``t_fail``."""
     rows = sorted(rows, key=lambda x: x["t"])
@@ -90,7 +69,7 @@ def trial(r: Run, cn, svc: CdnServices, via: str, kind: str, client: str, victim
     def fail_later() -> None:
         time.sleep(1.0 + float(p["before_s"]))  # run_drivers starts the clients 1 s from now
         t_fail.append(time.time())
-        inject(cn, svc, kind, victim)
+        svc.fail_edge(victim, kind)
 
     th = threading.Thread(target=fail_later, daemon=True)
     th.start()
@@ -100,7 +79,7 @@ def trial(r: Run, cn, svc: CdnServices, via: str, kind: str, client: str, victim
     res.update(method=via, kind=kind, victim=victim, label=label)
     for x in rows:
         x.update(method=via, kind=kind, label=label, t_rel_ms=round((x["t"] - t_fail[0]) * 1000, 1))
-    repair(cn, svc, kind, victim)
+    svc.recover_edge(victim, kind)
     return res, rows
 
 

@@ -149,7 +149,7 @@ def resolve_solution(lab: Lab, solution: str | Path | None) -> Path:
 
 @contextmanager
 def time_limit(seconds: float) -> Iterator[None]:
-    """Raise :class:`CheckTimeout` in the main thread after ``seconds`` (no-op elsewhere; see run_check)."""
+    """Raise :class:`CheckTimeout` in the main thread after ``seconds`` (no-op elsewhere: see call_with_limit)."""
     if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "setitimer"):
         yield
         return
@@ -158,7 +158,9 @@ def time_limit(seconds: float) -> Iterator[None]:
         raise CheckTimeout(f"timed out after {seconds:g} s")
 
     old = signal.signal(signal.SIGALRM, on_alarm)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
+    # re-fire every 0.5 s: code that catches the first one (an event loop running the student's code in a
+    # request handler task, say) is interrupted again until the check gives up
+    signal.setitimer(signal.ITIMER_REAL, seconds, 0.5)
     try:
         yield
     finally:
@@ -194,9 +196,9 @@ def describe_exception(e: BaseException, student_file: Path | None) -> str:
     last = traceback.format_exception_only(type(e), e)[-1].strip()
     where = ""
     if student_file is not None:
-        target = str(student_file.resolve())
+        target = student_file.resolve()
         for fs in reversed(traceback.extract_tb(e.__traceback__)):
-            if fs.filename and os.path.abspath(fs.filename) == target:
+            if fs.filename and Path(fs.filename).resolve() == target:
                 where = f" (at {student_file.name}:{fs.lineno} in {fs.name})"
                 break
     return last + where

@@ -16,6 +16,8 @@ from contextlib import contextmanager
 from types import ModuleType
 from typing import Any
 
+import aiohttp
+
 from testbed.grade import Check, Fail, describe_exception
 from testbed.services import freshness as ref
 
@@ -177,8 +179,6 @@ def _patched_edge(mod: ModuleType) -> Iterator[None]:
 
 
 async def _with_cdn(body: Callable[[Any, Any, Any], Any]) -> str:
-    import aiohttp
-
     from testbed.services.catalog import CatalogConfig
     from testbed.services.edge import Edge, EdgeConfig
     from testbed.services.origin import Origin, OriginConfig
@@ -226,11 +226,14 @@ def _student_frame(e: BaseException) -> str:
 
 def _edge_check(scenario: Callable[[Any, Any, Any], Any]) -> Callable[[ModuleType], str]:
     def run(mod: ModuleType) -> str:
-        logger = logging.getLogger("aiohttp.server")
+        # aiohttp logs exceptions of request handlers, asyncio those of tasks that died (e.g. by the
+        # grader's time limit): collect them to tell the student what their code did inside the edge
+        loggers = [logging.getLogger(n) for n in ("aiohttp.server", "asyncio")]
         handler = _Collect()
-        old_propagate = logger.propagate
-        logger.addHandler(handler)
-        logger.propagate = False
+        saved = [lg.propagate for lg in loggers]
+        for lg in loggers:
+            lg.addHandler(handler)
+            lg.propagate = False
         try:
             with _patched_edge(mod):
                 return asyncio.run(_with_cdn(scenario))
@@ -238,9 +241,15 @@ def _edge_check(scenario: Callable[[Any, Any, Any], Any]) -> Callable[[ModuleTyp
             if handler.errors:
                 raise Fail(f"{e}; inside the edge your code raised {handler.errors[-1]}") from None
             raise
+        except (TimeoutError, aiohttp.ClientError) as e:
+            why = handler.errors[-1] if handler.errors else f"{type(e).__name__}: {e}"
+            raise Fail(
+                f"the edge did not answer ({why}); does your code loop forever inside the edge?"
+            ) from None
         finally:
-            logger.removeHandler(handler)
-            logger.propagate = old_propagate
+            for lg, p in zip(loggers, saved, strict=True):
+                lg.removeHandler(handler)
+                lg.propagate = p
 
     return run
 

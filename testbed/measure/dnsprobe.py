@@ -76,8 +76,16 @@ def parse_subnet(text: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
         raise ProbeError(f"bad ECS subnet {text!r}: {e}") from None
 
 
-def build_query(name: str, qtype: str = "A", ecs: str | None = None, *, qid: int | None = None,
-                payload: int = 1232, edns: bool = True, rd: bool = True) -> DNS:
+def build_query(
+    name: str,
+    qtype: str = "A",
+    ecs: str | None = None,
+    *,
+    qid: int | None = None,
+    payload: int = 1232,
+    edns: bool = True,
+    rd: bool = True,
+) -> DNS:
     """A Scapy DNS query; with ``ecs`` an OPT record carrying an ECS option (implies EDNS)."""
     if not name or len(name.rstrip(".")) > 253:
         raise ProbeError(f"bad query name {name!r}")
@@ -89,8 +97,14 @@ def build_query(name: str, qtype: str = "A", ecs: str | None = None, *, qid: int
         opts = []
         if ecs is not None:
             net = parse_subnet(ecs)
-            opts.append(EDNS0ClientSubnet(family=1 if net.version == 4 else 2, source_plen=net.prefixlen,
-                                          scope_plen=0, address=str(net.network_address)))
+            opts.append(
+                EDNS0ClientSubnet(
+                    family=1 if net.version == 4 else 2,
+                    source_plen=net.prefixlen,
+                    scope_plen=0,
+                    address=str(net.network_address),
+                )
+            )
         q.ar = DNSRROPT(rclass=payload, z=0, rdata=opts)  # z=0: no DNSSEC OK bit
     return q
 
@@ -135,16 +149,26 @@ def parse_reply(raw: bytes, result: ProbeResult) -> ProbeResult:
     return result
 
 
-def probe(server: str, port: int, name: str, qtype: str = "A", ecs: str | None = None, *,
-          timeout: float = 2.0, source: str | None = None, edns: bool = True) -> ProbeResult:
+def probe(
+    server: str,
+    port: int,
+    name: str,
+    qtype: str = "A",
+    ecs: str | None = None,
+    *,
+    timeout: float = 2.0,
+    source: str | None = None,
+    edns: bool = True,
+) -> ProbeResult:
     """Send one query to ``server:port`` over UDP and wait for the reply with the same ID.
 
     Never raises for network trouble: a timeout or an ICMP error lands in ``error``. A bad name, type or
     subnet raises :class:`ProbeError`.
     """
     q = build_query(name, qtype, ecs, edns=edns)
-    res = ProbeResult(server=server, port=port, name=name, qtype=qtype.upper(),
-                      ecs=str(parse_subnet(ecs)) if ecs else None)
+    res = ProbeResult(
+        server=server, port=port, name=name, qtype=qtype.upper(), ecs=str(parse_subnet(ecs)) if ecs else None
+    )
     fam = socket.AF_INET6 if ":" in server else socket.AF_INET
     with socket.socket(fam, socket.SOCK_DGRAM) as s:
         if source:
@@ -171,8 +195,10 @@ def probe(server: str, port: int, name: str, qtype: str = "A", ecs: str | None =
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m testbed.measure.dnsprobe",
-                                 description="one DNS query built with Scapy (optionally with ECS, RFC 7871)")
+    ap = argparse.ArgumentParser(
+        prog="python -m testbed.measure.dnsprobe",
+        description="one DNS query built with Scapy (optionally with ECS, RFC 7871)",
+    )
     ap.add_argument("--server", required=True)
     ap.add_argument("--port", type=int, default=53)
     ap.add_argument("--name", required=True)
@@ -184,8 +210,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", action="store_true", help="print the result as one JSON object")
     args = ap.parse_args(argv)
     try:
-        res = probe(args.server, args.port, args.name, args.qtype, args.ecs, timeout=args.timeout,
-                    source=args.source, edns=not args.no_edns)
+        res = probe(
+            args.server,
+            args.port,
+            args.name,
+            args.qtype,
+            args.ecs,
+            timeout=args.timeout,
+            source=args.source,
+            edns=not args.no_edns,
+        )
     except ProbeError as e:
         print(f"dnsprobe: {e}", file=sys.stderr)
         return 2

@@ -83,8 +83,12 @@ def to_probe(row: Mapping[str, Any]) -> Probe:
     status = row.get("status")
     if not err and status is not None and status != "" and (int(status) >= 500 or int(status) == 0):
         err = f"http {status}"
-    return Probe(float(row["t"]), int(row.get("seq") if row.get("seq") not in (None, "") else -1),
-                 str(row.get("served_by") or ""), err)
+    return Probe(
+        float(row["t"]),
+        int(row.get("seq") if row.get("seq") not in (None, "") else -1),
+        str(row.get("served_by") or ""),
+        err,
+    )
 
 
 def load_samples(path: str | Path) -> tuple[list[Probe], int]:
@@ -120,9 +124,18 @@ def outages(samples: Iterable[Probe | Mapping[str, Any]], min_failed: int = 1) -
             run.append(p)
             continue
         if run and len(run) >= min_failed:
-            out.append(Outage(run[0].t, p.t if p is not None else None, len(run), run[0].seq, run[-1].seq,
-                              last_ok.t if last_ok else None, last_ok.served_by if last_ok else "",
-                              p.served_by if p is not None else ""))
+            out.append(
+                Outage(
+                    run[0].t,
+                    p.t if p is not None else None,
+                    len(run),
+                    run[0].seq,
+                    run[-1].seq,
+                    last_ok.t if last_ok else None,
+                    last_ok.served_by if last_ok else "",
+                    p.served_by if p is not None else "",
+                )
+            )
         run = []
         if p is not None:
             last_ok = p
@@ -134,11 +147,15 @@ def first_success_after(samples: Iterable[Probe | Mapping[str, Any]], t_fail: fl
     return next((p for p in ordered(samples) if p.t >= t_fail and p.ok), None)
 
 
-def failed_count(samples: Iterable[Probe | Mapping[str, Any]], since: float | None = None,
-                 until: float | None = None) -> int:
+def failed_count(
+    samples: Iterable[Probe | Mapping[str, Any]], since: float | None = None, until: float | None = None
+) -> int:
     """Failed probes sent in [since, until)."""
-    return sum(1 for p in ordered(samples) if not p.ok and (since is None or p.t >= since)
-               and (until is None or p.t < until))
+    return sum(
+        1
+        for p in ordered(samples)
+        if not p.ok and (since is None or p.t >= since) and (until is None or p.t < until)
+    )
 
 
 def segments(samples: Iterable[Probe | Mapping[str, Any]]) -> list[Segment]:

@@ -271,6 +271,28 @@ class CdnServices:
             p.kill()
             p.wait(5)
 
+    def fail_edge(self, edge: str, kind: str = "process") -> None:
+        """Make an edge fail: ``process`` (killed: the kernel answers RST), ``host`` (silent: its
+        packets are dropped, no RST, its link stays up) or ``link`` (its access link goes down)."""
+        if kind == "process":
+            self.kill_edge_process(edge)
+        elif kind == "host":
+            self.kill_edge_process(edge)
+            self.cn.host(edge).cmd("iptables -A INPUT -j DROP")
+        elif kind == "link":
+            self.cn.net.configLinkStatus(edge, self.cn.topo.host(edge).switch, "down")
+        else:
+            raise ValueError(f"unknown failure kind {kind!r}: process, host or link")
+
+    def recover_edge(self, edge: str, kind: str = "process") -> None:
+        """Undo :meth:`fail_edge` and wait until the edge answers again."""
+        if kind == "link":
+            self.cn.net.configLinkStatus(edge, self.cn.topo.host(edge).switch, "up")
+        if kind == "host":
+            self.cn.host(edge).cmd("iptables -D INPUT -j DROP")
+        if kind in ("process", "host") or self.cn.procs.get(f"{edge}:edge") is None:
+            self.restart_edge(edge)
+
     def restart_edge(self, edge: str) -> None:
         self.kill_edge_process(edge)
         self._start(edge, "testbed.services.edge", self.edge_config(edge), "edge")

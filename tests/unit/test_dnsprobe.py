@@ -28,7 +28,9 @@ async def server():
     specs = [edges[0].spec("eu"), edges[1].spec("eu"), edges[2].spec("us")]
     for i, s in enumerate(specs):
         s["probe_url"], s["address"] = f"http://127.0.0.1:{s['port']}", f"10.0.0.{i + 1}"
-    srv = DnsServer(validate(DnsConfig, dns_config(edges=specs, policy="testbed.services.mapping:EcsAware"), "t"))
+    srv = DnsServer(
+        validate(DnsConfig, dns_config(edges=specs, policy="testbed.services.mapping:EcsAware"), "t")
+    )
     await srv.start()
     yield srv
     await srv.stop()
@@ -90,15 +92,37 @@ def test_garbage_reply_is_an_error_not_a_crash():
 
 async def test_cli_json(server):
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "testbed.measure.dnsprobe", "--server", "127.0.0.1", "--port", str(server.port),
-        "--name", "a73.g.cdnlab.net", "--ecs", "127.2.0.0/16", "--json",
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        sys.executable,
+        "-m",
+        "testbed.measure.dnsprobe",
+        "--server",
+        "127.0.0.1",
+        "--port",
+        str(server.port),
+        "--name",
+        "a73.g.cdnlab.net",
+        "--ecs",
+        "127.2.0.0/16",
+        "--json",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
     out, err = await asyncio.wait_for(proc.communicate(), 30)
     assert proc.returncode == 0, err
     d = json.loads(out.decode().strip().splitlines()[-1])
     assert set(d["addresses"]) == US and d["ecs_scope"] == 16 and d["answers"][0]["ttl"] == 20
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "testbed.measure.dnsprobe", "--server", "127.0.0.1", "--name", "x",
-        "--ecs", "not-a-subnet", stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        sys.executable,
+        "-m",
+        "testbed.measure.dnsprobe",
+        "--server",
+        "127.0.0.1",
+        "--name",
+        "x",
+        "--ecs",
+        "not-a-subnet",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
     _, err = await asyncio.wait_for(proc.communicate(), 30)
     assert proc.returncode == 2 and b"bad ECS subnet" in err

@@ -60,7 +60,10 @@ def test_first_success_after_failure_and_counts():
 
 def test_segments_and_switchovers():
     segs = segments(trace())
-    assert [(s.edge, s.probes, s.first_seq, s.last_seq) for s in segs] == [("edge1", 5, 0, 4), ("edge2", 5, 10, 14)]
+    assert [(s.edge, s.probes, s.first_seq, s.last_seq) for s in segs] == [
+        ("edge1", 5, 0, 4),
+        ("edge2", 5, 10, 14),
+    ]
     assert switchovers(segs) == [(pytest.approx(1.2), "edge1", "edge2")]
     # a flap back to edge1 is a second switchover; failures alone do not split a segment
     rows = trace() + [{"t": 2.0, "seq": 20, "served_by": "edge1", "error": ""}]
@@ -68,9 +71,11 @@ def test_segments_and_switchovers():
 
 
 def test_never_recovered_and_http_errors_count_as_failures():
-    rows = [{"t": 0.0, "seq": 0, "served_by": "e", "error": ""},
-            {"t": 0.1, "seq": 1, "served_by": "e", "error": "", "status": 503},
-            {"t": 0.2, "seq": 2, "served_by": "", "error": "ConnectionRefusedError"}]
+    rows = [
+        {"t": 0.0, "seq": 0, "served_by": "e", "error": ""},
+        {"t": 0.1, "seq": 1, "served_by": "e", "error": "", "status": 503},
+        {"t": 0.2, "seq": 2, "served_by": "", "error": "ConnectionRefusedError"},
+    ]
     (o,) = outages(rows)
     assert o.failed == 2 and o.end is None and o.duration_s is None and o.gap_s is None
     a = analyze(rows, t_fail=0.05)
@@ -94,7 +99,12 @@ def test_analyze_is_json_and_load_skips_bad_lines(tmp_path):
 def test_gap_on_the_wire_from_a_pcap(tmp_path):
     pkts = []
     for i, t in enumerate([0.0, 0.02, 0.04, 0.5, 0.52]):
-        resp = Ether() / IP(src="10.0.0.1", dst="10.0.1.1") / TCP(sport=80, dport=40000 + i) / Raw(b"HTTP/1.1 200 OK")
+        resp = (
+            Ether()
+            / IP(src="10.0.0.1", dst="10.0.1.1")
+            / TCP(sport=80, dport=40000 + i)
+            / Raw(b"HTTP/1.1 200 OK")
+        )
         resp.time = 100 + t
         ack = Ether() / IP(src="10.0.1.1", dst="10.0.0.1") / TCP(sport=40000 + i, dport=80, flags="A")
         ack.time = 100.3 + t / 10  # client segments without payload: not responses
