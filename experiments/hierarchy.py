@@ -242,15 +242,17 @@ async def _json(url: str) -> dict[str, Any]:
 
 
 def messages(cache_stats: Sequence[dict[str, Any]]) -> dict[str, int]:
-    """Inter-cache messages from the caches' ``/_cdn/stats``: ICP datagrams (queries sent, replies
-    received) and HTTP exchanges between caches (request + response = 2 messages) to a cluster home, an
-    ICP sibling or the parent."""
+    """Inter-cache messages from the caches' ``/_cdn/stats``: ICP datagrams (queries the clients sent,
+    replies the servers sent — the client stops listening after the first HIT, so later replies are not
+    in its own count) and HTTP exchanges between caches (request + response = 2 messages) to a cluster
+    home, an ICP sibling or the parent."""
     m: Counter[str] = Counter()
     for st in cache_stats:
         ic = st.get("inter_cache", {})
         icp = ic.get("icp_client") or {}
         m["icp_queries"] += int(icp.get("queries_sent", 0))
-        m["icp_replies"] += int(icp.get("replies_received", 0))
+        srv = ic.get("icp_server") or {}
+        m["icp_replies"] += int(srv.get("hits_sent", 0)) + int(srv.get("misses_sent", 0))
         m["peer_fetches"] += int(ic.get("peer_fetches", 0))
         m["sibling_fetches"] += int(ic.get("sibling_fetches", 0))
         m["parent_fetches"] += int(st.get("fetches", {}).get("parent", 0))
@@ -538,8 +540,8 @@ def report(out: Path) -> None:
             (
                 "Reading it",
                 "Independent edges each fetch every object they miss from the origin. A cluster "
-                "(slide 20) sends a miss to the object's home edge, so the cluster as a whole fetches each object "
-                "about once; the price is one HTTP exchange per miss and a duplicate copy at the requesting edge. "
+                "(slide 20) sends a miss to the object's home edge, so a popular object is fetched from the origin by "
+                "its home rather than once per edge; the price is one HTTP exchange per miss and a duplicate copy at the requesting edge. "
                 "ICP siblings (slide 7) pay two datagrams per sibling per miss to find a copy, and only find one when "
                 "some sibling still holds it. A parent turns every miss into a request to one bigger shared cache, "
                 "which then alone loads the origin.",

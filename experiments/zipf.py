@@ -367,8 +367,9 @@ def report(out: Path) -> None:
                 + bhr_table
                 + "\n\nA higher α concentrates requests on fewer objects, so the same cache catches more of them. "
                 "LFU keeps the objects with the highest counts, close to the ideal for a static popularity "
-                "(independent reference model); LRU follows it; FIFO ignores hits and comes last. Byte hit ratio is "
-                "close to the hit ratio because sizes do not depend on popularity.",
+                "(independent reference model); LRU follows it; FIFO ignores hits and comes last. The byte hit "
+                "ratio follows the hit ratio, a little below it: sizes do not depend on popularity, and a "
+                "byte-capacity cache holds more objects while small ones happen to fill it.",
             ),
             (
                 "Log-like growth (Breslau et al., INFOCOM'99)",

@@ -1,0 +1,44 @@
+"""The failover experiment: anycast < redirect < DNS outages; DNS bounded by TTL + detection; TCP breaks."""
+
+from __future__ import annotations
+
+import pytest
+
+from experiments.framework import load_spec, run_experiment
+
+pytestmark = pytest.mark.mininet
+
+
+@pytest.fixture(scope="module")
+def failover(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    return run_experiment("failover", tmp_path_factory.mktemp("failover"), quick=True)
+
+
+def test_every_method_recovers_and_keys_exist(failover) -> None:
+    for m in ("anycast", "dns", "redirect"):
+        s = failover["methods"][m]
+        assert s["outage_ms"] is not None, f"{m} never recovered"
+        assert s["failed_requests"] >= 0
+
+
+def test_outages_are_ordered_as_the_mechanisms_predict(failover) -> None:
+    o = {m: failover["methods"][m]["outage_ms"] for m in ("anycast", "dns", "redirect")}
+    assert o["anycast"] < o["redirect"] < o["dns"], o
+
+
+def test_outages_are_bounded_by_their_mechanisms(failover) -> None:
+    spec = load_spec("failover")
+    p = {**spec.params, **spec.quick}
+    detect_ms = p["health_interval"] * p["health_fall"] * 1000
+    slack = 600  # probe interval, a health-check period's phase, resolver and scheduling
+    assert failover["methods"]["anycast"]["outage_ms"] < 500  # controller liveness probes, tens of ms
+    assert failover["methods"]["redirect"]["outage_ms"] <= detect_ms + slack
+    assert failover["methods"]["dns"]["outage_ms"] <= p["dns_ttl"] * 1000 + detect_ms + slack
+    # and DNS really waits for the cached answer to expire: not faster than (TTL - detection) / 2
+    assert failover["methods"]["dns"]["outage_ms"] >= 0.5 * p["dns_ttl"] * 1000 - detect_ms
+
+
+def test_anycast_route_change_breaks_tcp_only_in_destination_mode(failover) -> None:
+    tcp = failover["anycast_tcp"]
+    assert tcp["destination"]["broken"] == tcp["destination"]["connections"] > 0
+    assert tcp["affinity"]["broken"] == 0

@@ -1,0 +1,64 @@
+"""The selection experiment on globe makes physical sense (quick mode, as `make demo` runs it)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from experiments.framework import read_csv, run_experiment
+from testbed.net.spec import load_topology
+
+pytestmark = pytest.mark.mininet
+
+
+@pytest.fixture(scope="module")
+def selection(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, Path]:
+    out = tmp_path_factory.mktemp("selection")
+    return run_experiment("selection", out, quick=True), out
+
+
+def test_result_keys_and_files(selection) -> None:
+    res, out = selection
+    for m in ("anycast", "dns", "redirect"):
+        s = res["methods"][m]
+        for k in ("ttfb_ms_p50", "total_ms_p50", "optimal_edge_fraction", "requests", "errors"):
+            assert k in s, (m, k)
+        assert s["requests"] > 20
+        assert s["errors"] == 0, f"{m}: {s['errors']} errors"
+    for f in ("results.json", "samples.csv", "report.md", "total_by_region.png", "breakdown.png"):
+        assert (out / f).stat().st_size > 0
+
+
+def test_anycast_and_dns_send_every_client_to_its_nearest_edge(selection) -> None:
+    res, _ = selection
+    assert res["methods"]["anycast"]["optimal_edge_fraction"] == 1.0
+    # the mapping DNS maps by the resolver's region; on globe every client uses its region's resolver
+    assert res["methods"]["dns"]["optimal_edge_fraction"] == 1.0
+
+
+def test_redirect_costs_round_trips_to_the_redirector(selection) -> None:
+    """The redirect exchange is a fresh connection to the redirector: a handshake plus the request and
+    its 302, i.e. one to two client-redirector RTTs on top of what anycast costs."""
+    res, out = selection
+    topo = load_topology("globe")
+    rows = [r for r in read_csv(out / "samples.csv") if r["method"] == "redirect" and not r["error"]]
+    by_region: dict[str, list[float]] = {}
+    for r in rows:
+        by_region.setdefault(r["region"], []).append(float(r["redirect_ms"]))
+    for region, vals in by_region.items():
+        client = next(h.name for h in topo.hosts_with("client") if h.region == region)
+        rtt = 2 * topo.path_delay_ms(client, "redir")
+        med = sorted(vals)[len(vals) // 2]
+        assert 0.9 * rtt <= med <= 2 * rtt + 15, f"{region}: redirect {med:.1f} ms vs RTT {rtt:.0f} ms"
+        extra = res["methods"]["redirect"]["regions"][region]["total_ms_p50"] - \
+            res["methods"]["anycast"]["regions"][region]["total_ms_p50"]
+        assert extra >= 0.8 * rtt, f"{region}: redirect adds only {extra:.1f} ms (RTT {rtt:.0f} ms)"
+
+
+def test_ttfb_reflects_the_nearest_edge(selection) -> None:
+    """A warm edge one access hop away answers within a few access-link RTTs, for every method."""
+    res, _ = selection
+    for m, s in res["methods"].items():
+        assert s["ttfb_ms_p50"] < 40, f"{m}: TTFB {s['ttfb_ms_p50']} ms — not served from a nearby edge?"
+    assert res["methods"]["anycast"]["total_ms_p50"] < res["methods"]["dns"]["total_ms_p50"]
