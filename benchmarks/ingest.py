@@ -16,6 +16,20 @@ The same object set is then replicated to the K edges twice:
 Measured per mode: origin egress bytes (tx of the origin's veth), bytes over all links (tx of both ends of
 every veth pair, read from ``/sys/class/net/*/statistics``), completion time. Last line: JSON with
 ``origin_bytes_ratio``, ``link_bytes_ratio``, ``time_ratio`` (multicast / unicast), ``edges``.
+
+``--emulated`` runs the same comparison through the real CDN over the SDN controller's multicast trees:
+a Mininet network (a two-level tree of OVS switches named ``bi_*``, origin at the root, K edges at the
+leaves, the static group origin -> edges), services started with ``CdnOptions(multicast=True)``:
+
+* **multicast**: ``POST /_origin/push`` of N objects; done when every edge's ``/_cdn/stats`` ingest block
+  counts them (each then serves them as cache hits);
+* **unicast**: every edge pulls N other objects of the same size through itself (``GET`` on its own
+  address: a miss fetched from the origin over HTTP), all edges at once; done when every pull finished.
+
+Bytes come from the switch ports' OpenFlow counters (``ovs-ofctl dump-ports``): origin egress is what the
+origin's switch port received from it; link bytes are the bytes every switch port transmitted plus what the
+host-facing ports received (each link counted once per direction). Stats are read and pushes sent from
+inside the hosts themselves, so no measurement traffic crosses a link.
 """
 
 from __future__ import annotations
@@ -184,7 +198,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--rate-mbit", type=float, default=90.0, help="multicast sender pacing")
     ap.add_argument("--json", action="store_true", help="(the JSON line is always printed last)")
+    ap.add_argument(
+        "--emulated", action="store_true", help="run over the controller's multicast trees in Mininet"
+    )
     args = ap.parse_args(argv)
+    if args.emulated:
+        return emulated(args)
     if os.geteuid() != 0:
         print("cdnlab bench ingest: needs root (network namespaces)", file=sys.stderr)
         return 2
@@ -303,6 +322,160 @@ def main(argv: list[str] | None = None) -> int:
                 p.wait()
         topo.destroy()
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+# ---------------------------------------------------------------------------------------------- --emulated
+
+
+def emulated_topology(k: int) -> dict:
+    """Origin at the root switch, two aggregation switches, four access switches; edge i on access i % 4."""
+    sw = ["bi_r", "bi_a1", "bi_a2", "bi_x1", "bi_x2", "bi_x3", "bi_x4"]
+    links = [("bi_r", "bi_a1"), ("bi_r", "bi_a2"), ("bi_a1", "bi_x1"), ("bi_a1", "bi_x2"),
+             ("bi_a2", "bi_x3"), ("bi_a2", "bi_x4")]  # fmt: skip
+    edges = [f"be{i}" for i in range(k)]
+    hosts = [{"name": "borigin", "role": "origin", "switch": "bi_r"},
+             {"name": "bclient", "role": "client", "switch": "bi_r"}]  # fmt: skip
+    hosts += [{"name": e, "role": "edge", "switch": f"bi_x{i % 4 + 1}"} for i, e in enumerate(edges)]
+    return {
+        "name": "bench-ingest",
+        "description": "cdnlab bench ingest --emulated",
+        "subnet": "10.78.0.0/24",
+        "switches": [{"name": s} for s in sw],
+        "links": [{"a": a, "b": b} for a, b in links],
+        "hosts": hosts,
+        "multicast": [{"group": "239.10.0.1", "source": "borigin", "members": edges}],
+    }
+
+
+def port_counters(cn) -> dict[str, dict[str, tuple[int, int]]]:
+    """switch -> interface name -> (rx_bytes, tx_bytes) from OpenFlow port stats."""
+    import re
+
+    out: dict[str, dict[str, tuple[int, int]]] = {}
+    for s in cn.net.switches:
+        names = {str(p): i.name for i, p in s.ports.items() if i.name != "lo"}
+        r = sh("ovs-ofctl", "-O", "OpenFlow13", "dump-ports", s.name)
+        cur: dict[str, tuple[int, int]] = {}
+        port = None
+        rx = 0
+        for line in r.stdout.splitlines():
+            m = re.match(r"\s*port\s+\"?(\w+)\"?:\s*rx pkts=\d+, bytes=(\d+)", line)
+            if m:
+                port, rx = m.group(1), int(m.group(2))
+                continue
+            m = re.match(r"\s*tx pkts=\d+, bytes=(\d+)", line)
+            if m and port is not None and port in names:
+                cur[names[port]] = (rx, int(m.group(1)))
+                port = None
+        out[s.name] = cur
+    return out
+
+
+def emulated(args: argparse.Namespace) -> int:
+    from testbed.net.build import BuildOptions, CdnNet
+    from testbed.net.cdn import HTTP_PORT, CdnOptions, CdnServices
+    from testbed.net.spec import parse_topology
+    from testbed.util import wait_until
+
+    if os.geteuid() != 0:
+        print("cdnlab bench ingest --emulated: needs root (Mininet)", file=sys.stderr)
+        return 2
+    k = max(1, min(args.edges, 8))
+    n = max(1, min(args.objects, 200))
+    size = args.size_kb * 1024
+    topo = parse_topology(emulated_topology(k), "bench-ingest")
+    catalog = {
+        "objects": 2 * n,
+        "size_distribution": "fixed",
+        "fixed_bytes": size,
+        "class_weights": {"image": 1},
+    }
+    opts = CdnOptions(multicast=True, roles=("origin", "edge"), catalog=catalog, heartbeat_interval=30.0,
+                      mcast_rate_mbps=args.rate_mbit)  # fmt: skip
+    with CdnNet(topo, BuildOptions()) as cn:
+        svc = CdnServices(cn, opts).start()
+        origin = svc.origin
+        assert origin is not None
+        paths = json.loads(cn.host(origin).cmd(f"curl -s http://{cn.ip(origin)}:{HTTP_PORT}/_origin/catalog"))
+        allp = [o["path"] for o in paths["objects"]]
+        uni, multi = allp[:n], allp[n:]
+        host_ports = {}  # switch-side interface of every host's access link
+        for h in topo.hosts:
+            node, s = cn.host(h.name), cn.net.get(h.switch)
+            host_ports[h.name] = node.connectionsTo(s)[0][1].name
+
+        def measure(run) -> dict:
+            before = port_counters(cn)
+            t0 = time.monotonic()
+            extra = run()
+            dt = time.monotonic() - t0
+            after = port_counters(cn)
+            link = origin_b = 0
+            hp = set(host_ports.values())
+            for s, ports in after.items():
+                for ifn, (rx, tx) in ports.items():
+                    brx, btx = before[s].get(ifn, (0, 0))
+                    link += tx - btx + (rx - brx if ifn in hp else 0)
+                    if ifn == host_ports[origin]:
+                        origin_b = rx - brx
+            return {"time_s": dt, "origin_bytes": origin_b, "link_bytes": link, **extra}
+
+        def received(e: str) -> int:
+            out = cn.host(e).cmd(f"curl -s -m 5 http://{cn.ip(e)}:{HTTP_PORT}/_cdn/stats")
+            try:
+                return int(json.loads(out[out.index("{") :])["ingest"]["objects_received"])
+            except (ValueError, KeyError, TypeError):
+                return -1
+
+        def multicast() -> dict:
+            res = svc.push(multi, via=origin)
+            ok = True
+            try:
+                wait_until(
+                    lambda: all(received(e) >= n for e in svc.edges), 120, 0.05, what="multicast ingest"
+                )
+            except Exception:  # noqa: BLE001 - reported as incomplete
+                ok = False
+            ost = json.loads(cn.host(origin).cmd(f"curl -s http://{cn.ip(origin)}:{HTTP_PORT}/_origin/stats"))
+            ing = ost["ingest"]
+            return {"complete": ok and len(res["pushed"]) == n, "repairs": ing["repair_packets"],
+                    "nacks": ing["nacks_received"]}  # fmt: skip
+
+        def unicast() -> dict:
+            procs = []
+            for e in svc.edges:
+                cfgf = cn.run_dir / f"pull-{e}.curl"
+                cfgf.write_text("".join(f'url = "http://{cn.ip(e)}:{HTTP_PORT}{p}"\noutput = "/dev/null"\n'
+                                        for p in uni))  # fmt: skip
+                procs.append(cn.popen(e, ["curl", "-s", "-f", "-K", str(cfgf)], f"pull-{e}"))
+            ok = all(p.wait(120) == 0 for p in procs)
+            misses = 0
+            for e in svc.edges:
+                st = json.loads(cn.host(e).cmd(f"curl -s http://{cn.ip(e)}:{HTTP_PORT}/_cdn/stats"))
+                misses += st["fetches"].get("origin", 0)
+            return {"complete": ok and misses == n * k}
+
+        results = {"multicast": measure(multicast), "unicast": measure(unicast)}
+    total = n * size
+    print(f"emulated ingest of {n} objects x {args.size_kb} KiB ({total / 1e6:.1f} MB) to {k} edges over the "
+          f"controller's multicast tree (Mininet, {cn.link_mode} links, {cn.controller_mode} controller)")  # fmt: skip
+    for mode, res in results.items():
+        extra = f", {res['repairs']} repairs for {res['nacks']} NACKs" if mode == "multicast" else ""
+        print(
+            f"  {mode:<9} time {res['time_s'] * 1000:8.1f} ms  origin egress {res['origin_bytes'] / 1e6:7.2f} MB"
+            f"  all links {res['link_bytes'] / 1e6:7.2f} MB  complete={res['complete']}{extra}"
+        )
+    m, u = results["multicast"], results["unicast"]
+    out = {
+        "origin_bytes_ratio": round(m["origin_bytes"] / max(1, u["origin_bytes"]), 4),
+        "link_bytes_ratio": round(m["link_bytes"] / max(1, u["link_bytes"]), 4),
+        "time_ratio": round(m["time_s"] / max(1e-9, u["time_s"]), 4),
+        "edges": k,
+        "complete": bool(m["complete"] and u["complete"]),
+        "mode": "emulated",
+    }
+    print(json.dumps(out))
+    return 0 if out["complete"] else 1
 
 
 if __name__ == "__main__":

@@ -34,6 +34,7 @@ class CdnlabController(ra.app_manager.RyuApp):
             raise RuntimeError("controller.app.SETTINGS['view'] is not set (start with python -m controller)")
         self.core = ControllerCore(view)
         self.datapaths: dict[int, Any] = {}
+        self._parts: dict[tuple[int, str], set[int]] = {}  # multipart state replies being collected
         from controller import rest
 
         rest.register(kwargs["wsgi"], self)
@@ -99,7 +100,24 @@ class CdnlabController(ra.app_manager.RyuApp):
         dp = ev.datapath
         if ev.state == DEAD and dp.id is not None and self.datapaths.get(dp.id) is dp:
             del self.datapaths[dp.id]
+            self._parts.pop((dp.id, "flows"), None)
+            self._parts.pop((dp.id, "groups"), None)
             self.core.switch_disconnected(dp.id)
+
+    @set_ev_cls(ofp_event.EventOFPFlowStatsReply, [CONFIG, MAIN])
+    def _flow_stats(self, ev: Any) -> None:
+        self._state_part(ev.msg, "flows", {f.cookie for f in ev.msg.body})
+
+    @set_ev_cls(ofp_event.EventOFPGroupDescStatsReply, [CONFIG, MAIN])
+    def _group_desc(self, ev: Any) -> None:
+        self._state_part(ev.msg, "groups", {g.group_id for g in ev.msg.body})
+
+    def _state_part(self, msg: Any, what: str, ids: set[int]) -> None:
+        dp = msg.datapath
+        acc = self._parts.setdefault((dp.id, what), set())
+        acc |= ids
+        if not msg.flags & dp.ofproto.OFPMPF_REPLY_MORE:
+            self.send(self.core.switch_state(dp.id, what, self._parts.pop((dp.id, what))))
 
     @set_ev_cls(ofp_event.EventOFPPortStatus, MAIN)
     def _port_status(self, ev: Any) -> None:

@@ -24,6 +24,8 @@ from controller.flows import (
     COOKIE_NS_MASK,
     ETH_ARP,
     ETH_IP,
+    GEN_MAX,
+    GEN_MIN,
     OFPP_CONTROLLER,
     OFPP_TABLE,
     PROTO_ICMP,
@@ -36,11 +38,14 @@ from controller.flows import (
     Output,
     PacketOut,
     SetField,
+    StateRequest,
     SwitchState,
     affinity_cookie,
     diff_switch,
     match,
-    wipe,
+    next_generation,
+    stale_cleanup,
+    stamp,
 )
 from controller.graph import SwitchGraph, compare_links
 from controller.liveness import Liveness, Transition
@@ -73,7 +78,10 @@ def derive_probe_ip(view: NetView) -> str:
 
 
 class ControllerCore:
-    def __init__(self, view: NetView, clock: Any = time.monotonic) -> None:
+    """``generation``: the first cookie generation (default: random, so a restarted controller differs
+    from its predecessor); every switch connection takes the next one."""
+
+    def __init__(self, view: NetView, clock: Any = time.monotonic, generation: int | None = None) -> None:
         self.view = view
         self.clock = clock
         self.sg = SwitchGraph(view)
@@ -94,7 +102,12 @@ class ControllerCore:
             self.arp_table[str(a.vip)] = a.vmac.lower()
         self.arp_table[self.probe_ip] = self.probe_mac
         self.connected: set[int] = set()
-        self.installed: dict[int, SwitchState] = {}
+        self.installed: dict[int, SwitchState] = {}  # as stamped with the switch's generation
+        self.gen: dict[int, int] = {}  # dpid -> generation of its current connection
+        self.pending: dict[int, dict[str, set[int]]] = {}  # dpid -> state replies received so far
+        self._gen = generation if generation is not None else random.SystemRandom().randint(GEN_MIN, GEN_MAX)
+        if not GEN_MIN <= self._gen <= GEN_MAX:
+            raise ValueError(f"generation must be in [{GEN_MIN}, {GEN_MAX}]")
         self.group_ids: dict[tuple[str, str], int] = {}
         self.events: deque[tuple[float, str]] = deque(maxlen=200)
         self.lldp_mismatches: list[str] = []
@@ -156,8 +169,9 @@ class ControllerCore:
         for s in self.view.switches:
             if s.dpid not in self.connected:
                 continue
-            out += diff_switch(s.dpid, self.installed.get(s.dpid, SwitchState()), want[s.name])
-            self.installed[s.dpid] = want[s.name]
+            new = stamp(want[s.name], self.gen[s.dpid])
+            out += diff_switch(s.dpid, self.installed.get(s.dpid, SwitchState()), new)
+            self.installed[s.dpid] = new
         return out
 
     def _delete_affinity(self, cookie: int, mask: int) -> list[Message]:
@@ -183,15 +197,42 @@ class ControllerCore:
         if dpid not in self.sw_by_dpid:
             self.note(f"switch dpid {dpid:#x} is not in the view: ignored")
             return []
+        gen, self._gen = self._gen, next_generation(self._gen)
         self.connected.add(dpid)
+        self.gen[dpid] = gen
         self.installed[dpid] = SwitchState()
-        self.note(f"switch {self.sw_by_dpid[dpid]} (dpid {dpid}) connected")
-        return wipe(dpid) + self.sync() + self._general_queries([dpid])
+        self.pending[dpid] = {}
+        self.note(f"switch {self.sw_by_dpid[dpid]} (dpid {dpid}) connected: installing generation {gen:#x}")
+        # No flush: whatever the switch holds keeps forwarding while the new generation is added over it
+        # (identical rules are replaced in place); what is left of older generations goes in switch_state.
+        return (
+            self.sync()
+            + [StateRequest(dpid, "flows"), StateRequest(dpid, "groups")]
+            + self._general_queries([dpid])
+        )
+
+    def switch_state(self, dpid: int, what: str, ids: set[int]) -> list[Message]:
+        """A switch's complete answer to a :class:`StateRequest` (``flows``: cookies of the flows in our
+        namespace; ``groups``: group ids). Once both are in, delete the other generations' leftovers."""
+        got = self.pending.get(dpid)
+        if got is None or what not in ("flows", "groups"):
+            return []
+        got[what] = set(ids)
+        if len(got) < 2:
+            return []
+        del self.pending[dpid]
+        out = stale_cleanup(dpid, self.gen[dpid], got["flows"], got["groups"])
+        self.note(
+            f"switch {self.sw_by_dpid[dpid]} resynced: {len(out)} stale cookie/group deletes "
+            f"(generation {self.gen[dpid]:#x})"
+        )
+        return out
 
     def switch_disconnected(self, dpid: int) -> None:
         if dpid in self.connected:
             self.connected.discard(dpid)
             self.installed.pop(dpid, None)
+            self.pending.pop(dpid, None)
             self.note(f"switch {self.sw_by_dpid.get(dpid, dpid)} disconnected")
 
     def port_status(self, dpid: int, port: int, up: bool) -> list[Message]:
@@ -403,7 +444,13 @@ class ControllerCore:
     def topology(self) -> dict[str, Any]:
         return {
             "switches": [
-                {"name": s.name, "dpid": s.dpid, "connected": s.dpid in self.connected}
+                {
+                    "name": s.name,
+                    "dpid": s.dpid,
+                    "connected": s.dpid in self.connected,
+                    "synced": s.dpid in self.connected and s.dpid not in self.pending,
+                    "generation": self.gen.get(s.dpid) if s.dpid in self.connected else None,
+                }
                 for s in self.view.switches
             ],
             "links": [

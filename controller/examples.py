@@ -116,3 +116,36 @@ def random_view(seed: int, n_switches: int = 7, extra_links: int = 5, hosts_per_
             "multicast_static": [],
         }
     )
+
+
+def renamed(view: NetView, switch_prefix: str, dpid_base: int, number_offset: int = 0) -> NetView:
+    """``view`` with every switch ``hcN`` renamed ``{switch_prefix}{N + number_offset}`` (dpid
+    ``dpid_base + N + number_offset``) and every host ``hchN`` renamed ``{switch_prefix}h{N + number_offset}``.
+
+    Lets several tests (or helpers) build the same example network side by side on one machine, since OVS
+    bridge and interface names are global. Raises ValueError for a name not in the ``hc``/``hch`` scheme.
+    """
+
+    def sw(name: str) -> str:
+        if not (name.startswith("hc") and name[2:].isdigit()):
+            raise ValueError(f"switch name {name!r} is not hc<N>")
+        return f"{switch_prefix}{int(name[2:]) + number_offset}"
+
+    def host(name: str) -> str:
+        if not (name.startswith("hch") and name[3:].isdigit()):
+            raise ValueError(f"host name {name!r} is not hch<N>")
+        return f"{switch_prefix}h{int(name[3:]) + number_offset}"
+
+    d = view.model_dump(mode="json")
+    for s in d["switches"]:
+        s["dpid"] = dpid_base + int(s["name"][2:]) + number_offset
+        s["name"] = sw(s["name"])
+    for lk in d["links"]:
+        lk["a"], lk["b"] = sw(lk["a"]), sw(lk["b"])
+    for h in d["hosts"]:
+        h["name"], h["switch"] = host(h["name"]), sw(h["switch"])
+    for a in d["anycast"]:
+        a["members"] = [host(m) for m in a["members"]]
+    for g in d["multicast_static"]:
+        g["source"], g["members"] = host(g["source"]), [host(m) for m in g["members"]]
+    return NetView.model_validate(d)

@@ -13,7 +13,7 @@ Pipeline (two tables):
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 # OpenFlow 1.3 reserved ports and constants (ONF TS-006 7.2.1), so no module but to_ryu needs Ryu.
@@ -147,7 +147,18 @@ class PacketOut:
     in_port: int = OFPP_CONTROLLER
 
 
-Message = FlowMod | GroupMod | PacketOut
+@dataclass(frozen=True)
+class StateRequest:
+    """Ask a switch what it holds: ``flows`` (the cookies of our flows) or ``groups`` (group ids).
+
+    The app answers with :meth:`controller.core.ControllerCore.switch_state` once the (multipart) reply
+    is complete."""
+
+    dpid: int
+    what: Literal["flows", "groups"]
+
+
+Message = FlowMod | GroupMod | PacketOut | StateRequest
 
 
 @dataclass
@@ -245,6 +256,19 @@ def to_ryu(datapath: Any, msg: Message) -> Any:
         gtype = {"all": ofp.OFPGT_ALL, "select": ofp.OFPGT_SELECT, "ff": ofp.OFPGT_FF}[msg.type]
         buckets = [parser.OFPBucket(actions=_ryu_actions(parser, b.actions)) for b in msg.buckets]
         return parser.OFPGroupMod(datapath, cmd, gtype, msg.group_id, buckets)
+    if isinstance(msg, StateRequest):
+        if msg.what == "flows":
+            return parser.OFPFlowStatsRequest(
+                datapath,
+                0,
+                ofp.OFPTT_ALL,
+                ofp.OFPP_ANY,
+                ofp.OFPG_ANY,
+                COOKIE_NS,
+                COOKIE_NS_MASK,
+                parser.OFPMatch(),
+            )
+        return parser.OFPGroupDescStatsRequest(datapath, 0)
     if isinstance(msg, PacketOut):
         return parser.OFPPacketOut(
             datapath,
@@ -254,3 +278,73 @@ def to_ryu(datapath: Any, msg: Message) -> Any:
             data=msg.data,
         )
     raise TypeError(f"not a message: {msg!r}")
+
+
+# ------------------------------------------------------------------ generations (resync without a flush)
+# A controller run stamps its proactive flows with a generation (cookie bits 24..39) and puts its group ids
+# in the generation's range (gen << 16 | n), fresh on every switch connection. On (re)connect it installs
+# the whole desired state under the new generation (an OpenFlow ADD with the same table, priority and
+# match replaces a flow in place, so identical rules never disappear), then asks the switch which cookies
+# and groups it holds and deletes those of other generations (faucet-style cookie generations).
+GEN_SHIFT = 24
+GEN_MASK = 0xFFFF << GEN_SHIFT
+COOKIE_CLASS_MASK = 0xFF << 40  # 0: proactive, 1: affinity (per-flow, reactive)
+GEN_MIN, GEN_MAX = 1, 0xFEFF  # gen << 16 | n must stay below OFPG_MAX (0xffffff00)
+GROUP_N_MAX = 0xFFFF
+
+
+def proactive_cookie(gen: int) -> int:
+    return COOKIE_NS | (gen << GEN_SHIFT)
+
+
+def cookie_generation(cookie: int) -> int:
+    return (cookie & GEN_MASK) >> GEN_SHIFT
+
+
+def is_proactive(cookie: int) -> bool:
+    return cookie & COOKIE_NS_MASK == COOKIE_NS and cookie & COOKIE_CLASS_MASK == 0
+
+
+def group_id(gen: int, n: int) -> int:
+    """The OpenFlow group id of the ``n``-th (S,G) tree in generation ``gen``."""
+    if not (GEN_MIN <= gen <= GEN_MAX and 1 <= n <= GROUP_N_MAX):
+        raise ValueError(f"generation {gen} / group number {n} out of range")
+    return gen << 16 | n
+
+
+def next_generation(gen: int) -> int:
+    return GEN_MIN if gen >= GEN_MAX else gen + 1
+
+
+def stamp(state: SwitchState, gen: int) -> SwitchState:
+    """``state`` (proactive flows with the bare namespace cookie, groups numbered 1..n) as installed in
+    generation ``gen``: cookies carry the generation, group ids (and the flows' group actions) its range."""
+
+    def action(a: Action) -> Action:
+        return GroupAction(group_id(gen, a.group_id)) if isinstance(a, GroupAction) else a
+
+    out = SwitchState()
+    for k, e in state.flows.items():
+        if e.cookie == COOKIE_NS:
+            e = replace(e, cookie=proactive_cookie(gen), actions=tuple(action(a) for a in e.actions))
+        out.flows[k] = e
+    for n, g in state.groups.items():
+        gid = group_id(gen, n)
+        out.groups[gid] = replace(g, group_id=gid)
+    return out
+
+
+def stale_cleanup(dpid: int, gen: int, cookies: set[int], group_ids: set[int]) -> list[Message]:
+    """After a (re)connect installed generation ``gen``: delete the proactive flows of every other
+    generation the switch reported (by exact cookie), then the groups outside ``gen``'s range. Affinity
+    flows and flows outside our cookie namespace (e.g. LLDP) stay."""
+    out: list[Message] = []
+    for c in sorted(cookies):
+        if is_proactive(c) and cookie_generation(c) != gen:
+            out.append(
+                FlowMod(dpid, "delete", FlowEntry(0xFF, 0, (), cookie=c), cookie_mask=0xFFFFFFFFFFFFFFFF)
+            )
+    for gid in sorted(group_ids):
+        if gid >> 16 != gen:
+            out.append(GroupMod(dpid, "delete", gid))
+    return out

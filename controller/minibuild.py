@@ -9,8 +9,14 @@ Needs root. Always call ``net.stop()``.
 
 from __future__ import annotations
 
+import json
+import re
+import signal
 import subprocess
+import sys
+import urllib.request
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 from controller.netview import NetView
@@ -71,6 +77,85 @@ def build(view: NetView, of_port: int, prefix_check: str = "hc") -> Any:
     for h in net.hosts:
         h.cmd(f"ip route add 224.0.0.0/4 dev {h.defaultIntf().name}")
     return net
+
+
+class ControllerProc:
+    """``python -m controller`` as a child process on fixed ports, so tests can kill it and start a new one
+    with the same view (the switches reconnect to the same OpenFlow port)."""
+
+    def __init__(self, view: NetView, workdir: Path, of_port: int, rest_port: int, *extra: str) -> None:
+        self.view_path = workdir / "view.json"
+        self.view_path.write_text(json.dumps(view.model_dump(mode="json")))
+        self.log = workdir / "controller.log"
+        self.of_port, self.rest_port, self.extra = of_port, rest_port, extra
+        self.proc: subprocess.Popen | None = None
+        self.starts = 0
+
+    def start(self) -> None:
+        """Start a controller (the log is appended to, one file for every run)."""
+        if self.proc is not None and self.proc.poll() is None:
+            raise RuntimeError("controller already running")
+        self.starts += 1
+        args = ["--view", str(self.view_path), "--of-port", str(self.of_port), "--log", str(self.log)]
+        args += ["--rest-port", str(self.rest_port), *self.extra]
+        self.proc = subprocess.Popen([sys.executable, "-m", "controller", *args])
+
+    def kill(self) -> None:
+        """SIGKILL: no clean shutdown, the switches just see the TCP connection drop."""
+        if self.proc is not None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait()
+
+    def stop(self) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.terminate()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+    def rest(self, path: str, body: dict | None = None) -> Any:
+        req = urllib.request.Request(
+            f"http://127.0.0.1:{self.rest_port}{path}",
+            data=None if body is None else json.dumps(body).encode(),
+            method="GET" if body is None else "POST",
+        )
+        with urllib.request.urlopen(req, timeout=3) as r:
+            return json.loads(r.read())
+
+
+def ovs_connected(bridge: str) -> bool:
+    """Whether OVS reports ``bridge``'s (single) controller connection as up."""
+    r = subprocess.run(
+        ["ovs-vsctl", "--bare", "get", "bridge", bridge, "controller"], capture_output=True, text=True
+    )
+    uuid = r.stdout.strip()
+    if r.returncode != 0 or not uuid:
+        return False
+    r = subprocess.run(
+        ["ovs-vsctl", "--bare", "get", "controller", uuid, "is_connected"], capture_output=True, text=True
+    )
+    return r.stdout.strip() == "true"
+
+
+def dump_flows(bridge: str) -> list[str]:
+    """``ovs-ofctl dump-flows`` lines (OpenFlow 1.3, no statistics)."""
+    r = subprocess.run(
+        ["ovs-ofctl", "-O", "OpenFlow13", "--no-stats", "dump-flows", bridge],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return [ln.strip() for ln in r.stdout.splitlines() if ln.strip() and "OFPST_FLOW" not in ln]
+
+
+def dump_group_ids(bridge: str) -> list[int]:
+    r = subprocess.run(
+        ["ovs-ofctl", "-O", "OpenFlow13", "dump-groups", bridge], capture_output=True, text=True, check=True
+    )
+    return sorted(int(m) for m in re.findall(r"group_id=(\d+)", r.stdout))
 
 
 HTTP_SERVER = r"""

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from controller.flows import (
+    COOKIE_NS,
     COOKIE_NS_MASK,
     OFPG_ALL,
     OFPP_CONTROLLER,
@@ -26,6 +27,7 @@ from controller.flows import (
     Output,
     PacketOut,
     SetField,
+    StateRequest,
 )
 from controller.netview import NetView
 
@@ -124,13 +126,30 @@ class FakeNet:
         self.host_at = {(self.name_dpid[h.switch], h.port): h.name for h in view.hosts}
         self.down: set[int] = set()
         self.packet_outs: list[PacketOut] = []
+        self.state_requests: list[StateRequest] = []
 
     def apply(self, msgs: list[Message]) -> None:
         for m in msgs:
             if isinstance(m, PacketOut):
                 self.packet_outs.append(m)
+            elif isinstance(m, StateRequest):
+                self.state_requests.append(m)
             else:
                 self.switches[m.dpid].apply(m)
+
+    def state_replies(self) -> list[tuple[int, str, set[int]]]:
+        """Answer the pending :class:`StateRequest`s as a switch would (our cookies / group ids now);
+        returns ``(dpid, what, ids)`` for :meth:`ControllerCore.switch_state`."""
+        out = []
+        for r in self.state_requests:
+            sw = self.switches[r.dpid]
+            if r.what == "flows":
+                ids = {e.cookie for e in sw.flows.values() if e.cookie & COOKIE_NS_MASK == COOKIE_NS}
+            else:
+                ids = set(sw.groups)
+            out.append((r.dpid, r.what, ids))
+        self.state_requests.clear()
+        return out
 
     def errors(self) -> list[str]:
         return [e for s in self.switches.values() for e in s.errors]
@@ -251,9 +270,29 @@ def connect_all(core: Any, net: FakeNet) -> None:
     """Connect every switch of ``net`` to ``core`` and apply what it sends."""
     for dpid in net.switches:
         net.apply(core.switch_connected(dpid))
+    answer_state(core, net)
+
+
+def answer_state(core: Any, net: FakeNet) -> None:
+    """Deliver the fake switches' answers to the core's state requests and apply what it sends back."""
+    for dpid, what, ids in net.state_replies():
+        net.apply(core.switch_state(dpid, what, ids))
 
 
 def port_event(core: Any, net: FakeNet, a: str, b: str, up: bool) -> None:
     """Take the link a-b down/up in the fake network and tell the core (port status from both ends)."""
     for dpid, port in net.set_link(a, b, up):
         net.apply(core.port_status(dpid, port, up))
+
+
+def normalised_tables(net: FakeNet) -> dict[int, dict[tuple, tuple]]:
+    """Every switch's flows as (actions, goto) by key, with cookies left out and group ids reduced to the
+    tree number (``gid & 0xffff``): the forwarding state, whichever generation installed it."""
+
+    def act(a: Any) -> Any:
+        return GroupAction(a.group_id & 0xFFFF) if isinstance(a, GroupAction) else a
+
+    return {
+        d: {k: (tuple(act(a) for a in e.actions), e.goto) for k, e in s.flows.items()}
+        for d, s in net.switches.items()
+    }

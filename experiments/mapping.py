@@ -28,10 +28,9 @@ import ipaddress
 from pathlib import Path
 from typing import Any
 
-from experiments.common import emulate, median, save_samples
+from experiments.common import emulate, median, run_drivers, save_samples
 from experiments.framework import Run, md_table, plt, read_csv, read_results, write_report
-from experiments.hostproc import TrackedServices, run_drivers
-from testbed.net.cdn import CUSTOMER_NAME, CdnOptions
+from testbed.net.cdn import CUSTOMER_NAME, CdnOptions, CdnServices
 from testbed.net.spec import Role, Topology
 from testbed.services.catalog import Catalog, CatalogConfig
 
@@ -43,7 +42,7 @@ GROUPS = ("near_resolver", "far_resolver")
 METRICS = ("mapping_distance_ms_p50", "rtt_ms_p50", "ttfb_ms_p50", "optimal_edge_fraction")
 
 
-class RegionPrefixServices(TrackedServices):
+class RegionPrefixServices(CdnServices):
     """CdnServices whose mapping knows each region by the /``prefix_len`` networks of its hosts."""
 
     prefix_len = 24

@@ -39,7 +39,6 @@ import networkx as nx
 from benchmarks.ingest import DRIVER, MPORT, TPORT, UNICAST_SINK
 from experiments.common import emulate
 from experiments.framework import Run, md_table, plt, read_results, write_report
-from experiments.hostproc import popen_in
 from testbed.net.spec import Role, Topology
 from testbed.util import wait_until
 
@@ -181,8 +180,7 @@ def run(r: Run) -> dict[str, Any]:
                     "log_file": str(sd / f"rx{i}.log"),
                 }
                 (sd / f"rx{i}.cfg.json").write_text(json.dumps(cfg))
-                popen_in(
-                    cn,
+                cn.popen(
                     e,
                     [
                         sys.executable,
@@ -194,8 +192,7 @@ def run(r: Run) -> dict[str, Any]:
                     role=f"rx{k}",
                     log_name=f"ingest/k{k}/rx{i}.out",
                 )
-                popen_in(
-                    cn,
+                cn.popen(
                     e,
                     [sys.executable, "-c", UNICAST_SINK, cn.ip(e), str(TPORT), str(sd / f"ustore{i}")],
                     role=f"us{k}",
@@ -355,6 +352,7 @@ def report(out: Path) -> None:
         ax.set_xlabel("edges K")
         ax.set_ylabel("MB")
         ax.set_xticks(ks)
+        ax.set_ylim(bottom=0)
         ax.legend(fontsize=8)
     kk = [1 + i * (max(ks) - 1) / 50 for i in range(51)]
     axes[2].loglog(

@@ -358,10 +358,13 @@ class CdnNet:
             if self.controller_proc is not None and self.controller_proc.poll() is not None:
                 raise RuntimeError(f"controller exited; see {self.run_dir}/controller.out")
             topo = self.rest("/topology")
-            have = {s.get("name") for s in topo.get("switches", []) if s.get("connected", True)}
-            return want <= have
+            have = {s.get("name") for s in topo.get("switches", [])
+                    if s.get("connected", True) and s.get("synced", True)}
+            links_up = all(ln.get("up", True) for ln in topo.get("links", []))
+            return want <= have and links_up
 
-        wait_until(ready, self.opts.connect_timeout, 0.1, what="every switch connected to the controller")
+        wait_until(ready, self.opts.connect_timeout, 0.1,
+                   what="every switch connected to and synced with the controller, every link up")
 
     # -- helpers for users of the net ----------------------------------------------------------------
     def host(self, name: str):
@@ -399,12 +402,12 @@ class CdnNet:
 
     def ping_rtt_ms(self, src: str, dst_ip: str, count: int = 5, interval: float = 0.05) -> float | None:
         """Median RTT in ms of ``count`` pings from ``src`` to ``dst_ip`` (None if none answered)."""
-        out = self.host(src).cmd(f"ping -n -q -c {count} -i {interval} -W 2 {dst_ip}")
-        for line in out.splitlines():
-            if "min/avg/max" in line:
-                vals = line.split("=")[1].split()[0].split("/")
-                return float(vals[1])
-        return None
+        out = self.host(src).cmd(f"ping -n -c {count} -i {interval} -W 2 {dst_ip}")
+        times = sorted(float(w.split("=")[1]) for w in out.split() if w.startswith("time="))
+        if not times:
+            return None
+        mid = len(times) // 2
+        return times[mid] if len(times) % 2 else (times[mid - 1] + times[mid]) / 2
 
     def reachable_from(self, src: str, dsts: list[str], wait_s: float = 2.0) -> set[str]:
         """Names among ``dsts`` that answer one ping from ``src`` (all pinged in parallel)."""

@@ -11,11 +11,19 @@
 
 Names: clients ask for ``www.customer.example`` → CNAME ``cache.customer.example.cdnlab-dns.net`` →
 CNAME ``a73.g.cdnlab.net`` → A (an edge). Every generated config is written to ``<run dir>/configs``.
+
+``CdnOptions(multicast=True)`` makes the CDN use multicast over the controller's trees
+(:mod:`testbed.services.mcast.cdn`): the origin runs an ingest sender on the topology's static group whose
+source is the origin (``POST /_origin/push``; updates multicast INVALIDATEs), every edge runs the
+receiver in-process with its cache as the sink (NACKs by unicast to the origin) and publishes HEARTBEATs on
+the control group (the topology's group whose sources are edges, else ``239.10.0.2``).
+:meth:`CdnServices.start_control_listener` runs a listener on a host; :meth:`CdnServices.push` pushes.
 """
 
 from __future__ import annotations
 
 import json
+import secrets
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +37,10 @@ CDN_NAME = "a73.g.cdnlab.net"
 CUSTOMER_NAME = "www.customer.example"
 MAPPED_ZONE = "g.cdnlab.net"
 HTTP_PORT = 80
+MCAST_DATA_PORT = 7400  # ingest + invalidation group
+MCAST_CONTROL_PORT = 7401  # heartbeat group
+MCAST_FEEDBACK_PORT = 7402  # origin's unicast NACK port
+DEFAULT_CONTROL_GROUP = "239.10.0.2"
 
 
 @dataclass
@@ -54,6 +66,10 @@ class CdnOptions:
     catalog: dict[str, Any] = field(default_factory=dict)
     roles: tuple[str, ...] = ("origin", "edge", "dns", "resolver", "redirector")
     ready_timeout: float = 30.0
+    multicast: bool = False  # ingest/invalidation and heartbeats over the controller's multicast trees
+    mcast_on_update: str = "purge"  # what an origin update multicasts: purge | push | none
+    mcast_rate_mbps: float = 50.0  # ingest sender pacing (0 = unpaced)
+    heartbeat_interval: float = 0.5
 
 
 def _py(module: str, cfg_path: Path) -> list[str]:
@@ -77,6 +93,13 @@ class CdnServices:
         self.resolvers = [h.name for h in t.hosts_with(Role.resolver)]
         self.redirectors = [h.name for h in t.hosts_with(Role.redirector)]
         self.dns = {h.name: str(h.params.get("level", "both")) for h in t.hosts_with(Role.dns)}
+        self.mcast_key = secrets.token_hex(16)  # HMAC key of this run's multicast sessions
+        self.ingest_group, self.control_group = self.mcast_groups()
+        if self.opts.mcast_on_update not in ("purge", "push", "none"):
+            raise ValueError(f"mcast_on_update must be purge, push or none, not {self.opts.mcast_on_update!r}")
+        if self.opts.multicast and self.ingest_group is None:
+            raise ValueError(f"topology {t.name}: multicast=True needs a multicast group whose source is "
+                             f"the origin and whose members are edges")
 
     # -- shared pieces of config ---------------------------------------------------------------
     def regions(self) -> dict[str, list[str]]:
@@ -110,12 +133,53 @@ class CdnServices:
         p.write_text(json.dumps(cfg, indent=1))
         return p
 
+    # -- multicast -----------------------------------------------------------------------------------
+    def mcast_groups(self) -> tuple[str | None, str]:
+        """(ingest group: source origin, members edges; control group: sources edges) from the topology."""
+        edges = set(self.edges)
+        ingest = next((g.group for g in self.cn.topo.multicast
+                       if g.source == self.origin and edges & set(g.members)), None)
+        control = next((g.group for g in self.cn.topo.multicast if g.source in edges and g.group != ingest),
+                       DEFAULT_CONTROL_GROUP)
+        return ingest, control
+
+    def _group(self, group: str, port: int, host: str) -> dict[str, Any]:
+        return {"group": group, "port": port, "iface_addr": self.cn.ip(host), "ttl": 16, "loop": False}
+
+    def control_listener_config(self, host: str, nodes_file: Path) -> dict[str, Any]:
+        """Config of ``testbed.services.mcast.control`` listening on the control group in ``host``."""
+        return {"name": f"{host}-control", "log_file": str(self.log_dir / f"{host}-control.log"),
+                "session_id": 2, "key": self.mcast_key,
+                "group": self._group(self.control_group, MCAST_CONTROL_PORT, host),
+                "interval_s": self.opts.heartbeat_interval, "nodes_file": str(nodes_file)}
+
+    def start_control_listener(self, host: str) -> Path:
+        """Run a control-channel listener in ``host``; returns the JSON file it keeps the nodes' load in."""
+        out = self.cn.run_dir / f"{host}-control-nodes.json"
+        self._start(host, "testbed.services.mcast.control", self.control_listener_config(host, out), "control")
+        return out
+
+    def push(self, paths: list[str] | None = None, via: str | None = None) -> dict[str, Any]:
+        """``POST /_origin/push`` (``paths``, or the whole catalog) from host ``via`` (default: a client)."""
+        assert self.origin
+        via = via or next(h.name for h in self.cn.topo.hosts_with(Role.client))
+        body = json.dumps({"paths": paths} if paths is not None else {"all": True})
+        out = self.cn.host(via).cmd(
+            f"curl -s -m 30 -X POST -H 'Content-Type: application/json' --data '{body}' "
+            f"http://{self.cn.ip(self.origin)}:{HTTP_PORT}/_origin/push")
+        return json.loads(out[out.index("{"):])
+
     # -- per role ------------------------------------------------------------------------------------
     def origin_config(self) -> dict[str, Any]:
         assert self.origin
-        return {"name": self.origin, "host": "0.0.0.0", "port": HTTP_PORT,
-                "log_file": str(self.log_dir / f"{self.origin}.log"),
-                "cdn_hostnames": [CDN_NAME], "catalog": dict(self.opts.catalog)}
+        cfg: dict[str, Any] = {"name": self.origin, "host": "0.0.0.0", "port": HTTP_PORT,
+                               "log_file": str(self.log_dir / f"{self.origin}.log"),
+                               "cdn_hostnames": [CDN_NAME], "catalog": dict(self.opts.catalog)}
+        if self.opts.multicast and self.ingest_group:
+            cfg["ingest"] = {"group": self._group(self.ingest_group, MCAST_DATA_PORT, self.origin),
+                             "session_id": 1, "key": self.mcast_key, "feedback_port": MCAST_FEEDBACK_PORT,
+                             "rate_mbps": self.opts.mcast_rate_mbps, "on_update": self.opts.mcast_on_update}
+        return cfg
 
     def edge_config(self, e: str) -> dict[str, Any]:
         assert self.origin
@@ -139,6 +203,12 @@ class CdnServices:
                                 "http_url": f"http://{self.cn.ip(p)}:{HTTP_PORT}"} for p in peers]
         elif o.cooperation == "parent" and o.parent and e != o.parent:
             cfg["parent_url"] = f"http://{self.cn.ip(o.parent)}:{HTTP_PORT}"
+        if o.multicast and self.ingest_group:
+            cfg["ingest"] = {"group": self._group(self.ingest_group, MCAST_DATA_PORT, e), "session_id": 1,
+                             "key": self.mcast_key, "sender_addr": self.cn.ip(self.origin),
+                             "feedback_port": MCAST_FEEDBACK_PORT}
+            cfg["control"] = {"group": self._group(self.control_group, MCAST_CONTROL_PORT, e), "session_id": 2,
+                              "key": self.mcast_key, "interval_s": o.heartbeat_interval, "addr": self.cn.ip(e)}
         return cfg
 
     def _low_servers(self) -> dict[str, list[dict[str, str]]]:

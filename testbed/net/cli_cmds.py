@@ -62,7 +62,7 @@ class CdnCLI(CLI):
                 try:
                     st = json.loads(out[out.index("{"):])
                     stats = (f"hits {st.get('hits', 0)} misses {st.get('misses', 0)} "
-                             f"cache {st.get('store', {}).get('bytes', st.get('bytes_stored', '?'))} B")
+                             f"cache {st.get('store', {}).get('bytes_used', '?')} B")
                 except ValueError:
                     stats = "not answering"
             print(f"edge {e.name:<8} {self.cn.ip(e.name):<15} {e.region or '-':<6} {state:<8} {stats}")
@@ -180,8 +180,8 @@ class CdnCLI(CLI):
         p = a.popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         print(f"capturing on {intf.name} for {secs:g} s ...")
         _, err = p.communicate(timeout=secs + 10)
-        print(err.decode(errors="replace").strip().splitlines()[-1] if err else "")
-        print(f"saved {pcap}")
+        captured = [ln for ln in err.decode(errors="replace").splitlines() if "captured" in ln]
+        print(f"{captured[0] if captured else 'no packets captured'}; saved {pcap}")
 
     def do_rtt(self, line: str) -> None:
         """rtt SRC DST: median ping RTT in ms between two hosts, next to the configured path delay."""

@@ -3,8 +3,8 @@
 Each run writes ``/run/cdnlab/<run-id>.json`` (override with ``CDNLAB_STATE_DIR``) listing the processes
 it started (PID plus kernel start time, so a recycled PID is never killed), the OVS bridges, root-namespace
 interfaces and named network namespaces it made. The file is rewritten atomically at every addition and
-removed after a clean stop. Names made by cdnlab also carry a prefix, which ``cdnlab clean`` uses as a
-second, safe net: it only touches names it recorded or that carry that prefix.
+removed after a clean stop. ``cdnlab clean`` only touches what a record lists. Link relays live in
+unnamed namespaces owned by their process (their veths are named ``cdnr<N>a/b``), so they vanish with it.
 """
 
 from __future__ import annotations
@@ -15,8 +15,6 @@ import time
 import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-
-PREFIX = "cdn"  # every named network namespace / helper interface cdnlab makes starts with this
 
 
 def state_dir() -> Path:

@@ -71,6 +71,9 @@ def main(argv: list[str] | None = None) -> int:
                 start_services(cn)
         print(describe(cn))
         if not args.no_cli:
+            from mininet.log import setLogLevel
+
+            setLogLevel("output")  # show the output of plain Mininet commands (`c1 curl ...`, pingall)
             from testbed.net.cli_cmds import CdnCLI
 
             CdnCLI(cn)

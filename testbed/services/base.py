@@ -64,6 +64,15 @@ async def run_until_signalled(serve: ServeFn, cfg: C) -> None:
     await serve(cfg, stop)
 
 
+def _event_loop_runner():
+    """uvloop's ``run`` where uvloop is installed (about twice aiohttp's request rate), else asyncio's."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run
+    return uvloop.run
+
+
 def service_main(
     model: type[C], serve: ServeFn, argv: list[str] | None = None, prog: str | None = None
 ) -> int:
@@ -79,7 +88,7 @@ def service_main(
     setup_logging(cfg)
     log.info("starting %s with %s", cfg.name, args.config)
     try:
-        asyncio.run(run_until_signalled(serve, cfg))
+        _event_loop_runner()(run_until_signalled(serve, cfg))
     except OSError as e:  # e.g. address in use: say so plainly
         log.error("cannot run: %s", e)
         print(f"{prog or 'service'}: {e}", file=sys.stderr)

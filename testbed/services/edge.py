@@ -28,6 +28,9 @@ one of the origin's host names (``origin_hostnames``, plus the host of ``origin_
 
 Control endpoints: ``GET /_cdn/health``, ``GET /_cdn/stats``, ``POST /_cdn/purge`` with
 ``{"paths": [...]}``, and the ``PURGE`` method on any path.
+
+Multicast (:mod:`testbed.services.mcast.cdn`): ``ingest`` makes the edge the receiver's object sink
+(pushes -> :meth:`Edge.admit`, INVALIDATEs -> :meth:`Edge.purge`); ``control`` multicasts load HEARTBEATs.
 """
 
 from __future__ import annotations
@@ -66,6 +69,15 @@ from testbed.services.freshness import (
     stale_if_error_window,
     vary_key,
     vary_names,
+)
+from testbed.services.mcast.cdn import (
+    ControlPublishConfig,
+    EdgeIngest,
+    EdgeIngestConfig,
+    EdgeLoad,
+    make_publisher,
+    publisher_stats,
+    run_publisher,
 )
 from testbed.services.store import ObjectStore
 
@@ -134,6 +146,10 @@ class EdgeConfig(ServiceConfig):
     upstream_timeout_s: float = Field(10.0, gt=0)
     #: bytes of request line / one header field beyond which a request is refused with 400
     max_field_size: int = Field(8190, ge=256)
+    #: multicast ingest: objects and invalidations from the origin's group go straight into this cache
+    ingest: EdgeIngestConfig | None = None
+    #: multicast control channel: HEARTBEATs with this edge's load
+    control: ControlPublishConfig | None = None
 
     @field_validator("eviction")
     @classmethod
@@ -229,6 +245,11 @@ class Edge:
         self.port = 0
         self.icp_port = 0
         self._origin_failed_at = 0.0  # last time the origin could not be reached (ICP MISS_NOFETCH)
+        self.ingest: EdgeIngest | None = EdgeIngest(cfg.ingest, self) if cfg.ingest else None
+        self.publisher = make_publisher(cfg.name, cfg.control, EdgeLoad(self.stats)) if cfg.control else None
+        self._mcast_failures: list[str] = []
+        self._mcast_stop = asyncio.Event()
+        self._mcast_tasks: list[asyncio.Task] = []
         # control endpoints; everything else is proxied. A low-level aiohttp Server (no router) keeps
         # the hit path short.
         self._control = {
@@ -264,6 +285,12 @@ class Edge:
         await site.start()
         self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
         log.info("edge %s on %s:%d (ICP %s)", self.name, self.cfg.host, self.port, self.icp_port or "off")
+        self._mcast_stop.clear()
+        if self.ingest is not None:
+            self._mcast_tasks.append(asyncio.create_task(self.ingest.run(self._mcast_stop)))
+        if self.publisher is not None:
+            pub = run_publisher(self.publisher, self._mcast_stop, self._mcast_failures)
+            self._mcast_tasks.append(asyncio.create_task(pub))
         return self.port
 
     @property
@@ -271,6 +298,10 @@ class Edge:
         return f"http://{self.cfg.host}:{self.port}"
 
     async def close(self) -> None:
+        self._mcast_stop.set()
+        if self._mcast_tasks:
+            await asyncio.wait(self._mcast_tasks, timeout=5)
+            self._mcast_tasks.clear()
         if self.runner is not None:
             await self.runner.cleanup()
             self.runner = None
@@ -723,6 +754,8 @@ class Edge:
             },
             "purged": c["purged"],
             "admitted": c["admitted"],
+            "ingest": self.ingest.stats() if self.ingest else None,
+            "control": publisher_stats(self.publisher, self._mcast_failures) if self.publisher else None,
             "objects": {k: dict(v) for k, v in self.per_object.items()},
             "store": {
                 "bytes_used": self.store.used_bytes,

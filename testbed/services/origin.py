@@ -19,7 +19,11 @@ hashing over ``cdn_hostnames``. With no ``cdn_hostnames`` pages link ``http://<h
 Control endpoints: ``GET /_origin/catalog`` (JSON list of path/size/class), ``GET /_origin/stats``,
 ``GET /_origin/health``, ``POST /_origin/update/<path>`` (new version: new bytes, ETag, Last-Modified),
 ``POST /_origin/fault`` with ``{"status": 503}`` (answer every content request with that status;
-``{"status": null}`` heals). Nothing is read from disk, so path traversal cannot reach files; paths
+``{"status": null}`` heals), ``POST /_origin/push`` with ``{"paths": [...]}`` or ``{"all": true}``
+(multicast those objects to the edges, with their headers; needs the ``ingest`` section, see
+:mod:`testbed.services.mcast.cdn`). With ``ingest`` configured, :meth:`Origin.update` also multicasts an
+INVALIDATE of the path (``on_update: purge``) or the new version (``push``), so every edge drops its
+stale copy within one RTT plus repair time. Nothing is read from disk, so path traversal cannot reach files; paths
 with ``..``/``.`` segments, backslashes or NULs are refused with 400.
 """
 
@@ -48,6 +52,7 @@ from testbed.services.freshness import (
     parse_cache_control,
     parse_range,
 )
+from testbed.services.mcast.cdn import OriginIngest, OriginIngestConfig
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +84,8 @@ class OriginConfig(ServiceConfig):
     send_expires: bool = True
     #: max bytes of request line / one header field (longer -> 400)
     max_field_size: int = Field(8190, ge=256)
+    #: multicast ingest sender: POST /_origin/push, and updates multicast as invalidations (or pushes)
+    ingest: OriginIngestConfig | None = None
 
 
 def _bad_path(raw_path: str, path: str) -> bool:
@@ -109,6 +116,9 @@ class Origin:
         self._rng = random.Random()
         self.runner: web.AppRunner | None = None
         self.port = 0
+        self.ingest: OriginIngest | None = OriginIngest(cfg.ingest) if cfg.ingest else None
+        self._mcast_stop = asyncio.Event()
+        self._mcast_task: asyncio.Task | None = None
         self.app = self._make_app()
 
     # ---- application -------------------------------------------------------------------------------
@@ -119,6 +129,7 @@ class Origin:
         app.router.add_get("/_origin/health", self._h_health)
         app.router.add_post("/_origin/update/{path:.*}", self._h_update)
         app.router.add_post("/_origin/fault", self._h_fault)
+        app.router.add_post("/_origin/push", self._h_push)
         app.router.add_route("*", "/{tail:.*}", self._h_content)
         return app
 
@@ -134,6 +145,9 @@ class Origin:
         await site.start()
         self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
         log.info("origin %s listening on %s:%d", self.cfg.name, self.cfg.host, self.port)
+        if self.ingest is not None:
+            self._mcast_stop.clear()
+            self._mcast_task = asyncio.create_task(self.ingest.run(self._mcast_stop))
         return self.port
 
     @property
@@ -141,6 +155,10 @@ class Origin:
         return f"http://{self.cfg.host}:{self.port}"
 
     async def close(self) -> None:
+        if self._mcast_task is not None:
+            self._mcast_stop.set()
+            await asyncio.wait([self._mcast_task], timeout=5)
+            self._mcast_task = None
         if self.runner is not None:
             await self.runner.cleanup()
             self.runner = None
@@ -160,8 +178,20 @@ class Origin:
         if obj is not None:
             # Last-Modified has one-second resolution: make sure the new version's date is later
             self.mtimes[path] = float(max(int(time.time()), int(self.mtime(obj)) + 1))
-            return {"path": path, "version": v, "etag": self.catalog.etag(obj, v)}
-        return {"path": path, "version": v}
+            out = {"path": path, "version": v, "etag": self.catalog.etag(obj, v)}
+        else:
+            out = {"path": path, "version": v}
+        if self.ingest is not None and self.ingest.cfg.on_update != "none":
+            if self.ingest.cfg.on_update == "push" and obj is not None:
+                out["multicast"] = {"pushed": self.push_object(obj)}
+            else:
+                out["multicast"] = {"inval_id": self.ingest.invalidate([path])}
+        return out
+
+    def push_object(self, obj: CatalogObject) -> int:
+        """Multicast the current version of ``obj`` with its headers; returns the object id."""
+        assert self.ingest is not None
+        return self.ingest.push(obj.path, self.body(obj), 200, self._headers(obj))
 
     def cdn_url(self, path: str) -> str:
         """The URL a page uses for an embedded asset (Akamai-style rewriting when CDN hosts are set)."""
@@ -330,6 +360,7 @@ class Origin:
                 "bytes_sent": self.bytes_sent,
                 "ad_impressions": self.ad_counter,
                 "fault_status": self.fault_status,
+                "ingest": self.ingest.stats() if self.ingest else None,
             }
         )
 
@@ -343,6 +374,32 @@ class Origin:
         if self.catalog.get(path) is None and path != "/dyn/stock":
             return web.json_response({"error": f"no object {path}"}, status=404)
         return web.json_response(self.update(path))
+
+    async def _h_push(self, request: web.Request) -> web.Response:
+        if self.ingest is None:
+            return web.json_response(
+                {"error": "multicast ingest is not configured (no 'ingest' section)"}, status=409
+            )
+        try:
+            data = await request.json()
+            if not isinstance(data, dict) or set(data) - {"paths", "all"}:
+                raise ValueError('expected {"paths": [...]} or {"all": true}')
+            if data.get("all") is True:
+                paths = [o.path for o in self.catalog.objects]
+            else:
+                paths = data.get("paths")
+                if not isinstance(paths, list) or not paths or not all(isinstance(p, str) for p in paths):
+                    raise ValueError("'paths' must be a non-empty list of strings (or use {\"all\": true})")
+        except ValueError as e:  # json.JSONDecodeError is a ValueError
+            return web.json_response({"error": f"bad push request: {e}"}, status=400)
+        pushed, unknown = [], []
+        for p in paths:
+            obj = self.catalog.get(p)
+            if obj is None:
+                unknown.append(p)
+                continue
+            pushed.append({"path": p, "object_id": self.push_object(obj), "size": obj.size})
+        return web.json_response({"pushed": pushed, "unknown": unknown}, status=200 if pushed else 404)
 
     async def _h_fault(self, request: web.Request) -> web.Response:
         try:

@@ -28,9 +28,13 @@ def test_mapping_quick(tmp_path):
         < c["resolver"]["far_resolver"]["mapping_distance_ms_p50"]
     )
     assert c["ecs"]["far_resolver"]["optimal_edge_fraction"] == 1
-    assert c["ecs"]["far_resolver"]["rtt_ms_p50"] < c["resolver"]["far_resolver"]["rtt_ms_p50"] - 20
+    assert c["ecs"]["far_resolver"]["rtt_ms_p50"] < c["resolver"]["far_resolver"]["rtt_ms_p50"] / 2
     # near-resolver clients see little change
     for case in ("resolver", "ecs"):
         assert c[case]["near_resolver"]["mapping_distance_ms_p50"] == 0
-    assert abs(c["ecs"]["near_resolver"]["rtt_ms_p50"] - c["resolver"]["near_resolver"]["rtt_ms_p50"]) < 10
+    # (RTTs are measured TCP connects: bounded against the far mapping, not compared to the millisecond)
+    far_rtt = c["resolver"]["far_resolver"]["rtt_ms_p50"]
+    for case in ("resolver", "ecs"):
+        assert c[case]["near_resolver"]["optimal_edge_fraction"] == 1
+        assert c[case]["near_resolver"]["rtt_ms_p50"] < far_rtt / 2
     assert (tmp_path / "mapping.png").exists()

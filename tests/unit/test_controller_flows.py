@@ -171,4 +171,10 @@ def test_to_ryu_translation_serializes() -> None:
         r.serialize()
         assert len(r.buf) >= 16
         kinds.add(type(r).__name__)
-    assert kinds == {"OFPFlowMod", "OFPGroupMod", "OFPPacketOut"}
+    assert kinds == {
+        "OFPFlowMod",
+        "OFPGroupMod",
+        "OFPPacketOut",
+        "OFPFlowStatsRequest",
+        "OFPGroupDescStatsRequest",
+    }

@@ -9,10 +9,11 @@ import pytest
 
 from controller.core import ControllerCore
 from controller.examples import random_view, triangle
+from controller.flows import cookie_generation
 from controller.graph import SwitchGraph, compare_links
 from controller.netview import NetView, load_view
 from controller.routing import compute_routes, host_path
-from controller.simulate import FakeNet, connect_all, ip_packet, port_event
+from controller.simulate import FakeNet, answer_state, connect_all, ip_packet, normalised_tables, port_event
 from testbed.config import ConfigError
 
 
@@ -120,14 +121,20 @@ def test_random_cyclic_graphs_with_failures(seed: int) -> None:
     assert not net.errors()
 
 
-def test_reconnect_wipes_and_reinstalls_same_state() -> None:
+def test_reconnect_reinstalls_same_state_under_a_new_generation() -> None:
     v = triangle()
     core, net = ControllerCore(v), FakeNet(v)
     connect_all(core, net)
-    before = {d: dict(s.flows) for d, s in net.switches.items()}
+    before = normalised_tables(net)
+    old_gen = core.gen[0xC2]
     core.switch_disconnected(0xC2)
     net.apply(core.switch_connected(0xC2))
-    assert {d: dict(s.flows) for d, s in net.switches.items()} == before
+    answer_state(core, net)
+    assert normalised_tables(net) == before
+    assert core.gen[0xC2] != old_gen
+    assert {cookie_generation(e.cookie) for e in net.switches[0xC2].flows.values()} == {core.gen[0xC2]}
+    assert {g >> 16 for g in net.switches[0xC2].groups} == {core.gen[0xC2]}  # hc2 is on the static tree
+    assert not net.errors()
     assert core.switch_connected(0x999) == []  # unknown switch: ignored
 
 

@@ -110,8 +110,12 @@ class EndpointRunner:
     Call :meth:`kick` after handing the endpoint new work (e.g. a push) so it is polled at once.
     """
 
-    def __init__(self, cfg: GroupConfig) -> None:
+    def __init__(self, cfg: GroupConfig, dest: tuple[str, int] | None = None) -> None:
         self.cfg = cfg
+        #: where :meth:`transmit` sends; default the group. A unicast (address, port) sends feedback
+        #: (NACKs) straight to the sender, as NORM permits (RFC 5740: NACKs may be unicast to the
+        #: sender); needed when the group is a static single-source tree carrying only the sender's packets.
+        self.dest = dest or (cfg.group, cfg.port)
         self.endpoint: Endpoint | None = None  # type: ignore[assignment]
         self._transport: asyncio.DatagramTransport | None = None
         self._kick = asyncio.Event()
@@ -122,17 +126,34 @@ class EndpointRunner:
         if self._transport is None:
             self._pending.append(data)
             return
-        self._transport.sendto(data, (self.cfg.group, self.cfg.port))
+        try:
+            self._transport.sendto(data, self.dest)
+        except OSError as e:  # e.g. no route yet: the protocol's timers retry
+            log.warning("send to %s failed: %s", self.dest, e)
 
     def kick(self) -> None:
         self._kick.set()
 
-    async def run(self, endpoint: Endpoint, stop: asyncio.Event, *, join: bool = True) -> None:
+    async def run(
+        self, endpoint: Endpoint, stop: asyncio.Event, *, join: bool = True, unicast_port: int | None = None
+    ) -> None:
+        """Drive ``endpoint`` until ``stop``; with ``unicast_port`` also feed it the datagrams sent to
+        ``(cfg.iface_addr, unicast_port)`` (unicast feedback from receivers)."""
         self.endpoint = endpoint
         loop = asyncio.get_running_loop()
         sock = open_group_socket(self.cfg, join=join)
         transport, _ = await loop.create_datagram_endpoint(lambda: _Proto(self), sock=sock)
         self._transport = transport  # type: ignore[assignment]
+        feedback: asyncio.DatagramTransport | None = None
+        if unicast_port is not None:
+            try:
+                feedback, _ = await loop.create_datagram_endpoint(
+                    lambda: _Proto(self), local_addr=(self.cfg.iface_addr, unicast_port), reuse_port=True
+                )
+            except OSError:
+                transport.close()
+                self._transport = None
+                raise
         for d in self._pending:
             self.transmit(d)
         self._pending.clear()
@@ -157,4 +178,6 @@ class EndpointRunner:
         finally:
             stop_task.cancel()
             transport.close()
+            if feedback is not None:
+                feedback.close()
             self._transport = None
