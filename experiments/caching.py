@@ -35,27 +35,11 @@ from typing import Any
 
 from experiments.common import emulate, run_drivers, save_samples
 from experiments.framework import Run, md_table, plt, read_csv, read_results, write_report
-from testbed.net.cdn import HTTP_PORT, CdnOptions, CdnServices
+from testbed.net.cdn import CdnOptions, CdnServices
 from testbed.net.spec import Role, load_topology
 from testbed.services.catalog import Catalog, CatalogConfig
 
 CASES = ("no_cache", "with_cache")
-
-
-class LongPathServices(CdnServices):
-    """CdnServices whose HTTP readiness probe waits out the 2 s Internet round trip.
-
-    ``CdnServices._http_ready`` gives curl one second (``-m 1``), less than the two round trips (TCP
-    handshake, request) an HTTP check of the origin takes across this topology's access link.
-    """
-
-    probe_timeout_s = 10
-
-    def _http_ready(self, host: str, ip: str, path: str) -> bool:
-        out = self.cn.host(host).cmd(
-            f"curl -s -o /dev/null -m {self.probe_timeout_s} -w '%{{http_code}}' http://{ip}:{HTTP_PORT}{path}"
-        )
-        return out.strip().endswith(("200", "302"))
 
 
 # -- analytics ---------------------------------------------------------------------------------------
@@ -255,7 +239,7 @@ def run(r: Run) -> dict[str, Any]:
     results: dict[str, Any] = {}
     series: list[dict[str, Any]] = []
     with emulate(r, services=False) as (cn, _):
-        LongPathServices(cn, CdnOptions(catalog=catalog, roles=("origin", "edge"))).start()
+        CdnServices(cn, CdnOptions(catalog=catalog, roles=("origin", "edge"))).start()
         lan_intf, _ = cn.host(access.a).connectionsTo(cn.host(access.b))[0]
         targets = {"no_cache": cn.ip(origin), "with_cache": cn.ip(cache)}
         warm = prewarm(cn, clients[0], targets["with_cache"], hot, timeout)

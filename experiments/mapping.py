@@ -17,14 +17,13 @@ Every client fetches the same (pre-warmed) object ``fetches`` times by DNS; per 
 answered, the mapping distance = configured RTT client -> that edge minus configured RTT client -> its
 nearest edge (from the topology's delays), the RTT measured as the TCP connect time, and the TTFB.
 
-The services are started by :class:`RegionPrefixServices`, which gives the mapping each region's /24s
+The services are started by :class:`~testbed.net.cdn.CdnServices`, which gives the mapping each region's /24s
 instead of the per-host /32s :meth:`CdnServices.regions` lists: an ECS query carries the client's /24,
 whose network address matches no host /32, so with /32s every ECS query would fall to the default region.
 """
 
 from __future__ import annotations
 
-import ipaddress
 from pathlib import Path
 from typing import Any
 
@@ -42,29 +41,8 @@ GROUPS = ("near_resolver", "far_resolver")
 METRICS = ("mapping_distance_ms_p50", "rtt_ms_p50", "ttfb_ms_p50", "optimal_edge_fraction")
 
 
-class RegionPrefixServices(CdnServices):
-    """CdnServices whose mapping knows each region by the /``prefix_len`` networks of its hosts."""
-
-    prefix_len = 24
-
-    def regions(self) -> dict[str, list[str]]:
-        out: dict[str, set[str]] = {}
-        owner: dict[str, str] = {}
-        for h in self.cn.topo.hosts:
-            if not h.region:
-                continue
-            net = str(ipaddress.ip_network(f"{self.cn.ip(h.name)}/{self.prefix_len}", strict=False))
-            if owner.setdefault(net, h.region) != h.region:
-                raise ValueError(
-                    f"{net} holds hosts of regions {owner[net]} and {h.region}: "
-                    f"give each region its own /{self.prefix_len}"
-                )
-            out.setdefault(h.region, set()).add(net)
-        return {r: sorted(v) for r, v in out.items()}
-
-
 def client_resolver(topo: Topology, client: str) -> str:
-    """The resolver a client uses: ``params.resolver`` in the topology, else one of its region."""
+    """The resolver a client uses (``params.resolver``, else one of its region): the shared rule."""
     h = topo.host(client)
     if "resolver" in h.params:
         return str(h.params["resolver"])
@@ -117,7 +95,7 @@ def run(r: Run) -> dict[str, Any]:
     for case, knobs in CASES.items():
         with emulate(r, services=False) as (cn, _):
             topo = cn.topo
-            svc = RegionPrefixServices(cn, CdnOptions(catalog=catalog, **knobs)).start()
+            svc = CdnServices(cn, CdnOptions(catalog=catalog, **knobs)).start()
             edges = svc.edges
             by_ip = {cn.ip(e): e for e in edges}
             clients = [h.name for h in topo.hosts_with(Role.client)]

@@ -22,7 +22,9 @@ the control group (the topology's group whose sources are edges, else ``239.10.0
 
 from __future__ import annotations
 
+import ipaddress
 import json
+import math
 import secrets
 import sys
 from dataclasses import dataclass, field
@@ -103,12 +105,24 @@ class CdnServices:
 
     # -- shared pieces of config ---------------------------------------------------------------
     def regions(self) -> dict[str, list[str]]:
-        """region -> /32 prefixes of every host in it (how mapping tells where a query comes from)."""
-        out: dict[str, list[str]] = {}
-        for h in self.cn.topo.hosts:
-            if h.region:
-                out.setdefault(h.region, []).append(f"{self.cn.ip(h.name)}/32")
-        return out
+        """region -> address prefixes of its hosts (how mapping tells where a query comes from).
+
+        Each region's /24 networks when no /24 holds hosts of two regions — the granularity EDNS Client
+        Subnet carries (RFC 7871 recommends /24) — else one /32 per host.
+        """
+        for plen in (24, 32):
+            out: dict[str, set[str]] = {}
+            owner: dict[str, str] = {}
+            clash = False
+            for h in self.cn.topo.hosts:
+                if not h.region:
+                    continue
+                net = str(ipaddress.ip_network(f"{self.cn.ip(h.name)}/{plen}", strict=False))
+                clash |= owner.setdefault(net, h.region) != h.region
+                out.setdefault(h.region, set()).add(net)
+            if not clash:
+                break
+        return {r: sorted(v) for r, v in out.items()}
 
     def edge_specs(self) -> list[dict[str, Any]]:
         return [{"name": e, "address": self.cn.ip(e), "port": HTTP_PORT,
@@ -279,8 +293,11 @@ class CdnServices:
 
     # -- start / readiness ---------------------------------------------------------------------------
     def _http_ready(self, host: str, ip: str, path: str) -> bool:
+        """One HTTP check from ``host``; curl gets three round trips of the configured path (at least 1 s)."""
+        dst = next((h.name for h in self.cn.topo.hosts if self.cn.ip(h.name) == ip), None)
+        rtt_s = 2 * self.cn.topo.path_delay_ms(host, dst) / 1000 if dst else 0.0
         out = self.cn.host(host).cmd(
-            f"curl -s -o /dev/null -m 1 -w '%{{http_code}}' http://{ip}:{HTTP_PORT}{path}")
+            f"curl -s -o /dev/null -m {max(1, math.ceil(3 * rtt_s))} -w '%{{http_code}}' http://{ip}:{HTTP_PORT}{path}")
         return out.strip().endswith(("200", "302"))
 
     def _dns_ready(self, client: str, server_ip: str, name: str) -> bool:
@@ -330,7 +347,10 @@ class CdnServices:
 
     # -- actions used by experiments and the CLI -------------------------------------------------------
     def resolver_for(self, client: str) -> str | None:
-        """The resolver of the client's region (else the first resolver)."""
+        """The client's resolver: ``params.resolver`` in the topology, else one of its region, else the first."""
+        named = self.cn.topo.host(client).params.get("resolver")
+        if named:
+            return str(named)
         region = self.cn.topo.host(client).region
         same = [r for r in self.resolvers if self.cn.topo.host(r).region == region]
         return (same or self.resolvers or [None])[0]

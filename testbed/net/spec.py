@@ -73,6 +73,16 @@ class Link(LinkParams):
 class Region(_Strict):
     name: Name
     label: str = ""
+    # the region's own address block (e.g. 10.0.1.0/24): its hosts are numbered from it, so mapping can
+    # tell regions apart by client subnet (EDNS Client Subnet carries a /24, RFC 7871)
+    prefix: str | None = None
+
+    @field_validator("prefix")
+    @classmethod
+    def _prefix(cls, v: str | None) -> str | None:
+        if v is not None:
+            ipaddress.IPv4Network(v)
+        return v
 
 
 class Switch(_Strict):
@@ -161,11 +171,17 @@ class Topology(_Strict):
         return [r.name for r in self.regions]
 
     def addresses(self) -> dict[str, str]:
-        """host name -> IPv4 address: explicit ``ip`` or the next free address of ``subnet``."""
-        net = ipaddress.IPv4Network(self.subnet)
+        """host name -> IPv4 address: explicit ``ip``, else the next free address of the host's region
+        ``prefix``, else of ``subnet`` (outside every region prefix)."""
         taken = {h.ip for h in self.hosts if h.ip} | {a.vip for a in self.anycast}
-        pool = (str(a) for a in net.hosts() if str(a) not in taken)
-        return {h.name: (h.ip or next(pool)) for h in self.hosts}
+        blocks = [ipaddress.IPv4Network(r.prefix) for r in self.regions if r.prefix]
+
+        def pool(net: ipaddress.IPv4Network, avoid: list[ipaddress.IPv4Network]):
+            return (str(a) for a in net.hosts() if str(a) not in taken and not any(a in b for b in avoid))
+
+        pools = {r.name: pool(ipaddress.IPv4Network(r.prefix), []) for r in self.regions if r.prefix}
+        rest = pool(ipaddress.IPv4Network(self.subnet), blocks)
+        return {h.name: (h.ip or next(pools.get(h.region or "", rest))) for h in self.hosts}
 
     def dpids(self) -> dict[str, int]:
         """switch name -> datapath id (explicit, else 1, 2, ... in file order, skipping taken ids)."""
@@ -221,6 +237,16 @@ def reference_errors(t: Topology) -> list[tuple[str, str]]:
                 errs.append((f"{kind}[{i}].region", f"unknown region {n.region!r}; regions: {sorted(regions)}"))
     hosts = {h.name for h in t.hosts}
     net = ipaddress.IPv4Network(t.subnet)
+    prefixes: list[tuple[int, ipaddress.IPv4Network]] = []
+    for i, r in enumerate(t.regions):
+        if r.prefix:
+            p = ipaddress.IPv4Network(r.prefix)
+            if not p.subnet_of(net):
+                errs.append((f"regions[{i}].prefix", f"{r.prefix} is outside subnet {t.subnet}"))
+            for j, q in prefixes:
+                if p.overlaps(q):
+                    errs.append((f"regions[{i}].prefix", f"{r.prefix} overlaps regions[{j}].prefix"))
+            prefixes.append((i, p))
     ips: dict[str, str] = {}
     for i, h in enumerate(t.hosts):
         if h.switch not in switches:

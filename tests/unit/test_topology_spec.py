@@ -101,3 +101,19 @@ def test_derived_values_are_deterministic() -> None:
     assert t.addresses() == parse_topology(_mini_dict(), "mini").addresses()
     assert t.dpids() == {"s1": 1, "s2": 2}
     assert t.path_delay_ms("c1", "e2") == pytest.approx(1 + 10 + 1)
+
+
+def test_region_prefixes_number_hosts_and_are_checked(tmp_path: Path) -> None:
+    t = load_topology("globe")
+    addrs = t.addresses()
+    for h in t.hosts:
+        region = next(r for r in t.regions if r.name == h.region)
+        assert addrs[h.name].startswith(region.prefix.rsplit(".", 2)[0] + "."), (h.name, addrs[h.name])
+    d = _mini_dict()
+    d["regions"][0]["prefix"] = "10.0.0.0/25"
+    d["regions"][1]["prefix"] = "10.0.0.64/26"
+    with pytest.raises(ConfigError, match=r"regions\[1\]\.prefix: 10\.0\.0\.64/26 overlaps regions\[0\]\.prefix"):
+        load_topology(_write(tmp_path, d))
+    d["regions"][1]["prefix"] = "10.9.0.0/24"
+    with pytest.raises(ConfigError, match=r"regions\[1\]\.prefix: 10\.9\.0\.0/24 is outside subnet"):
+        load_topology(_write(tmp_path, d))
