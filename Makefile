@@ -40,7 +40,12 @@ $(VENV)/.cdnlab-installed: pyproject.toml requirements-ryu.txt
 	$(PIP) install -q -e '.[test]'
 	touch $@
 
-venv: $(VENV)/.cdnlab-installed
+# A venv that does not run here (made on another machine, e.g. the host of a VirtualBox shared folder) is
+# made anew.
+venv:
+	@if [ -f $(VENV)/.cdnlab-installed ] && ! $(PY) -c "import mininet, testbed" >/dev/null 2>&1; then \
+	  echo "cdnlab setup: $(VENV) does not work on this machine; recreating it"; rm -rf $(VENV); fi
+	@$(MAKE) --no-print-directory $(VENV)/.cdnlab-installed
 
 demo: setup
 	$(VENV)/bin/cdnlab demo

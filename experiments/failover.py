@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -160,7 +161,8 @@ def run(r: Run) -> dict[str, Any]:
         victim = nearest_edge(cn, client, svc.edges)
         path = catalog_paths(cn, svc)[0]
         plan = [(m, k, f"{m}/{k}") for k in p["kinds"] for m in p["methods"]]
-        task = r.step("failures", total=len(plan) + len(p["dns_ttl_sweep"]) + 3)
+        task = r.step("failures", total=len(plan) + len(p["dns_ttl_sweep"]) + len(p.get("redirect_health_sweep", []))
+                      + 4)
         for via, kind, label in plan:
             settle(cn, svc, client, via, victim, path, timeout=float(p["dns_ttl"]) + 30)
             res, rows = trial(r, cn, svc, via, kind, client, victim, path, label)
@@ -175,23 +177,29 @@ def run(r: Run) -> dict[str, Any]:
                                                                 int(p["tcp_connections"]), path)
                 task.advance()
             cn.rest("/anycast/mode", "POST", {"mode": "destination"})
-    # DNS TTL sweep and a TTL-violating resolver each need the CDN with other DNS settings
-    sweeps = [(ttl, 0) for ttl in p["dns_ttl_sweep"]]
+    # sweeps: DNS TTLs, a TTL-violating resolver, the redirector's health-check interval; each needs the
+    # CDN with other settings, so each builds its own network
+    sweeps: list[tuple[str, str, CdnOptions, dict[str, Any]]] = []
+    for ttl in p["dns_ttl_sweep"]:
+        sweeps.append(("dns", f"dns/ttl{ttl}", replace(cdn, dns_ttl=int(ttl)), {"ttl": ttl, "resolver_min_ttl": 0}))
     if p.get("ttl_violator_min_ttl"):
-        sweeps.append((int(p["dns_ttl"]), int(p["ttl_violator_min_ttl"])))
-    for ttl, min_ttl in sweeps:
-        cdn2 = CdnOptions(dns_ttl=int(ttl), health_interval=cdn.health_interval, health_timeout=cdn.health_timeout,
-                          health_fall=cdn.health_fall, catalog=cdn.catalog,
-                          resolver_extra=[f"cache-min-ttl: {min_ttl}"] if min_ttl else [])
-        with emulate(r, cdn2) as (cn, svc):
+        mt = int(p["ttl_violator_min_ttl"])
+        sweeps.append(("dns", f"dns/ttl{p['dns_ttl']}/min{mt}",
+                       replace(cdn, resolver_extra=[f"cache-min-ttl: {mt}"]),
+                       {"ttl": p["dns_ttl"], "resolver_min_ttl": mt}))
+    for hi in p.get("redirect_health_sweep", []):
+        sweeps.append(("redirect", f"redirect/health{hi}", replace(cdn, health_interval=float(hi),
+                                                                      health_timeout=float(hi) * 0.8),
+                       {"health_interval_s": hi}))
+    for via, label, opts, extra in sweeps:
+        with emulate(r, opts) as (cn, svc):
             assert svc is not None
             client = str(p["client"])
             victim = nearest_edge(cn, client, svc.edges)
             path = catalog_paths(cn, svc)[0]
-            label = f"dns/ttl{ttl}" + (f"/min{min_ttl}" if min_ttl else "")
-            settle(cn, svc, client, "dns", victim, path, timeout=ttl + 30)
-            res, rows = trial(r, cn, svc, "dns", "process", client, victim, path, label)
-            res.update(ttl=ttl, resolver_min_ttl=min_ttl)
+            settle(cn, svc, client, via, victim, path, timeout=opts.dns_ttl + 30)
+            res, rows = trial(r, cn, svc, via, "process", client, victim, path, label)
+            res.update(extra)
             trials.append(res)
             samples += rows
             task.advance()
@@ -207,6 +215,9 @@ def run(r: Run) -> dict[str, Any]:
     results["dns_ttl_sweep"] = [{"ttl": t["ttl"], "resolver_min_ttl": t["resolver_min_ttl"],
                                  "outage_ms": t["outage_ms"], "failed_requests": t["failed_requests"]}
                                 for t in trials if "ttl" in t]
+    results["redirect_health_sweep"] = [{"health_interval_s": t["health_interval_s"], "outage_ms": t["outage_ms"],
+                                         "failed_requests": t["failed_requests"]}
+                                        for t in trials if "health_interval_s" in t]
     results["params_effective"] = {"dns_ttl_s": p["dns_ttl"], "health_detect_s": p["health_interval"] * p["health_fall"],
                                    "probe_interval_ms": p["interval_ms"]}
     r.csv("trials", trials)
@@ -260,6 +271,13 @@ def report(out: Path) -> None:
     eff = res.get("params_effective", {})
     write_report(out, "Failover: anycast vs DNS vs HTTP redirect", res, [
         ("Outage per method and failure", table + "\n\n![timeline](timeline.png)"),
+        ("Sweeps (DNS TTL and TTL-violating resolver; redirector health-check interval)", (
+            md_table(res.get("dns_ttl_sweep", []), ["ttl", "resolver_min_ttl", "outage_ms", "failed_requests"],
+                     ["TTL (s)", "resolver cache-min-ttl (s)", "outage (ms)", "failed"])
+            if res.get("dns_ttl_sweep") else "DNS TTL sweep: not run (quick mode).") + "\n\n" + (
+            md_table(res.get("redirect_health_sweep", []), ["health_interval_s", "outage_ms", "failed_requests"],
+                     ["health interval (s)", "outage (ms)", "failed"])
+            if res.get("redirect_health_sweep") else "Redirector health-interval sweep: not run (quick mode).")),
         ("Anycast and TCP: a reroute while connections are open", tcp_md + (
             "\n\nIn `destination` mode the VIP's route moves to another member, which has no state for the "
             "established connections and answers them with RST — real anycast's weakness (slide 12, 'TCP "

@@ -8,7 +8,8 @@
 * ``redirect`` (application): ask the redirector, which answers ``302`` to an edge; fetch from there.
 
 Each fetch records the phases a browser would pay for — DNS, TCP connect, redirect exchange, time to
-first byte, total — and which edge served it (``X-Served-By``) with its cache verdict (``X-Cache``).
+first byte, total — and which edge served it (``X-Served-By``) with its cache verdict (``X-Cache``);
+the response's ``ETag``, when it has one, is kept in ``Sample.extra["etag"]`` (the version served).
 The HTTP/1.1 exchange is written by hand on a plain socket so every phase is timed exactly.
 """
 
@@ -144,6 +145,8 @@ async def fetch(via: str, target: Target, path: str, client: str = "", timeout: 
         headers, status, nbytes, s.connect_ms, s.ttfb_ms, _ = await http_get(ip, target.port, host, path, timeout)
         s.status, s.bytes, s.edge_ip = status, nbytes, ip
         s.served_by, s.x_cache = headers.get("x-served-by", ""), headers.get("x-cache", "")
+        if "etag" in headers:  # which version was served (invalidation experiment)
+            s.extra["etag"] = headers["etag"]
         if status >= 500:
             s.error = f"http {status}"
     except (TimeoutError, OSError, asyncio.IncompleteReadError, FetchError, ValueError, dns.exception.DNSException) as e:

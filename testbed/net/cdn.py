@@ -18,6 +18,9 @@ source is the origin (``POST /_origin/push``; updates multicast INVALIDATEs), ev
 receiver in-process with its cache as the sink (NACKs by unicast to the origin) and publishes HEARTBEATs on
 the control group (the topology's group whose sources are edges, else ``239.10.0.2``).
 :meth:`CdnServices.start_control_listener` runs a listener on a host; :meth:`CdnServices.push` pushes.
+The mapping DNS servers (levels ``low``/``both``) and the redirectors that are members of the control group
+consume the heartbeats in-process (their ``control`` section, :mod:`testbed.services.mcast.consumer`):
+pushed load feeds ``LoadAware`` and an edge silent for ``control_miss_limit`` intervals counts as down.
 """
 
 from __future__ import annotations
@@ -72,6 +75,8 @@ class CdnOptions:
     mcast_on_update: str = "purge"  # what an origin update multicasts: purge | push | none
     mcast_rate_mbps: float = 50.0  # ingest sender pacing (0 = unpaced)
     heartbeat_interval: float = 0.5
+    control_miss_limit: int = 3  # heartbeat intervals of silence before DNS/redirector take an edge as down
+    origin_cache_control: dict[str, str] = field(default_factory=dict)  # class -> Cache-Control at the origin
 
 
 def _py(module: str, cfg_path: Path) -> list[str]:
@@ -167,6 +172,19 @@ class CdnServices:
                 "group": self._group(self.control_group, MCAST_CONTROL_PORT, host),
                 "interval_s": self.opts.heartbeat_interval, "nodes_file": str(nodes_file)}
 
+    def control_members(self) -> set[str] | None:
+        """Hosts the topology makes members of the control group (None: the topology names no such group)."""
+        entries = [g for g in self.cn.topo.multicast if g.group == self.control_group]
+        return {m for g in entries for m in g.members} if entries else None
+
+    def control_consumer_config(self, host: str) -> dict[str, Any] | None:
+        """``control`` section of a DNS/redirector config (multicast on and ``host`` on the control group)."""
+        members = self.control_members()
+        if not self.opts.multicast or (members is not None and host not in members):
+            return None
+        return {"group": self._group(self.control_group, MCAST_CONTROL_PORT, host), "session_id": 2,
+                "key": self.mcast_key, "miss_limit": self.opts.control_miss_limit}
+
     def start_control_listener(self, host: str) -> Path:
         """Run a control-channel listener in ``host``; returns the JSON file it keeps the nodes' load in."""
         out = self.cn.run_dir / f"{host}-control-nodes.json"
@@ -189,6 +207,8 @@ class CdnServices:
         cfg: dict[str, Any] = {"name": self.origin, "host": "0.0.0.0", "port": HTTP_PORT,
                                "log_file": str(self.log_dir / f"{self.origin}.log"),
                                "cdn_hostnames": [CDN_NAME], "catalog": dict(self.opts.catalog)}
+        if self.opts.origin_cache_control:
+            cfg["cache_control"] = dict(self.opts.origin_cache_control)
         if self.opts.multicast and self.ingest_group:
             cfg["ingest"] = {"group": self._group(self.ingest_group, MCAST_DATA_PORT, self.origin),
                              "session_id": 1, "key": self.mcast_key, "feedback_port": MCAST_FEEDBACK_PORT,
@@ -275,6 +295,9 @@ class CdnServices:
                              "nameservers": [{"name": f"ns-{region}.{MAPPED_ZONE}", "address": self.cn.ip(name)}]}
         if level == "high" and not lows:
             cfg["mapped"]["nameservers"][0]["name"] = f"ns1.{MAPPED_ZONE}"
+        control = self.control_consumer_config(name) if "mapped" in cfg else None
+        if control:
+            cfg["control"] = control
         return cfg
 
     def resolver_config(self, r: str) -> dict[str, Any]:
@@ -288,8 +311,12 @@ class CdnServices:
                 "extra_server_lines": list(self.opts.resolver_extra)}
 
     def redirector_config(self, r: str) -> dict[str, Any]:
-        return {"name": r, "host": "0.0.0.0", "port": HTTP_PORT, "log_file": str(self.log_dir / f"{r}.log"),
-                "mapping": self.mapping(self.opts.redirect_policy), "health": self.health()}
+        cfg = {"name": r, "host": "0.0.0.0", "port": HTTP_PORT, "log_file": str(self.log_dir / f"{r}.log"),
+               "mapping": self.mapping(self.opts.redirect_policy), "health": self.health()}
+        control = self.control_consumer_config(r)
+        if control:
+            cfg["control"] = control
+        return cfg
 
     # -- start / readiness ---------------------------------------------------------------------------
     def _http_ready(self, host: str, ip: str, path: str) -> bool:

@@ -55,6 +55,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from testbed.services.base import ServiceConfig, service_main
 from testbed.services.health import HealthChecker, HealthConfig
 from testbed.services.mapping import MappingPolicy, MappingSpec, MapRequest, _Base, load_policy
+from testbed.services.mcast.consumer import ControlConsumerConfig, ControlFeed
 
 log = logging.getLogger(__name__)
 
@@ -179,6 +180,8 @@ class DnsConfig(ServiceConfig):
     max_udp_payload: int = Field(1232, ge=512, le=65535)  # our EDNS0 payload size
     tcp_idle_timeout: float = Field(10.0, gt=0)
     answer_cache_size: int = Field(50000, ge=0)
+    #: multicast control channel: edges' heartbeats feed load and liveness (:mod:`testbed.services.mcast.consumer`)
+    control: ControlConsumerConfig | None = None
 
     @model_validator(mode="after")
     def _roles(self) -> DnsConfig:
@@ -580,6 +583,8 @@ class DnsServer:
         self.cfg = cfg
         self.health = HealthChecker(cfg.mapping.edges if cfg.mapped else [], cfg.health)
         self.dns = MappingDns(cfg, self.health)
+        edges = cfg.mapping.edges if cfg.mapped else []
+        self.control = ControlFeed(cfg.control, edges, self.health) if cfg.control and edges else None
         self.port = cfg.port
         self._udp: asyncio.DatagramTransport | None = None
         self._tcp: asyncio.base_events.Server | None = None
@@ -591,6 +596,8 @@ class DnsServer:
     async def start(self) -> None:
         """Health warm-up first (no answer before it), then bind UDP and TCP on the same port."""
         await self.health.start()
+        if self.control is not None:
+            await self.control.start()
         loop = asyncio.get_running_loop()
         self._udp, _ = await loop.create_datagram_endpoint(
             lambda: _Udp(self.dns), local_addr=(self.cfg.host, self.cfg.port)
@@ -629,6 +636,8 @@ class DnsServer:
         if self._tcp is not None:
             self._tcp.close()
             await self._tcp.wait_closed()
+        if self.control is not None:
+            await self.control.stop()
         await self.health.stop()
 
 

@@ -11,6 +11,11 @@ When ``stats`` is on, ``GET /_cdn/stats`` is polled too and the numeric field ``
 into the JSON, e.g. ``requests`` or ``counters.requests``) becomes the edge's load: its rate per second for
 ``load_kind: rate`` (a cumulative counter) or its value for ``gauge``. Explicit reports via
 :meth:`HealthChecker.report_load` override polled values until the next poll.
+
+A second, passive liveness opinion may be given with :meth:`HealthChecker.report_alive` (the multicast
+control channel's heartbeat timeout, :mod:`testbed.services.mcast.consumer`). The two combine
+conservatively: an edge is down if either says down, up only when both agree (an edge the second source
+has never heard of, ``None``, is judged by the probes alone).
 """
 
 from __future__ import annotations
@@ -63,6 +68,8 @@ class EdgeHealth:
     probes: int = 0
     last_error: str = ""
     load: float | None = None
+    #: the passive opinion (:meth:`HealthChecker.report_alive`): True/False, None = no opinion
+    pushed_up: bool | None = None
     _last_counter: float | None = None
     _last_t: float = 0.0
 
@@ -98,8 +105,9 @@ class HealthChecker:
 
     # EdgeState protocol
     def is_up(self, name: str) -> bool:
+        """Up only when the probes say up and the passive source (if any) does not say down."""
         h = self.state.get(name)
-        return h is not None and h.up
+        return h is not None and h.up and h.pushed_up is not False
 
     def load(self, name: str) -> float | None:
         h = self.state.get(name)
@@ -112,10 +120,24 @@ class HealthChecker:
             h.load = value
             self.generation += 1
 
+    def report_alive(self, name: str, alive: bool | None, why: str = "") -> None:
+        """A passive liveness opinion on ``name`` (e.g. heartbeats heard or timed out); None withdraws it."""
+        h = self.state.get(name)
+        if h is None or h.pushed_up == alive:
+            return
+        before = self.is_up(name)
+        h.pushed_up = alive
+        self.generation += 1
+        if self.is_up(name) != before:
+            state = "UP" if not before else "DOWN"
+            log.warning("edge %s is now %s%s", name, state, f" ({why})" if why else "")
+
     def snapshot(self) -> dict[str, dict[str, Any]]:
         return {
             n: {
-                "up": h.up,
+                "up": h.up and h.pushed_up is not False,
+                "probe_up": h.up,
+                "pushed_up": h.pushed_up,
                 "fails": h.fails,
                 "oks": h.oks,
                 "probes": h.probes,

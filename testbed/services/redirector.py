@@ -9,7 +9,11 @@ the choice depends on liveness and load, RFC 9111 §5.2.2.5). The edge is picked
 rendezvous hash of the request path (or Host header) so that one object keeps landing on one cache; edges
 the shared health checker marks down are never chosen; with none alive the answer is ``503``.
 
-Own paths: ``GET /_redirector/stats`` (JSON counters and edge health), ``GET /_redirector/health``.
+With a ``control`` section the redirector also listens to the edges' multicast heartbeats
+(:mod:`testbed.services.mcast.consumer`): their load feeds ``LoadAware`` and an edge whose heartbeats stop
+counts as down (down if the probes or the heartbeats say so, up only when both agree).
+
+Own paths: ``GET /_redirector/stats`` (JSON counters, edge health, control channel), ``GET /_redirector/health``.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from pydantic import Field
 from testbed.services.base import ServiceConfig, service_main
 from testbed.services.health import HealthChecker, HealthConfig
 from testbed.services.mapping import MappingSpec, MapRequest, load_policy
+from testbed.services.mcast.consumer import ControlConsumerConfig, ControlFeed
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +44,8 @@ class RedirectorConfig(ServiceConfig):
     health: HealthConfig = Field(default_factory=HealthConfig)
     hash_on: Literal["path", "host", "url"] = "path"  # what keeps a request on one edge
     status: Literal[302, 307] = 302
+    #: multicast control channel: edges' heartbeats feed load and liveness
+    control: ControlConsumerConfig | None = None
 
 
 class Redirector:
@@ -48,6 +55,7 @@ class Redirector:
         self.cfg = cfg
         self.policy = load_policy(cfg.mapping)
         self.health = HealthChecker(cfg.mapping.edges, cfg.health)
+        self.control = ControlFeed(cfg.control, cfg.mapping.edges, self.health) if cfg.control else None
         self.stats: Counter[str] = Counter()
         self.by_edge: Counter[str] = Counter()
         self.port = cfg.port
@@ -67,6 +75,7 @@ class Redirector:
                 **self.stats,
                 "by_edge": dict(self.by_edge),
                 "edges": self.health.snapshot(),
+                "control": self.control.stats() if self.control else None,
             }
         )
 
@@ -100,6 +109,8 @@ class Redirector:
     async def start(self) -> None:
         """Health warm-up first, so the first redirect already avoids dead edges; then listen."""
         await self.health.start()
+        if self.control is not None:
+            await self.control.start()
         self._runner = web.AppRunner(self.app(), access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.cfg.host, self.cfg.port)
@@ -113,6 +124,8 @@ class Redirector:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+        if self.control is not None:
+            await self.control.stop()
         await self.health.stop()
 
 
