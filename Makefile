@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 # Every Debian package cdnlab needs, in one list.
 APT_PACKAGES := mininet openvswitch-switch iproute2 iperf3 ethtool iputils-ping tcpdump \
-	unbound dnsutils nginx-light wrk nsd dnsperf curl iptables python3-venv python3-pip
+	unbound dnsutils nginx-light wrk nsd dnsperf curl iptables fping python3-venv python3-pip
 PYTEST_ARGS ?=
 
 .PHONY: setup apt ovs venv demo test test-unit test-mininet lint clean doctor

@@ -60,13 +60,19 @@ def vmac_for(index: int) -> str:
 
 
 def reachable_ips(node, ips: list[str], wait_s: float = 2.0) -> set[str]:
-    """Addresses among ``ips`` that answer one ping from Mininet ``node`` (pinged in parallel)."""
-    script = " ".join(
-        f"(ping -n -c1 -W{max(1, int(wait_s))} {ip} >/dev/null 2>&1 && echo OK {ip}) &" for ip in ips
-    )
-    out = node.cmd(script + " wait")
-    want = set(ips)
-    return {w.split()[1] for w in out.splitlines() if w.startswith("OK ") and w.split()[1] in want}
+    """Addresses among ``ips`` that answer one ping from Mininet ``node`` (pinged in parallel).
+
+    Mininet talks to a host's shell through a pty, whose canonical mode cuts lines at 4095 bytes, so the
+    pings go in batches that keep each command line well below that.
+    """
+    want, ok = list(ips), set()
+    for i in range(0, len(want), 40):
+        script = " ".join(
+            f"(ping -n -c1 -W{max(1, int(wait_s))} {ip} >/dev/null 2>&1 && echo OK {ip}) &" for ip in want[i:i + 40]
+        )
+        out = node.cmd(script + " wait")
+        ok |= {w.split()[1] for w in out.splitlines() if w.startswith("OK ") and w.split()[1] in want}
+    return ok
 
 
 def ryu_available() -> bool:
