@@ -74,7 +74,8 @@ What it shows (lecture slide 12):
   * anycast needs no lookup and no extra round trip, and fails over as fast as the controller notices;
     but a route change resets open TCP connections (destination mode);
   * DNS pays a lookup at the local resolver and fails over only when the cached answer's TTL runs out;
-  * a redirect costs one extra round trip to the redirector, which sees the client itself.
+  * a redirect costs an extra exchange with the redirector (on a fresh connection: handshake plus request,
+    two round trips), but the redirector sees the client itself.
 
 plots and reports ({time.monotonic() - t0:.0f} s):
   {out}/selection/report.md   {out}/selection/*.png

@@ -2,8 +2,9 @@
 
 What to expect (lecture slide 12): anycast is transparent and costs nothing extra, and sends each client
 to the edge its ingress switch routes the VIP to; DNS adds a lookup at the local resolver (cheap while the
-answer is cached) and maps by the *resolver's* location; the redirect costs one extra round trip to the
-redirector, which may be far away, but sees the client itself.
+answer is cached) and maps by the *resolver's* location; the redirect costs an extra exchange with the
+redirector (on a fresh connection a handshake plus the request: two round trips), which may be far away,
+but sees the client itself.
 """
 
 from __future__ import annotations
@@ -164,6 +165,7 @@ def report(out: Path) -> None:
             "* **dns** (naming): a lookup at the local resolver first (a cache hit costs one short round "
             "trip; a miss walks the CNAME chain to the mapping DNS); the mapping sees the resolver, not the "
             "client.\n"
-            "* **redirect** (application): one full extra round trip to the redirector before the real "
-            "request — the *redirect* column — which grows with the client's distance to the redirector.")),
+            "* **redirect** (application): an extra exchange with the redirector before the real request — "
+            "on a fresh connection a handshake plus the request and its 302, two round trips: the *redirect* "
+            "column, which grows with the client's distance to the redirector.")),
     ])
