@@ -48,10 +48,11 @@ class MemberHealth:
     link_up: bool = True  # port status of the member's access link
     drained: bool = False  # administratively drained (REST)
     reason: str = ""
+    heartbeat_alive: bool = True  # control-channel heartbeats (controller/heartbeats.py); True if never heard
 
     @property
     def healthy(self) -> bool:
-        return self.alive and self.link_up and not self.drained
+        return self.alive and self.heartbeat_alive and self.link_up and not self.drained
 
 
 @dataclass

@@ -13,6 +13,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 import random
+import struct
 import time
 from collections import deque
 from typing import Any
@@ -30,6 +31,7 @@ from controller.flows import (
     OFPP_TABLE,
     PROTO_ICMP,
     PROTO_IGMP,
+    PROTO_UDP,
     TABLE_CLASSIFY,
     TABLE_FORWARD,
     FlowEntry,
@@ -48,8 +50,17 @@ from controller.flows import (
     stamp,
 )
 from controller.graph import SwitchGraph, compare_links
+from controller.heartbeats import BeatTransition, HeartbeatMonitor, copy_flows, heartbeat_sources
 from controller.liveness import Liveness, Transition
-from controller.multicast import IgmpQuery, IgmpSnooper, all_trees, base_flows, parse_igmp, tree_flows
+from controller.multicast import (
+    IgmpQuery,
+    IgmpSnooper,
+    Tree,
+    all_trees,
+    base_flows,
+    parse_igmp,
+    tree_flows,
+)
 from controller.netview import NetView
 from controller.routing import compute_routes, unicast_flows
 
@@ -114,6 +125,10 @@ class ControllerCore:
         self.lldp_checked = False
         self.bad_packets = 0
         self._probe_seq = random.Random(4)
+        self.heartbeats: HeartbeatMonitor | None = None
+        if view.control is not None:
+            members = {m: str(view.host(m).ip) for m in heartbeat_sources(view)}
+            self.heartbeats = HeartbeatMonitor(view.control, members)
 
     # ----------------------------------------------------------------- helpers
     def note(self, text: str) -> None:
@@ -152,14 +167,20 @@ class ControllerCore:
             for s, fl in anycast_flows(self.view, self.routes, svc, self.mode).items():
                 for e in fl:
                     add(s, e)
+        trees: dict[tuple[str, str], tuple[Tree, int]] = {}
         for tree in all_trees(self.view, self.routes, self.snooper):
             gid = self._gid(tree.source, tree.group)
+            trees[(tree.source, tree.group)] = (tree, gid)
             flows, groups = tree_flows(self.view, tree, gid)
             for s, fl in flows.items():
                 for e in fl:
                     add(s, e)
             for s, g in groups.items():
                 st[s].groups[gid] = g
+        if self.view.control is not None:
+            for s, fl in copy_flows(self.view, self.view.control, trees).items():
+                for e in fl:
+                    add(s, e)
         return st
 
     def sync(self) -> list[Message]:
@@ -282,6 +303,8 @@ class ControllerCore:
             return self._probe_reply(dpid, in_port, p)
         if p.ip_proto == PROTO_IGMP:
             return self._igmp(dpid, in_port, p)
+        if p.ip_proto == PROTO_UDP and self.heartbeats and self.heartbeats.is_control(p.ip_dst, p.dport):
+            return self._heartbeat(p)
         for svc in self.services.values():
             if p.ip_dst == str(svc.view.vip) and p.eth_dst == svc.view.vmac.lower():
                 return self._affinity(dpid, in_port, p, data, svc)
@@ -320,7 +343,7 @@ class ControllerCore:
             svc = self.services[t.service]
             mh = svc.health[t.member]
             mh.alive = t.alive
-            mh.reason = "" if t.alive else t.reason
+            mh.reason = t.reason if not t.alive else (mh.reason if not mh.heartbeat_alive else "")
             self.note(
                 f"anycast {t.service}: member {t.member} {'alive' if t.alive else 'withdrawn'} ({t.reason})"
             )
@@ -330,6 +353,45 @@ class ControllerCore:
                     affinity_cookie(svc.index, idx), AFFINITY_ALL_MASK | 0xFFFFFFFFFF
                 )
         return out + (self.sync() if trs else [])
+
+    def _heartbeat(self, p: pk.Packet) -> list[Message]:
+        """A control-group datagram copied by a member's switch (controller/heartbeats.py)."""
+        assert self.heartbeats is not None
+        (ulen,) = struct.unpack("!H", p.l4[4:6])
+        if not 8 <= ulen <= len(p.l4):
+            self.heartbeats.bad("malformed")
+            return []
+        tr = self.heartbeats.feed(p.l4[8:ulen], p.ip_src, self.clock())
+        return self._apply_beats([tr] if tr else [])
+
+    def _apply_beats(self, trs: list[BeatTransition]) -> list[Message]:
+        """Heartbeat liveness changes: OR-combined with the probes through ``MemberHealth.healthy``."""
+        out: list[Message] = []
+        changed = False
+        for t in trs:
+            for svc in self.services.values():
+                mh = svc.health.get(t.member)
+                if mh is None or mh.heartbeat_alive == t.alive:
+                    continue
+                changed = True
+                mh.heartbeat_alive = t.alive
+                if not t.alive:
+                    mh.reason = t.reason
+                elif mh.alive and mh.link_up:
+                    mh.reason = ""
+                self.note(
+                    f"anycast {svc.view.name}: member {t.member} heartbeats "
+                    f"{'resumed' if t.alive else 'stopped: withdrawn'} ({t.reason})"
+                )
+                if not t.alive:
+                    idx = svc.view.members.index(t.member)
+                    out += self._delete_affinity(
+                        affinity_cookie(svc.index, idx), AFFINITY_ALL_MASK | 0xFFFFFFFFFF
+                    )
+        return out + (self.sync() if changed else [])
+
+    def _can_hear(self, member: str) -> bool:
+        return self.view.switch(self.view.host(member).switch).dpid in self.connected
 
     def _igmp(self, dpid: int, in_port: int, p: pk.Packet) -> list[Message]:
         h = self.host_at.get((self.sw_by_dpid.get(dpid, ""), in_port))
@@ -403,6 +465,8 @@ class ControllerCore:
                 data = pk.icmp_echo(self.probe_mac, h.mac.lower(), self.probe_ip, str(h.ip), ps.token, 1)
             out.append(PacketOut(dpid, data, (Output(h.port),)))
         out += self._apply_transitions(trs)
+        if self.heartbeats is not None:
+            out += self._apply_beats(self.heartbeats.tick(now, self._can_hear))
         if self.snooper.expire(now):
             self.note("IGMP: memberships expired")
             out += self.sync()
@@ -465,6 +529,9 @@ class ControllerCore:
 
     def anycast(self) -> dict[str, Any]:
         out: dict[str, Any] = {"mode": self.mode, "services": {}}
+        if self.heartbeats is not None:
+            out["control"] = self.heartbeats.status()
+        now = self.clock()
         live = self.liveness.status()
         for name, svc in self.services.items():
             out["services"][name] = {
@@ -481,12 +548,18 @@ class ControllerCore:
                         "drained": h.drained,
                         "reason": h.reason,
                         "probe": live.get(f"{name}/{m}"),
+                        **self._beat_status(m, now),
                     }
                     for m, h in svc.health.items()
                 },
                 "choice": choose(self.view, self.routes, svc),
             }
         return out
+
+    def _beat_status(self, member: str, now: float) -> dict[str, Any]:
+        if self.heartbeats is None:
+            return {"heartbeat_age_ms": None, "load": None}
+        return self.heartbeats.member_status(member, now)
 
     def multicast(self) -> dict[str, Any]:
         groups: dict[str, Any] = {}

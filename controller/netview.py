@@ -81,6 +81,28 @@ class MulticastStaticView(_Strict):
     members: list[str]
 
 
+class ControlView(_Strict):
+    """The CDN's multicast control channel the controller listens to (controller/heartbeats.py).
+
+    Anycast members multicast HEARTBEATs (testbed/services/mcast/wire.py) to ``group``:``port``; the
+    member's switch copies them to the controller, which withdraws a member whose heartbeats stop for
+    ``miss_limit`` intervals. ``key``: the session's HMAC key as hex of its bytes (a service's text key
+    ``k`` is ``k.encode().hex()``); None: tags are not authenticated. ``interval_ms``: the expected
+    heartbeat interval; None: each heartbeat's own advertised interval.
+    """
+
+    group: ipaddress.IPv4Address = ipaddress.IPv4Address("239.10.0.2")
+    port: int = Field(default=7401, ge=1, le=65535)
+    session_id: int = Field(default=2, ge=0, le=2**32 - 1)
+    key: str | None = Field(default=None, pattern=r"^([0-9a-fA-F]{2})+$")
+    miss_limit: int = Field(default=3, ge=1, le=1000)
+    interval_ms: float | None = Field(default=None, gt=0)
+
+    @property
+    def key_bytes(self) -> bytes | None:
+        return bytes.fromhex(self.key) if self.key else None
+
+
 class NetView(_Strict):
     switches: list[SwitchView]
     links: list[LinkView] = []
@@ -97,6 +119,7 @@ class NetView(_Strict):
     igmp_response_s: float = Field(default=10, gt=0)  # RFC 3376 8.3 Max Response Time
     igmp_robustness: int = Field(default=2, ge=1)  # RFC 3376 8.1
     igmp_last_member_s: float = Field(default=1, gt=0)  # RFC 3376 8.8 Last Member Query Interval
+    control: ControlView | None = None  # heartbeat-based member liveness (controller/heartbeats.py)
 
     @model_validator(mode="after")
     def _cross_refs(self) -> NetView:
@@ -141,6 +164,10 @@ class NetView(_Strict):
             for m in [g.source, *g.members]:
                 if m not in hosts:
                     errs.append(f"multicast_static[{i}]: unknown host {m!r}")
+        if self.control is not None:
+            c = self.control.group
+            if not c.is_multicast or c in ipaddress.IPv4Network("224.0.0.0/24"):
+                errs.append(f"control.group: {c} is not a routable multicast group")
         if errs:
             raise ValueError("; ".join(errs))
         return self
@@ -165,6 +192,7 @@ __all__ = [
     "AnycastView",
     "ProbeView",
     "MulticastStaticView",
+    "ControlView",
     "load_view",
     "ConfigError",
 ]

@@ -25,7 +25,9 @@ def emulate(r: Run, cdn: CdnOptions | None = None, *, services: bool = True,
     if r.topology is None:
         raise ValueError(f"experiment {r.spec.name} has no topology")
     topo = load_topology(r.topology)
-    opts = BuildOptions(run_dir=r.out / "run", anycast_mode=anycast_mode,
+    n = r.meta.setdefault("builds", 0) + 1  # each network of a run gets its own directory of logs
+    r.meta["builds"] = n
+    opts = BuildOptions(run_dir=r.out / ("run" if n == 1 else f"run-{n}"), anycast_mode=anycast_mode,
                         **{k: v for k, v in r.build.items() if v is not None})
     task = r.step(f"building {topo.name} ({len(topo.hosts)} hosts)", total=2)
     with CdnNet(topo, opts) as cn:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import secrets
 import subprocess
 import sys
 import tempfile
@@ -46,7 +47,13 @@ class BuildOptions:
     anycast_mode: str = "destination"  # destination | affinity
     run_dir: Path | None = None
     connect_timeout: float = 30.0
+    #: ``extra["control"]`` (True or a dict of ``controller.netview.ControlView`` fields, ``key`` as the
+    #: services' text key): the controller consumes the CDN's heartbeats (see ``CdnNet.control_view``)
     extra: dict[str, Any] = field(default_factory=dict)
+
+
+DEFAULT_CONTROL_GROUP = "239.10.0.2"  # as testbed.net.cdn: the heartbeat group when the topology names none
+CONTROL_SESSION_ID = 2  # the control channel's session id in testbed.net.cdn
 
 
 def mac_for(index: int) -> str:
@@ -117,6 +124,25 @@ class CdnNet:
         self.macs = {h.name: mac_for(i) for i, h in enumerate(topo.hosts)}
         self.run_dir = Path(self.opts.run_dir) if self.opts.run_dir else None
         self.procs: dict[str, subprocess.Popen] = {}
+        # HMAC key (text) of this run's multicast sessions, made here when the controller must verify the
+        # heartbeats, so it is in the view before services start; CdnServices reuses it (None: its own)
+        self.mcast_key: str | None = None
+        self.control = self._control_settings()
+
+    def _control_settings(self) -> dict[str, Any] | None:
+        """``BuildOptions.extra["control"]`` as the view's ``control`` block (None when not asked for)."""
+        want = self.opts.extra.get("control")
+        if not want:
+            return None
+        cfg = dict(want) if isinstance(want, dict) else {}
+        edges = {h.name for h in self.topo.hosts_with(Role.edge)}
+        cfg.setdefault("group", next((g.group for g in self.topo.multicast if g.source in edges),
+                                     DEFAULT_CONTROL_GROUP))
+        cfg.setdefault("port", 7401)
+        cfg.setdefault("session_id", CONTROL_SESSION_ID)
+        self.mcast_key = cfg.pop("key", None) or secrets.token_hex(16)
+        cfg["key"] = self.mcast_key.encode().hex()  # the view holds the key's bytes in hex
+        return cfg
 
     # -- life cycle ------------------------------------------------------------------------------
     def __enter__(self) -> CdnNet:
@@ -299,6 +325,8 @@ class CdnNet:
             ],
             "rest_port": self.rest_port,
         }
+        if self.control is not None:
+            view["control"] = dict(self.control)
         for ln in self.topo.links:
             a, b = self.net.get(ln.a), self.net.get(ln.b)
             ia, ib = a.connectionsTo(b)[0]

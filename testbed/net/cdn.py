@@ -100,8 +100,14 @@ class CdnServices:
         self.resolvers = [h.name for h in t.hosts_with(Role.resolver)]
         self.redirectors = [h.name for h in t.hosts_with(Role.redirector)]
         self.dns = {h.name: str(h.params.get("level", "both")) for h in t.hosts_with(Role.dns)}
-        self.mcast_key = secrets.token_hex(16)  # HMAC key of this run's multicast sessions
+        # HMAC key of this run's multicast sessions; the builder's when its controller verifies heartbeats
+        self.mcast_key = getattr(cn, "mcast_key", None) or secrets.token_hex(16)
         self.ingest_group, self.control_group = self.mcast_groups()
+        ctl = getattr(cn, "control", None)
+        want = (self.control_group, MCAST_CONTROL_PORT, 2)  # the edges' heartbeats (edge_config)
+        if self.opts.multicast and ctl and (ctl["group"], ctl["port"], ctl["session_id"]) != want:
+            raise ValueError(f"the controller listens for heartbeats on {ctl['group']}:{ctl['port']} session "
+                             f"{ctl['session_id']} but the edges send them to {want[0]}:{want[1]} session 2")
         if self.opts.mcast_on_update not in ("purge", "push", "none"):
             raise ValueError(f"mcast_on_update must be purge, push or none, not {self.opts.mcast_on_update!r}")
         if self.opts.multicast and self.ingest_group is None:
