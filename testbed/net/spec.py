@@ -289,6 +289,22 @@ def reference_errors(t: Topology) -> list[tuple[str, str]]:
     return errs
 
 
+def rename_switches(data: dict[str, Any], prefix: str) -> dict[str, Any]:
+    """Rename the switches of a spec dict in place (``s1`` -> ``<prefix>1``, ``s_na`` -> ``<prefix>_na``).
+
+    OVS bridge names are global to a machine: this lets a second copy of a topology run beside the first
+    (used by tests and during development). Returns ``data``.
+    """
+    ren = {s["name"]: prefix + s["name"].lstrip("s") for s in data["switches"]}
+    for s in data["switches"]:
+        s["name"] = ren[s["name"]]
+    for ln in data.get("links", []):
+        ln["a"], ln["b"] = ren.get(ln["a"], ln["a"]), ren.get(ln["b"], ln["b"])
+    for h in data["hosts"]:
+        h["switch"] = ren.get(h["switch"], h["switch"])
+    return data
+
+
 def parse_topology(data: Any, source: str) -> Topology:
     """Validate parsed data as a topology; ConfigError lists every problem as ``source: field: message``."""
     t = validate(Topology, data, source)

@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from experiments.framework import read_csv, run_experiment
-from testbed.net.spec import resolve_topology_path
+from testbed.net.spec import rename_switches, resolve_topology_path
 
 pytestmark = pytest.mark.mininet
 
@@ -22,14 +22,7 @@ def _topology(tmp_path: Path) -> str | None:
     prefix = os.environ.get("CDNLAB_INVALIDATION_TEST_SWITCH_PREFIX")
     if not prefix:
         return None  # the spec's topology: mini
-    data = yaml.safe_load(resolve_topology_path("mini").read_text())
-    ren = {s["name"]: prefix + s["name"].lstrip("s") for s in data["switches"]}
-    for s in data["switches"]:
-        s["name"] = ren[s["name"]]
-    for ln in data["links"]:
-        ln["a"], ln["b"] = ren.get(ln["a"], ln["a"]), ren.get(ln["b"], ln["b"])
-    for h in data["hosts"]:
-        h["switch"] = ren[h["switch"]]
+    data = rename_switches(yaml.safe_load(resolve_topology_path("mini").read_text()), prefix)
     p = tmp_path / f"{prefix}mini.yaml"
     p.write_text(yaml.safe_dump(data, sort_keys=False))
     return str(p)

@@ -24,7 +24,7 @@ import yaml
 
 from testbed.net.build import BuildOptions, CdnNet
 from testbed.net.cdn import MCAST_DATA_PORT, CdnOptions, CdnServices
-from testbed.net.spec import parse_topology, resolve_topology_path
+from testbed.net.spec import parse_topology, rename_switches, resolve_topology_path
 from testbed.services.catalog import Catalog, CatalogConfig
 from testbed.util import wait_until
 
@@ -39,13 +39,7 @@ def mini_with_loss() -> dict:
     data = yaml.safe_load(resolve_topology_path("mini").read_text())
     prefix = os.environ.get("CDNLAB_MCAST_TEST_SWITCH_PREFIX")
     if prefix:
-        ren = {s["name"]: prefix + s["name"].lstrip("s") for s in data["switches"]}
-        for s in data["switches"]:
-            s["name"] = ren[s["name"]]
-        for ln in data["links"]:
-            ln["a"], ln["b"] = ren.get(ln["a"], ln["a"]), ren.get(ln["b"], ln["b"])
-        for h in data["hosts"]:
-            h["switch"] = ren[h["switch"]]
+        rename_switches(data, prefix)
     for h in data["hosts"]:
         if h["name"] == LOSSY_EDGE:
             h.setdefault("link", {})["loss_pct"] = LOSS_PCT

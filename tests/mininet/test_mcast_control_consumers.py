@@ -20,7 +20,7 @@ import yaml
 
 from testbed.net.build import BuildOptions, CdnNet
 from testbed.net.cdn import CDN_NAME, MCAST_CONTROL_PORT, CdnOptions, CdnServices
-from testbed.net.spec import parse_topology, resolve_topology_path
+from testbed.net.spec import parse_topology, rename_switches, resolve_topology_path
 from testbed.services.catalog import Catalog, CatalogConfig
 from testbed.util import wait_until
 
@@ -33,13 +33,7 @@ def mini() -> dict:
     data = yaml.safe_load(resolve_topology_path("mini").read_text())
     prefix = os.environ.get("CDNLAB_CONTROL_TEST_SWITCH_PREFIX")
     if prefix:
-        ren = {s["name"]: prefix + s["name"].lstrip("s") for s in data["switches"]}
-        for s in data["switches"]:
-            s["name"] = ren[s["name"]]
-        for ln in data["links"]:
-            ln["a"], ln["b"] = ren.get(ln["a"], ln["a"]), ren.get(ln["b"], ln["b"])
-        for h in data["hosts"]:
-            h["switch"] = ren[h["switch"]]
+        rename_switches(data, prefix)
     return data
 
 

@@ -117,3 +117,13 @@ def test_region_prefixes_number_hosts_and_are_checked(tmp_path: Path) -> None:
     d["regions"][1]["prefix"] = "10.9.0.0/24"
     with pytest.raises(ConfigError, match=r"regions\[1\]\.prefix: 10\.9\.0\.0/24 is outside subnet"):
         load_topology(_write(tmp_path, d))
+
+
+def test_rename_switches_gives_a_second_valid_copy() -> None:
+    from testbed.net.spec import rename_switches
+
+    d = rename_switches(_mini_dict(), "zz")
+    t = parse_topology(d, "copy")
+    assert {s.name for s in t.switches} == {"zz1", "zz2"}
+    assert {h.switch for h in t.hosts} == {"zz1", "zz2"}
+    assert (t.links[0].a, t.links[0].b) == ("zz1", "zz2")

@@ -35,7 +35,7 @@ from testbed.services.mcast import wire
 from testbed.services.mcast.control import CONTROL_GROUP, HeartbeatPublisher, LoadSample
 from testbed.services.mcast.net import EndpointRunner, GroupConfig
 from testbed.services.mcast.receiver import IngestReceiver, ObjectSink
-from testbed.services.mcast.sender import IngestSender
+from testbed.services.mcast.sender import make_sender
 
 log = logging.getLogger(__name__)
 
@@ -185,19 +185,7 @@ class OriginIngest:
     def __init__(self, cfg: OriginIngestConfig) -> None:
         self.cfg = cfg
         self.runner = EndpointRunner(cfg.group)
-        self.tx = IngestSender(
-            self.runner.transmit,
-            session_id=cfg.session_id,
-            key=wire.key_bytes(cfg.key),
-            chunk_size=cfg.chunk_size,
-            rate_bps=cfg.rate_mbps * 1e6 / 8,
-            report_interval=cfg.report_interval_s,
-            repair_delay=cfg.repair_delay_s,
-            repair_holdoff=cfg.repair_holdoff_s,
-            retain_objects=cfg.retain_objects,
-            retain_bytes=cfg.retain_bytes,
-            inval_repeats=cfg.inval_repeats,
-        )
+        self.tx = make_sender(cfg, self.runner.transmit)  # type: ignore[arg-type]
         self.failures: list[str] = []
         self.pushed_at: dict[str, float] = {}
         self.invalidated_at: dict[str, float] = {}

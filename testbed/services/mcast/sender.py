@@ -388,6 +388,7 @@ class SenderConfig(ServiceConfig):
 
 
 def make_sender(cfg: SenderConfig, transmit: Callable[[bytes], None]) -> IngestSender:
+    """An IngestSender from a sender config (``SenderConfig`` or the origin's ``OriginIngestConfig``)."""
     return IngestSender(
         transmit,
         session_id=cfg.session_id,
@@ -399,6 +400,7 @@ def make_sender(cfg: SenderConfig, transmit: Callable[[bytes], None]) -> IngestS
         repair_holdoff=cfg.repair_holdoff_s,
         retain_objects=cfg.retain_objects,
         retain_bytes=cfg.retain_bytes,
+        inval_repeats=getattr(cfg, "inval_repeats", 2),
     )
 
 
