@@ -63,6 +63,7 @@ lint: venv
 doctor: venv
 	$(VENV)/bin/cdnlab doctor
 
+# Removes what cdnlab left running or configured (never your results/).
 clean:
 	@if [ -x $(VENV)/bin/cdnlab ]; then $(VENV)/bin/cdnlab clean; fi
-	rm -rf results/ .pytest_cache
+	rm -rf .pytest_cache test-artifacts
