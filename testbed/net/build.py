@@ -372,8 +372,8 @@ class CdnNet:
             return tcp_open("127.0.0.1", self.of_port)
 
         wait_until(listening, self.opts.connect_timeout, 0.05, what="controller listening for OpenFlow")
-        c = RemoteController("c0", ip="127.0.0.1", port=self.of_port)
-        self.net.controllers = [c]
+        # registered by name too: Mininet's CLI walks every node, controllers included
+        self.net.addController("c0", controller=RemoteController, ip="127.0.0.1", port=self.of_port)
 
     def rest(self, path: str, method: str = "GET", body: dict | None = None) -> Any:
         """Call the controller's REST API (loopback only)."""

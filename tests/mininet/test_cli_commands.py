@@ -41,3 +41,22 @@ def test_cdn_commands(cdn_net, tmp_path, capsys) -> None:
     assert "configured path 24 ms" in out
     assert "no host named 'nobody'" in out
     assert "unknown failure kind" in out
+
+
+def test_cdnlab_up_interactive_session_and_exit() -> None:
+    """`cdnlab up` end to end: build, services, an interactive CLI fed on stdin, a clean exit."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from testbed.net.host_env import run
+
+    root = Path(__file__).resolve().parents[2]
+    r = subprocess.run([sys.executable, "-m", "testbed.cli", "up", "mini"], cwd=root, capture_output=True,
+                       text=True, input="cdn\nc1 curl -s -o /dev/null -w 'code=%{http_code}' http://10.0.0.200/img/img0001.jpg\n"
+                       "exit\n", timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "mini is up" in r.stdout
+    assert "edge e1" in r.stdout  # the cdn command
+    assert "code=200" in r.stdout + r.stderr  # a plain Mininet command's output is shown (Mininet logs it)
+    assert not {"s1", "s2"} & set(run(["ovs-vsctl", "list-br"]).stdout.split())  # torn down
