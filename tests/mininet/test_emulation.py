@@ -121,7 +121,9 @@ BUILD_AND_HANG = """
 import sys, time
 from testbed.net.build import BuildOptions, CdnNet
 from testbed.net.spec import load_topology
+from testbed.net.cdn import start_services
 cn = CdnNet(load_topology("mini"), BuildOptions()).start()
+start_services(cn)  # service processes are recorded too, and must not outlive a SIGKILLed parent
 print("READY", cn.state.run_id, flush=True)
 time.sleep(600)
 """
@@ -136,6 +138,7 @@ def test_sigkill_then_clean_leaves_nothing() -> None:
         assert {"s1", "s2"} <= _bridges()
         state = next(s for s in all_states() if s.run_id == line.split()[1])
         pids = {t.pid for t in state.pids}
+        assert {"origin", "edge", "dns", "resolver", "redirector"} <= {t.role.split()[0] for t in state.pids}
     finally:
         p.send_signal(signal.SIGKILL)
         p.wait()
