@@ -45,6 +45,7 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 PY = str(ROOT / ".venv" / "bin" / "python") if (ROOT / ".venv").exists() else sys.executable
@@ -188,6 +189,19 @@ class Topo:
         self.created.clear()
 
 
+def summary(results: dict[str, dict[str, Any]], k: int, **extra: Any) -> dict[str, Any]:
+    """The benchmark's JSON line: multicast / unicast ratios (the public keys) plus ``extra``."""
+    m, u = results["multicast"], results["unicast"]
+    return {
+        "origin_bytes_ratio": round(m["origin_bytes"] / max(1, u["origin_bytes"]), 4),
+        "link_bytes_ratio": round(m["link_bytes"] / max(1, u["link_bytes"]), 4),
+        "time_ratio": round(m["time_s"] / max(1e-9, u["time_s"]), 4),
+        "edges": k,
+        "complete": bool(m["complete"] and u["complete"]),
+        **extra,
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="cdnlab bench ingest", description=__doc__.split("\n")[0])
     ap.add_argument("--edges", type=int, default=4)
@@ -299,15 +313,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"  {mode:<9} time {res['time_s'] * 1000:8.1f} ms  origin egress {res['origin_bytes'] / 1e6:7.2f} MB"
                 f"  all links {res['link_bytes'] / 1e6:7.2f} MB  complete={res['complete']}{extra}"
             )
-        m, u = results["multicast"], results["unicast"]
-        out = {
-            "origin_bytes_ratio": round(m["origin_bytes"] / max(1, u["origin_bytes"]), 4),
-            "link_bytes_ratio": round(m["link_bytes"] / max(1, u["link_bytes"]), 4),
-            "time_ratio": round(m["time_s"] / max(1e-9, u["time_s"]), 4),
-            "edges": k,
-            "complete": bool(m["complete"] and u["complete"]),
-            "shaping": shaping,
-        }
+        out = summary(results, k, shaping=shaping)
         print(json.dumps(out))
         return 0 if out["complete"] else 1
     finally:
@@ -465,15 +471,7 @@ def emulated(args: argparse.Namespace) -> int:
             f"  {mode:<9} time {res['time_s'] * 1000:8.1f} ms  origin egress {res['origin_bytes'] / 1e6:7.2f} MB"
             f"  all links {res['link_bytes'] / 1e6:7.2f} MB  complete={res['complete']}{extra}"
         )
-    m, u = results["multicast"], results["unicast"]
-    out = {
-        "origin_bytes_ratio": round(m["origin_bytes"] / max(1, u["origin_bytes"]), 4),
-        "link_bytes_ratio": round(m["link_bytes"] / max(1, u["link_bytes"]), 4),
-        "time_ratio": round(m["time_s"] / max(1e-9, u["time_s"]), 4),
-        "edges": k,
-        "complete": bool(m["complete"] and u["complete"]),
-        "mode": "emulated",
-    }
+    out = summary(results, k, mode="emulated")
     print(json.dumps(out))
     return 0 if out["complete"] else 1
 
