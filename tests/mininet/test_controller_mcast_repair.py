@@ -11,7 +11,6 @@ non-members must receive nothing.
 from __future__ import annotations
 
 import socket
-import subprocess
 import sys
 from collections import Counter
 from collections.abc import Iterator
@@ -20,8 +19,8 @@ from pathlib import Path
 import pytest
 
 from controller.examples import renamed, triangle
-from controller.minibuild import ControllerProc, build
-from testbed.util import free_port, wait_tcp, wait_until
+from controller.minibuild import Lab
+from testbed.util import free_port, wait_until
 
 pytestmark = pytest.mark.mininet
 DPID_BASE = 0x4852_0100
@@ -51,41 +50,12 @@ for i in range(n):
 """
 
 
-class Lab:
-    def __init__(self, tmp: Path) -> None:
-        self.tmp = tmp
-        self.view = renamed(triangle(), "hr", DPID_BASE, number_offset=10)
-        self.ctl = ControllerProc(self.view, tmp, free_port(), free_port(), "--no-lldp")
-        self.net = None
-        self.procs: list[subprocess.Popen] = []
-
-    def popen(self, host: str, args: list[str], **kw) -> subprocess.Popen:
-        p = self.net.get(host).popen(args, **kw)
-        self.procs.append(p)
-        return p
-
-    def close(self) -> None:
-        for p in self.procs:
-            p.kill()
-            p.wait()
-        if self.net is not None:
-            self.net.stop()
-        self.ctl.stop()
-
-
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
-    lab = Lab(tmp_path_factory.mktemp("mcast-repair"))
+    lab = Lab(renamed(triangle(), "hr", DPID_BASE, number_offset=10), tmp_path_factory.mktemp("mcast-repair"),
+              "hr", "--no-lldp")
     try:
-        lab.ctl.start()
-        wait_tcp("127.0.0.1", lab.ctl.rest_port, timeout=20)
-        lab.net = build(lab.view, lab.ctl.of_port, prefix_check="hr")
-        wait_until(
-            lambda: all(s["synced"] for s in lab.ctl.rest("/topology")["switches"]),
-            20,
-            what="switches synced",
-        )
-        yield lab
+        yield lab.start()
     finally:
         lab.close()
 

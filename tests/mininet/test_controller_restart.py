@@ -22,8 +22,8 @@ import pytest
 
 from controller.examples import renamed, triangle
 from controller.flows import COOKIE_NS, COOKIE_NS_MASK, cookie_generation
-from controller.minibuild import ControllerProc, build, dump_flows, dump_group_ids, ovs_connected
-from testbed.util import free_port, wait_tcp, wait_until
+from controller.minibuild import Lab, dump_flows, dump_group_ids, ovs_connected
+from testbed.util import free_port, wait_until
 
 pytestmark = pytest.mark.mininet
 DPID_BASE = 0x4852_0000
@@ -84,40 +84,11 @@ for line in sys.stdin:
 """
 
 
-class Lab:
-    def __init__(self, tmp: Path) -> None:
-        self.tmp = tmp
-        self.view = renamed(triangle(), "hr", DPID_BASE)
-        self.ctl = ControllerProc(self.view, tmp, free_port(), free_port(), "--no-lldp")
-        self.net = None
-        self.procs: list[subprocess.Popen] = []
-
-    def popen(self, host: str, *args: str, **kw) -> subprocess.Popen:
-        p = self.net.get(host).popen(list(args), **kw)
-        self.procs.append(p)
-        return p
-
-    def all_synced(self) -> bool:
-        return all(s["connected"] and s["synced"] for s in self.ctl.rest("/topology")["switches"])
-
-    def close(self) -> None:
-        for p in self.procs:
-            p.kill()
-            p.wait()
-        if self.net is not None:
-            self.net.stop()
-        self.ctl.stop()
-
-
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
-    lab = Lab(tmp_path_factory.mktemp("restart"))
+    lab = Lab(renamed(triangle(), "hr", DPID_BASE), tmp_path_factory.mktemp("restart"), "hr", "--no-lldp")
     try:
-        lab.ctl.start()
-        wait_tcp("127.0.0.1", lab.ctl.rest_port, timeout=20)
-        lab.net = build(lab.view, lab.ctl.of_port, prefix_check="hr")
-        wait_until(lab.all_synced, 20, what="switches connected and synced")
-        yield lab
+        yield lab.start()
     finally:
         lab.close()
 
@@ -150,16 +121,12 @@ def test_restart_keeps_forwarding_and_resyncs(lab: Lab) -> None:
     rx.write_text("")
     port, tcp_port = free_port(), free_port()
     h1, h3 = lab.net.get("hrh1"), lab.net.get("hrh3")
-    lab.popen("hrh3", sys.executable, "-c", UDP_RECEIVER, str(port), str(rx))
-    lab.popen("hrh3", sys.executable, "-c", ECHO_SERVER, str(tcp_port))
+    lab.popen("hrh3", [sys.executable, "-c", UDP_RECEIVER, str(port), str(rx)])
+    lab.popen("hrh3", [sys.executable, "-c", ECHO_SERVER, str(tcp_port)])
     wait_until(lambda: f":{tcp_port}" in h3.cmd("ss -ltn"), 5, what="echo server listening")
     client = lab.popen(
         "hrh1",
-        sys.executable,
-        "-c",
-        ECHO_CLIENT,
-        h3.IP(),
-        str(tcp_port),
+        [sys.executable, "-c", ECHO_CLIENT, h3.IP(), str(tcp_port)],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
@@ -172,7 +139,7 @@ def test_restart_keeps_forwarding_and_resyncs(lab: Lab) -> None:
 
     assert echo("before") == "echo before"
     n = int(60 / PERIOD_S)  # bounded: 60 s at most, killed at the end of the test
-    lab.popen("hrh1", sys.executable, "-c", UDP_SENDER, h3.IP(), str(port), str(PERIOD_S), str(n))
+    lab.popen("hrh1", [sys.executable, "-c", UDP_SENDER, h3.IP(), str(port), str(PERIOD_S), str(n)])
     wait_until(lambda: len(_received(rx)) >= 50, 10, what="UDP datagrams flowing")
     tables_before = {b: _normalised(b) for b in bridges}
     cookies_before = set().union(*(_our_cookies(b) for b in bridges))
