@@ -29,7 +29,7 @@ from typing import Any
 
 from experiments.common import emulate, median, run_drivers, save_samples
 from experiments.framework import Run, md_table, plt, read_csv, read_results, write_report
-from testbed.net.cdn import CUSTOMER_NAME, CdnOptions, CdnServices
+from testbed.net.cdn import CUSTOMER_NAME, CdnOptions, CdnServices, resolver_of
 from testbed.net.spec import Role, Topology
 from testbed.services.catalog import Catalog, CatalogConfig
 
@@ -41,19 +41,10 @@ GROUPS = ("near_resolver", "far_resolver")
 METRICS = ("mapping_distance_ms_p50", "rtt_ms_p50", "ttfb_ms_p50", "optimal_edge_fraction")
 
 
-def client_resolver(topo: Topology, client: str) -> str:
-    """The resolver a client uses (``params.resolver``, else one of its region): the shared rule."""
-    h = topo.host(client)
-    if "resolver" in h.params:
-        return str(h.params["resolver"])
-    same = [r.name for r in topo.hosts_with(Role.resolver) if r.region == h.region]
-    return (same or [r.name for r in topo.hosts_with(Role.resolver)])[0]
-
-
 def client_group(topo: Topology, client: str) -> str:
     return (
         "near_resolver"
-        if topo.host(client_resolver(topo, client)).region == topo.host(client).region
+        if topo.host(resolver_of(topo, client)).region == topo.host(client).region
         else "far_resolver"
     )
 
@@ -106,7 +97,7 @@ def run(r: Run) -> dict[str, Any]:
             n, gap = int(p["fetches"]), float(p["interval_s"])
             cfgs = {
                 c: {
-                    "target": {"resolver": cn.ip(client_resolver(topo, c)), "name": CUSTOMER_NAME},
+                    "target": {"resolver": cn.ip(resolver_of(topo, c)), "name": CUSTOMER_NAME},
                     "timeout_s": float(p["timeout_s"]),
                     "schedule": [{"at": i * gap, "via": "dns", "path": path} for i in range(n)],
                 }
@@ -122,7 +113,7 @@ def run(r: Run) -> dict[str, Any]:
                 row.update(
                     phase=case,
                     group=client_group(topo, c),
-                    resolver=client_resolver(topo, c),
+                    resolver=resolver_of(topo, c),
                     region=topo.host(c).region,
                     edge=edge or "",
                     nearest=nearest,
@@ -139,7 +130,7 @@ def run(r: Run) -> dict[str, Any]:
                         "case": case,
                         "client": c,
                         "group": client_group(topo, c),
-                        "resolver": client_resolver(topo, c),
+                        "resolver": resolver_of(topo, c),
                         "edges": "/".join(sorted({x["edge"] for x in mine if x["edge"]})),
                         "nearest": mine[0]["nearest"] if mine else "",
                         **st,

@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from testbed.net.build import CdnNet
-from testbed.net.spec import Role
+from testbed.net.spec import Role, Topology
 from testbed.util import wait_until
 
 CDN_NAME = "a73.g.cdnlab.net"
@@ -380,13 +380,8 @@ class CdnServices:
 
     # -- actions used by experiments and the CLI -------------------------------------------------------
     def resolver_for(self, client: str) -> str | None:
-        """The client's resolver: ``params.resolver`` in the topology, else one of its region, else the first."""
-        named = self.cn.topo.host(client).params.get("resolver")
-        if named:
-            return str(named)
-        region = self.cn.topo.host(client).region
-        same = [r for r in self.resolvers if self.cn.topo.host(r).region == region]
-        return (same or self.resolvers or [None])[0]
+        """The client's resolver (see :func:`resolver_of`)."""
+        return resolver_of(self.cn.topo, client)
 
     def kill_edge_process(self, edge: str) -> None:
         p = self.cn.procs.get(f"{edge}:edge")
@@ -422,6 +417,17 @@ class CdnServices:
         probe = next(h.name for h in self.cn.topo.hosts_with(Role.client))
         wait_until(lambda: self._http_ready(probe, self.cn.ip(edge), "/_cdn/health"), self.opts.ready_timeout,
                    0.1, what=f"edge {edge} answering again")
+
+
+def resolver_of(topo: Topology, client: str) -> str | None:
+    """The resolver a client uses: ``params.resolver`` in the topology, else one of its region, else the
+    first resolver (None when the topology has none)."""
+    h = topo.host(client)
+    if h.params.get("resolver"):
+        return str(h.params["resolver"])
+    resolvers = topo.hosts_with(Role.resolver)
+    same = [r.name for r in resolvers if r.region == h.region]
+    return (same or [r.name for r in resolvers] or [None])[0]
 
 
 def start_services(cn: CdnNet, opts: CdnOptions | None = None) -> CdnServices:
