@@ -1,8 +1,10 @@
 """Experiment ``failover``: how fast each server-selection method routes around a dead edge.
 
-The prober is the workload driver with a fixed-interval schedule on one client; the failure is injected
-by the runner at a wall-clock time it records, so the outage is measured against the failure itself:
-``outage_ms`` = first successful fetch that *started* after the failure minus the failure time.
+The prober is the workload driver with a fixed-interval schedule on one client; the runner injects the
+failure and stamps the wall-clock time at which it is *confirmed* (the edge process reaped, the firewall
+rule in place, the link down), so the outage is measured against the failure itself:
+``outage_ms`` = the first successful fetch that *started* after the failure and was served by *another*
+edge, minus the failure time (a fetch the dying edge still answered is not a recovery).
 """
 
 from __future__ import annotations
@@ -46,11 +48,12 @@ def served_by(cn, client: str, via: str, tgt: dict[str, Any], path: str) -> str:
     return ""
 
 
-def analyse(rows: list[dict[str, Any]], t_fail: float) -> dict[str, Any]:
-    """Outage and failed requests from prober samples around a failure at wall time ``t_fail``."""
+def analyse(rows: list[dict[str, Any]], t_fail: float, victim: str) -> dict[str, Any]:
+    """Outage and failed requests from prober samples around the failure of ``victim`` confirmed at wall
+    time ``t_fail``: the outage ends at the first success through another edge."""
     rows = sorted(rows, key=lambda x: x["t"])
     after = [x for x in rows if x["t"] >= t_fail]
-    first_ok = next((x for x in after if not x.get("error")), None)
+    first_ok = next((x for x in after if not x.get("error") and x.get("served_by") != victim), None)
     failed = [x for x in rows if x.get("error") and x["t"] + x["total_ms"] / 1000 >= t_fail]
     outage = (first_ok["t"] - t_fail) * 1000 if first_ok else None
     return {"outage_ms": round(outage, 1) if outage is not None else None, "failed_requests": len(failed),
@@ -65,19 +68,27 @@ def trial(r: Run, cn, svc: CdnServices, via: str, kind: str, client: str, victim
     cfg = {"target": tgt, "probes": [{"via": via, "path": path, "interval_ms": float(p["interval_ms"]),
                                       "duration_s": float(p["before_s"]) + float(p["after_s"]),
                                       "timeout_s": 1.0}]}
-    t_fail: list[float] = []
+    stamps: dict[str, Any] = {}
 
     def fail_later() -> None:
         time.sleep(1.0 + float(p["before_s"]))  # run_drivers starts the clients 1 s from now
-        t_fail.append(time.time())
-        svc.fail_edge(victim, kind)
+        stamps["issued"] = time.time()
+        try:
+            svc.fail_edge(victim, kind)  # returns once the failure is in effect
+        except Exception as e:  # noqa: BLE001 - reported by the runner below
+            stamps["error"] = e
+        stamps["confirmed"] = time.time()
 
     th = threading.Thread(target=fail_later, daemon=True)
     th.start()
     rows = run_drivers(cn, {client: cfg}, timeout=float(p["before_s"]) + float(p["after_s"]) + 30)
     th.join()
-    res = analyse(rows, t_fail[0])
-    res.update(method=via, kind=kind, victim=victim, label=label)
+    if "error" in stamps:
+        raise RuntimeError(f"failover {label}: injecting the failure failed: {stamps['error']}")
+    t_fail = [stamps["confirmed"]]
+    res = analyse(rows, t_fail[0], victim)
+    res.update(method=via, kind=kind, victim=victim, label=label,
+               inject_ms=round((stamps["confirmed"] - stamps["issued"]) * 1000, 1))
     for x in rows:
         x.update(method=via, kind=kind, label=label, t_rel_ms=round((x["t"] - t_fail[0]) * 1000, 1))
     svc.recover_edge(victim, kind)

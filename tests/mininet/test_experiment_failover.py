@@ -2,16 +2,33 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
-from experiments.framework import load_spec, run_experiment
+from experiments.framework import load_spec, read_csv, run_experiment
 
 pytestmark = pytest.mark.mininet
 
 
 @pytest.fixture(scope="module")
-def failover(tmp_path_factory: pytest.TempPathFactory) -> dict:
-    return run_experiment("failover", tmp_path_factory.mktemp("failover"), quick=True)
+def failover_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, Path]:
+    out = tmp_path_factory.mktemp("failover")
+    return run_experiment("failover", out, quick=True), out
+
+
+@pytest.fixture(scope="module")
+def failover(failover_run) -> dict:
+    return failover_run[0]
+
+
+def test_recovery_is_through_another_edge_after_a_confirmed_failure(failover_run) -> None:
+    _, out = failover_run
+    trials = read_csv(out / "trials.csv")
+    assert trials
+    for t in trials:
+        assert t["new_edge"] and t["new_edge"] != t["victim"], t
+        assert 0 <= float(t["inject_ms"]) < 5000, t  # the failure took effect, and was stamped then
 
 
 def test_every_method_recovers_and_keys_exist(failover) -> None:
