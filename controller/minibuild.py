@@ -155,7 +155,9 @@ class Lab:
         return all(s["connected"] and s["synced"] for s in self.ctl.rest("/topology")["switches"])
 
     def popen(self, host: str, args: list[str], **kw: Any) -> subprocess.Popen:
-        p = self.net.get(host).popen(args, **kw)
+        from testbed.net.containment import require_namespaced
+
+        p = require_namespaced(self.net.get(host), host).popen(args, **kw)
         self.procs.append(p)
         return p
 

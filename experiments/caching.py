@@ -36,7 +36,7 @@ from typing import Any
 from experiments.common import emulate, run_drivers, save_samples
 from experiments.framework import Run, md_table, plt, read_csv, read_results, write_report
 from testbed.net.cdn import CdnOptions, CdnServices
-from testbed.net.spec import Role, load_topology
+from testbed.net.spec import Role
 from testbed.services.catalog import Catalog, CatalogConfig
 
 CASES = ("no_cache", "with_cache")
@@ -219,7 +219,7 @@ def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
 
 def run(r: Run) -> dict[str, Any]:
     p = r.params
-    topo = load_topology(r.topology)
+    topo = r.load_topology()
     clients = [h.name for h in topo.hosts_with(Role.client)]
     cache = next(h.name for h in topo.hosts_with(Role.edge))
     origin = next(h.name for h in topo.hosts_with(Role.origin))
@@ -240,7 +240,7 @@ def run(r: Run) -> dict[str, Any]:
     series: list[dict[str, Any]] = []
     with emulate(r, services=False) as (cn, _):
         CdnServices(cn, CdnOptions(catalog=catalog, roles=("origin", "edge"))).start()
-        lan_intf, _ = cn.host(access.a).connectionsTo(cn.host(access.b))[0]
+        lan_intf, _ = cn.node(access.a).connectionsTo(cn.node(access.b))[0]
         targets = {"no_cache": cn.ip(origin), "with_cache": cn.ip(cache)}
         warm = prewarm(cn, clients[0], targets["with_cache"], hot, timeout)
         for case in CASES:

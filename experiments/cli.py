@@ -1,4 +1,4 @@
-"""``cdnlab run NAME [--topo T] [--quick] [--out DIR] [--seed N]``: run an experiment with progress bars."""
+"""``cdnlab run NAME [--topo T] [--quick] [--out DIR] [--seed N] [--subnet B]``: run an experiment with progress bars."""
 
 from __future__ import annotations
 
@@ -23,6 +23,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="small and fast (what the test suite runs)")
     ap.add_argument("--out", type=Path, help="output directory (default: results/NAME-<time>)")
     ap.add_argument("--seed", type=int, help="random seed (default: the spec's)")
+    ap.add_argument("--subnet", help="renumber the topology into this address block (e.g. 10.200.0.0/16)")
     ap.add_argument("--links", choices=["auto", "netem", "relay"], default="auto")
     ap.add_argument("--controller", choices=["auto", "ryu", "standalone"], default="auto")
     ap.add_argument("--datapath", choices=["auto", "kernel", "user"], default="auto")
@@ -35,13 +36,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.no_progress or not sys.stdout.isatty():
             results = run_experiment(args.name, out, quick=args.quick, seed=args.seed, topology=args.topo,
-                                     build=build_flags(args))
+                                     build=build_flags(args), subnet=args.subnet)
         else:
             from rich.progress import Progress
 
             with Progress(transient=False) as progress:
                 results = run_experiment(args.name, out, quick=args.quick, seed=args.seed, topology=args.topo,
-                                         build=build_flags(args), progress=progress)
+                                         build=build_flags(args), progress=progress, subnet=args.subnet)
     except ConfigError as e:
         print(e, file=sys.stderr)
         return 2

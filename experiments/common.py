@@ -15,16 +15,14 @@ from typing import Any
 from experiments.framework import Run
 from testbed.net.build import BuildOptions, CdnNet
 from testbed.net.cdn import CdnOptions, CdnServices, start_services
-from testbed.net.spec import Role, load_topology
+from testbed.net.spec import Role
 
 
 @contextmanager
 def emulate(r: Run, cdn: CdnOptions | None = None, *, services: bool = True,
             anycast_mode: str = "destination") -> Iterator[tuple[CdnNet, CdnServices | None]]:
     """Build the run's topology (logs and configs under ``<out>/run``), start the services, tear down after."""
-    if r.topology is None:
-        raise ValueError(f"experiment {r.spec.name} has no topology")
-    topo = load_topology(r.topology)
+    topo = r.load_topology()
     n = r.meta.setdefault("builds", 0) + 1  # each network of a run gets its own directory of logs
     r.meta["builds"] = n
     opts = BuildOptions(run_dir=r.out / ("run" if n == 1 else f"run-{n}"), anycast_mode=anycast_mode,

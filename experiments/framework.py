@@ -29,6 +29,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from testbed.config import ConfigError, load_model
+from testbed.net.spec import Topology, load_topology
 
 SPEC_DIR = Path(__file__).resolve().parent / "specs"
 
@@ -79,9 +80,16 @@ class Run:
     topology: str | None
     params: dict[str, Any]
     build: dict[str, Any] = field(default_factory=dict)  # emulation flags (links, controller, ...)
+    subnet: str | None = None  # renumber the topology into this block (``--subnet``)
     started: float = field(default_factory=time.time)
     progress: Any = None  # a rich Progress (or None when quiet)
     meta: dict[str, Any] = field(default_factory=dict)
+
+    def load_topology(self) -> Topology:
+        """The run's topology, renumbered into ``subnet`` when one was given."""
+        if self.topology is None:
+            raise ValueError(f"experiment {self.spec.name} has no topology")
+        return load_topology(self.topology, subnet=self.subnet)
 
     def csv(self, name: str, rows: Iterable[Mapping[str, Any]], columns: list[str] | None = None) -> Path:
         """Write raw samples to ``<out>/<name>.csv`` (columns from the first row unless given)."""
@@ -134,7 +142,7 @@ def read_results(out: Path) -> dict[str, Any]:
 
 def run_experiment(name: str, out: Path, *, quick: bool = False, seed: int | None = None,
                    topology: str | None = None, build: dict[str, Any] | None = None,
-                   progress: Any = None) -> dict[str, Any]:
+                   progress: Any = None, subnet: str | None = None) -> dict[str, Any]:
     """Run one experiment: raw data and results.json first, then plots and report.md."""
     spec = load_spec(name)
     mod = module_for(spec.name)
@@ -143,13 +151,14 @@ def run_experiment(name: str, out: Path, *, quick: bool = False, seed: int | Non
         params.update(spec.quick)
     out.mkdir(parents=True, exist_ok=True)
     r = Run(spec=spec, out=out, seed=spec.seed if seed is None else seed, quick=quick,
-            topology=topology or spec.topology, params=params, build=dict(build or {}), progress=progress)
+            topology=topology or spec.topology, params=params, build=dict(build or {}), progress=progress,
+            subnet=subnet)
     t0 = time.monotonic()
     results = mod.run(r)
     results = dict(results)
     results["meta"] = {
         "experiment": spec.name, "description": spec.description, "seed": r.seed, "quick": quick,
-        "topology": r.topology, "params": params, "cites": spec.cites,
+        "topology": r.topology, **({"subnet": subnet} if subnet else {}), "params": params, "cites": spec.cites,
         "duration_s": round(time.monotonic() - t0, 2), "started": time.strftime(
             "%Y-%m-%dT%H:%M:%SZ", time.gmtime(r.started)), "host": platform.node(), **r.meta,
     }

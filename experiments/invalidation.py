@@ -37,7 +37,7 @@ from experiments.common import catalog_paths, host_json, run_drivers, save_sampl
 from experiments.framework import Run, md_table, plt, read_csv, read_results, write_report
 from testbed.net.build import BuildOptions, CdnNet
 from testbed.net.cdn import CdnOptions, CdnServices, start_services
-from testbed.net.spec import Role, load_topology
+from testbed.net.spec import Role
 from testbed.util import wait_until
 
 PHASES = ("ttl_only", "multicast")
@@ -55,7 +55,7 @@ def _emulate(r: Run, phase: str, opts: CdnOptions) -> Iterator[tuple[CdnNet, Cdn
     """Build the topology for one phase (its own run directory), start the services, tear down after."""
     if r.topology is None:
         raise ValueError("the invalidation experiment needs a topology")
-    topo = load_topology(r.topology)
+    topo = r.load_topology()
     bopts = BuildOptions(
         run_dir=r.out / f"run-{phase}", **{k: v for k, v in r.build.items() if v is not None}
     )

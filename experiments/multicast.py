@@ -92,16 +92,16 @@ class LinkBytes:
         self.ports: list[tuple[str, str, tuple[str, ...]]] = []  # (link, interface, counters)
         topo = cn.topo
         for ln in topo.links:
-            ia, ib = cn.host(ln.a).connectionsTo(cn.host(ln.b))[0]
+            ia, ib = cn.node(ln.a).connectionsTo(cn.node(ln.b))[0]
             self.ports += [
                 (f"{ln.a}-{ln.b}", ia.name, ("tx_bytes",)),
                 (f"{ln.a}-{ln.b}", ib.name, ("tx_bytes",)),
             ]
         for h in topo.hosts:
-            _, isw = cn.host(h.name).connectionsTo(cn.host(h.switch))[0]
+            _, isw = cn.node(h.name).connectionsTo(cn.node(h.switch))[0]
             self.ports.append((f"{h.name}-{h.switch}", isw.name, ("tx_bytes", "rx_bytes")))
         origin = next(h for h in topo.hosts if h.role == Role.origin)
-        self.origin_port = cn.host(origin.name).connectionsTo(cn.host(origin.switch))[0][1].name
+        self.origin_port = cn.node(origin.name).connectionsTo(cn.node(origin.switch))[0][1].name
 
     @staticmethod
     def _read(intf: str, counter: str) -> int:

@@ -19,7 +19,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "clean": ("testbed.net.cleanup", "remove everything cdnlab created (also after a crash or SIGKILL)"),
     "topo": ("testbed.net.topo_cli", "topology tools: list, show, validate, import FILE.graphml"),
     "controller": ("controller.__main__", "run the Ryu controller apps (anycast, multicast, routing, REST)"),
-    "run": ("experiments.cli", "run an experiment: cdnlab run NAME [--topo T] [--quick] [--out DIR] [--seed N]"),
+    "run": ("experiments.cli", "run an experiment: cdnlab run NAME [--topo T] [--quick] [--out DIR] [--seed N] [--subnet B]"),
     "report": ("experiments.report_cli", "rebuild plots and report.md of an experiment from its raw data"),
     "demo": ("experiments.demo", "what `make demo` runs"),
     "grade": ("testbed.grade", "grade a lab: cdnlab grade LAB [--solution PATH]"),

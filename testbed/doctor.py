@@ -1,9 +1,10 @@
 """``cdnlab doctor [--json]``: is this machine ready to emulate a CDN, and what fixes what is missing.
 
 Checks: root, Open vSwitch running and the datapath cdnlab will use (kernel or user), netem, Mininet,
-Ryu (importable through the adapter, and its version), scapy, unbound, and the tools experiments call.
+Ryu (importable through the adapter, and its version), scapy, unbound, the tools experiments call, and
+whether a shipped topology's addresses clash with a network of this machine (then it needs ``--subnet``).
 With ``--json`` the last printed line is one JSON object with at least ``root``, ``ovs_running``,
-``ovs_datapath``, ``netem``, ``ryu_version``.
+``ovs_datapath``, ``netem``, ``ryu_version``, ``address_clashes`` (topology -> the ``--subnet`` to use).
 """
 
 from __future__ import annotations
@@ -77,6 +78,26 @@ def netem_check() -> bool:
         return False
 
 
+def address_clashes() -> dict[str, str]:
+    """Shipped topologies whose blocks overlap a network of this machine -> a free ``--subnet`` for each."""
+    import ipaddress
+
+    from testbed.net.containment import machine_networks, overlap_errors, suggest_subnet
+    from testbed.net.spec import list_topologies, load_topology
+
+    try:
+        machine = machine_networks()
+    except (OSError, subprocess.SubprocessError, ValueError):
+        return {}
+    out = {}
+    for name in list_topologies():
+        t = load_topology(name)
+        if overlap_errors(name, t.networks(), machine):
+            free = suggest_subnet(ipaddress.IPv4Network(t.subnet).prefixlen, [m.network for m in machine])
+            out[name] = str(free) if free else "BLOCK"
+    return out
+
+
 def gather() -> tuple[list[Check], dict]:
     root = os.geteuid() == 0
     ovs = host_env.ovs_running()
@@ -112,6 +133,12 @@ def gather() -> tuple[list[Check], dict]:
         path = shutil.which(tool) or (os.path.exists(f"/usr/sbin/{tool}") and f"/usr/sbin/{tool}")
         checks.append(Check(tool, bool(path), str(path or "not installed"), f"{SETUP}   (apt: {pkg})",
                             required=tool in ("ethtool", "iperf3")))
+    clashes = address_clashes()
+    checks.append(Check(
+        "addresses", not clashes,
+        "no shipped topology overlaps this machine's networks" if not clashes else
+        "overlapping this machine's networks: " + ", ".join(clashes),
+        "; ".join(f"sudo cdnlab up {t} --subnet {sub}" for t, sub in clashes.items()), required=False))
     summary = {
         "root": root,
         "ovs_running": ovs,
@@ -122,6 +149,7 @@ def gather() -> tuple[list[Check], dict]:
         "ryu_version": ryu_version,
         "scapy_version": scapy_v,
         "unbound": bool(unbound),
+        "address_clashes": clashes,
         "ok": all(c.ok for c in checks if c.required),
         "missing": {c.name: c.fix for c in checks if not c.ok},
     }

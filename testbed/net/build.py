@@ -11,6 +11,9 @@
   given a JSON view of the built network; ``standalone`` runs OVS as learning switches (with RSTP when the
   backbone has cycles) for debugging without Ryu;
 * anycast members carry their VIP on loopback;
+* emulated traffic stays inside (:mod:`testbed.net.containment`): a topology overlapping the machine's own
+  networks is refused, the root namespace gets ``unreachable`` routes for the topology's blocks while the
+  network is up, and :meth:`CdnNet.host` hands out only hosts in their own namespaces;
 * everything started is recorded in a :class:`~testbed.net.state.RunState` for ``cdnlab clean``.
 """
 
@@ -30,7 +33,8 @@ from pathlib import Path
 from typing import Any
 
 from testbed.net import host_env
-from testbed.net.spec import Role, Topology
+from testbed.net.containment import GuardRoute, add_guard_routes, check_no_overlap, require_namespaced
+from testbed.net.spec import BUILDER_NODE_NAMES, Role, Topology
 from testbed.net.state import RunState
 from testbed.util import free_port, tcp_open, wait_until
 
@@ -54,6 +58,8 @@ class BuildOptions:
 
 DEFAULT_CONTROL_GROUP = "239.10.0.2"  # as testbed.net.cdn: the heartbeat group when the topology names none
 CONTROL_SESSION_ID = 2  # the control channel's session id in testbed.net.cdn
+CONTROLLER_NODE = "c0"  # Mininet's name for the controller node (a host may not take it: the spec refuses it)
+assert CONTROLLER_NODE in BUILDER_NODE_NAMES
 
 
 def mac_for(index: int) -> str:
@@ -124,6 +130,7 @@ class CdnNet:
         self.macs = {h.name: mac_for(i) for i, h in enumerate(topo.hosts)}
         self.run_dir = Path(self.opts.run_dir) if self.opts.run_dir else None
         self.procs: dict[str, subprocess.Popen] = {}
+        self.guard_routes: list[GuardRoute] = []
         # HMAC key (text) of this run's multicast sessions, made here when the controller must verify the
         # heartbeats, so it is in the view before services start; CdnServices reuses it (None: its own)
         self.mcast_key: str | None = None
@@ -159,6 +166,7 @@ class CdnNet:
         from mininet.net import Mininet
 
         setLogLevel(os.environ.get("CDNLAB_MININET_LOG", "warning"))
+        check_no_overlap(self.topo)  # before anything is made: nothing to undo
         self.state = RunState.new(self.topo.name)
         if self.run_dir is None:
             self.run_dir = Path(tempfile.gettempdir()) / "cdnlab" / self.state.run_id
@@ -170,6 +178,7 @@ class CdnNet:
             self._raise_sysctls()
         self.net = Mininet(topo=None, build=False, controller=None, autoSetMacs=False, waitConnected=False)
         try:
+            self._guard_root_namespace()
             self._add_nodes()
             self.net.build()
             for h in self.net.hosts:
@@ -238,6 +247,12 @@ class CdnNet:
 
         return links.choose_link_class(self.opts.links)
 
+    def _guard_root_namespace(self) -> None:
+        """``unreachable`` routes in the root namespace for the topology's blocks, recorded before use."""
+        assert self.state is not None
+        self.guard_routes = add_guard_routes(self.topo.networks())
+        self.state.add_routes([{"dst": r.dst, "metric": r.metric} for r in self.guard_routes])
+
     def _raise_sysctls(self) -> None:
         assert self.state is not None
         for name, value in host_env.USERSPACE_SYSCTLS.items():
@@ -287,7 +302,7 @@ class CdnNet:
             h.cmd("ip route replace 224.0.0.0/4 dev", h.defaultIntf().name)
         for a in self.topo.anycast:
             for m in a.members:
-                node = self.net.get(m)
+                node = self.host(m)
                 node.cmd("ip addr add", f"{a.vip}/32", "dev lo")
                 # only the controller answers ARP for the VIP
                 node.cmd("sysctl -qw net.ipv4.conf.all.arp_ignore=1 net.ipv4.conf.all.arp_announce=2")
@@ -373,7 +388,7 @@ class CdnNet:
 
         wait_until(listening, self.opts.connect_timeout, 0.05, what="controller listening for OpenFlow")
         # registered by name too: Mininet's CLI walks every node, controllers included
-        self.net.addController("c0", controller=RemoteController, ip="127.0.0.1", port=self.of_port)
+        self.net.addController(CONTROLLER_NODE, controller=RemoteController, ip="127.0.0.1", port=self.of_port)
 
     def rest(self, path: str, method: str = "GET", body: dict | None = None) -> Any:
         """Call the controller's REST API (loopback only)."""
@@ -402,6 +417,13 @@ class CdnNet:
 
     # -- helpers for users of the net ----------------------------------------------------------------
     def host(self, name: str):
+        """The Mininet host ``name``, to run commands in: NamespaceError unless it is an emulated host in
+        its own network namespace (never the controller node or a switch, which live in the root one)."""
+        assert self.net is not None
+        return require_namespaced(self.net.nameToNode.get(name), name)
+
+    def node(self, name: str):
+        """Any node (host or switch) by name, for its interfaces and links; run commands with :meth:`host`."""
         assert self.net is not None
         return self.net.get(name)
 

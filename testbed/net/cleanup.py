@@ -2,7 +2,7 @@
 
 It reads the run records in ``/run/cdnlab`` (see :mod:`testbed.net.state`): kills only the recorded
 processes that are still the same processes (PID and start time match), deletes only the recorded OVS
-bridges, interfaces and named namespaces, and restores the sysctls the run changed. It never kills by
+bridges, interfaces, named namespaces and root-namespace guard routes, and restores the sysctls the run changed. It never kills by
 name (no ``killall``/``pkill -f``/``mn -c``). Runs whose owner is still alive are left alone unless
 ``--force`` is given.
 """
@@ -16,6 +16,7 @@ import subprocess
 import time
 
 from testbed.net import host_env
+from testbed.net.containment import GuardRoute, remove_guard_routes
 from testbed.net.state import RunState, all_states, owner_alive, same_process
 
 
@@ -64,6 +65,9 @@ def clean_state(state: RunState, quiet: bool = False) -> list[str]:
         if os.path.exists(f"/run/netns/{ns}"):
             host_env.run(["ip", "netns", "del", ns])
             removed.append(f"namespace {ns}")
+    if state.routes:
+        gone = remove_guard_routes([GuardRoute(**r) for r in state.routes])
+        removed += [f"guard route unreachable {r.dst} metric {r.metric}" for r in gone]
     for name, value in state.sysctls.items():
         try:
             host_env.write_sysctl(name, value)

@@ -13,8 +13,10 @@ import subprocess
 import time
 
 from mininet.cli import CLI
+from mininet.node import Controller
 
 from testbed.net.cdn import CUSTOMER_NAME
+from testbed.net.containment import NamespaceError
 
 
 class CdnCLI(CLI):
@@ -44,10 +46,29 @@ class CdnCLI(CLI):
         return args
 
     def _node(self, name: str):
-        if name not in self.mn:
-            print(f"*** no host named {name!r}")
+        """Any node of the network (a host or a switch, to capture on), else None with a message."""
+        if name not in self.mn or isinstance(self.mn[name], Controller):
+            print(f"*** no host or switch named {name!r}")
             return None
         return self.mn[name]
+
+    def _host(self, name: str):
+        """The emulated host ``name`` to run a command in (never a root-namespace node), else None."""
+        try:
+            return self.cn.host(name)
+        except NamespaceError as e:
+            print(f"*** {e}")
+            return None
+
+    def default(self, line: str) -> None:
+        """``NODE CMD`` as in Mininet, except on the controller node, which runs in the machine's root
+        namespace: its packets for emulated addresses would leave through the machine's real uplink."""
+        first = line.split()[0] if line.split() else ""
+        if first in self.mn and isinstance(self.mn[first], Controller):
+            print(f"*** {first} is the SDN controller's node in the machine's root namespace, not an emulated "
+                  "host; run commands on a host instead (see `nodes`)")
+            return
+        super().default(line)
 
     # -- commands ----------------------------------------------------------------------------------
     def do_cdn(self, line: str) -> None:
@@ -58,7 +79,7 @@ class CdnCLI(CLI):
             state = self.failed.get(e.name, "up")
             stats = ""
             if self.svc is not None and state == "up":
-                out = self.mn[probe].cmd(f"curl -s -m 2 http://{self.cn.ip(e.name)}/_cdn/stats")
+                out = self.cn.host(probe).cmd(f"curl -s -m 2 http://{self.cn.ip(e.name)}/_cdn/stats")
                 try:
                     st = json.loads(out[out.index("{"):])
                     stats = (f"hits {st.get('hits', 0)} misses {st.get('misses', 0)} "
@@ -80,7 +101,8 @@ class CdnCLI(CLI):
         the time per phase, the edge that answered and its cache verdict. A bare path (/img/img0001.jpg)
         is fetched by the chosen method (default anycast)."""
         args = self._args(line, 2, "fetch CLIENT URL_OR_PATH [--via anycast|dns|redirect]")
-        if not args or not self._node(args[0]):
+        node = self._host(args[0]) if args else None
+        if node is None:
             return
         via = "anycast"
         if "--via" in args:
@@ -91,7 +113,6 @@ class CdnCLI(CLI):
             print("*** --via takes anycast, dns or redirect")
             return
         client, url = args[0], args[1]
-        node = self.mn[client]
         if url.startswith("/"):
             if via == "anycast" and self.cn.topo.anycast:
                 url = f"http://{self.cn.topo.anycast[0].vip}{url}"
@@ -122,7 +143,7 @@ class CdnCLI(CLI):
         """fail EDGE [process|host|link]: make an edge fail — its process killed (default), the host gone
         silent, or its access link down — and watch anycast, DNS and the redirector route around it."""
         args = self._args(line, 1, "fail EDGE [process|host|link]")
-        if not args or not self._node(args[0]):
+        if not args or not self._host(args[0]):
             return
         kind = args[1] if len(args) > 1 else "process"
         if self.svc is None:
@@ -139,7 +160,7 @@ class CdnCLI(CLI):
     def do_recover(self, line: str) -> None:
         """recover EDGE: undo `fail EDGE` and restart the edge's cache process."""
         args = self._args(line, 1, "recover EDGE")
-        if not args or not self._node(args[0]) or self.svc is None:
+        if not args or not self._host(args[0]) or self.svc is None:
             return
         kind = self.failed.pop(args[0], "process")
         try:
@@ -153,12 +174,13 @@ class CdnCLI(CLI):
         """dig CLIENT [NAME]: resolve NAME (default www.customer.example) through CLIENT's regional
         resolver and show the CNAME chain and TTLs — the answer depends on where the resolver is."""
         args = self._args(line, 1, "dig CLIENT [NAME]")
-        if not args or not self._node(args[0]):
+        node = self._host(args[0]) if args else None
+        if node is None:
             return
         name = args[1] if len(args) > 1 else CUSTOMER_NAME
         res = self.svc.resolver_for(args[0]) if self.svc else None
         server = f"@{self.cn.ip(res)}" if res else ""
-        print(self.mn[args[0]].cmd(f"dig +noall +answer +time=2 +tries=1 {server} {shlex.quote(name)}"))
+        print(node.cmd(f"dig +noall +answer +time=2 +tries=1 {server} {shlex.quote(name)}"))
 
     def do_capture(self, line: str) -> None:
         """capture NODE1 NODE2 [SECONDS]: capture packets on the link between two nodes (default 5 s)
@@ -189,6 +211,8 @@ class CdnCLI(CLI):
         if not args:
             return
         src, dst = args[0], args[1]
+        if self._host(src) is None or self._host(dst) is None:
+            return
         try:
             expected = 2 * self.cn.topo.path_delay_ms(src, dst)
             got = self.cn.ping_rtt_ms(src, self.cn.ip(dst), count=5)

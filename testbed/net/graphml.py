@@ -10,6 +10,7 @@ with the smallest total delay to all others.
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import re
 from pathlib import Path
@@ -18,6 +19,7 @@ from typing import Any
 import networkx as nx
 
 from testbed.config import ConfigError
+from testbed.net.spec import BUILDER_NODE_NAMES, DEFAULT_SUBNET
 
 FIBRE_KM_PER_MS = 200.0
 EARTH_RADIUS_KM = 6371.0
@@ -41,8 +43,13 @@ def _coords(attrs: dict[str, Any]) -> tuple[float, float] | None:
         return None
 
 
-def graph_to_spec(g: nx.Graph, name: str, edges: int = 3, default_delay_ms: float = 1.0) -> dict[str, Any]:
-    """Build a topology spec (a dict ready for :func:`testbed.net.spec.parse_topology`)."""
+def graph_to_spec(g: nx.Graph, name: str, edges: int = 3, default_delay_ms: float = 1.0,
+                  subnet: str = DEFAULT_SUBNET) -> dict[str, Any]:
+    """Build a topology spec (a dict ready for :func:`testbed.net.spec.parse_topology`).
+
+    Switches are ``z<N>`` and each PoP's client ``cl<N>``: never a name the builder gives its own nodes
+    (Mininet's controller is ``c0``). Hosts are numbered from ``subnet``; the anycast VIP sits near its top.
+    """
     g = nx.Graph(g)  # collapse multi-edges, drop direction
     g.remove_edges_from(nx.selfloop_edges(g))
     if g.number_of_nodes() == 0:
@@ -77,26 +84,33 @@ def graph_to_spec(g: nx.Graph, name: str, edges: int = 3, default_delay_ms: floa
     for i, n in enumerate(chosen):
         hosts.append({"name": f"e{i}", "role": "edge", "switch": sw[n], "link": {"delay_ms": 1}})
     for n in nodes:
-        hosts.append({"name": f"c{sw[n][1:]}", "role": "client", "switch": sw[n], "link": {"delay_ms": 1}})
+        hosts.append({"name": f"cl{sw[n][1:]}", "role": "client", "switch": sw[n], "link": {"delay_ms": 1}})
+    assert not {h["name"] for h in hosts} & set(BUILDER_NODE_NAMES)
     labels = {sw[n]: str(g.nodes[n].get("label", n)) for n in nodes}
-    n_hosts = len(hosts)
-    plen = 16 if n_hosts < 60000 else 8
+    try:
+        net = ipaddress.IPv4Network(subnet)
+    except ValueError as e:
+        raise ValueError(f"subnet: {e}") from None
+    if net.num_addresses - 2 < len(hosts) + 1:
+        raise ValueError(f"subnet {net} has too few addresses for {len(hosts)} hosts and a VIP")
+    vip = net.broadcast_address - (254 if net.prefixlen <= 23 else 1)
     return {
         "name": name,
         "description": f"imported from Internet Topology Zoo graph {name}; PoPs: "
         + ", ".join(f"{k}={v}" for k, v in list(labels.items())[:50]),
         "sources": ["The Internet Topology Zoo (Knight et al., IEEE JSAC 2011)",
                     "delays: great-circle distance at 200 km/ms (light in fibre)"],
-        "subnet": f"10.0.0.0/{plen}",
+        "subnet": str(net),
         "switches": [{"name": sw[n]} for n in nodes],
         "links": links,
         "hosts": hosts,
-        "anycast": [{"name": "http", "vip": "10.0.255.1", "port": 80,
+        "anycast": [{"name": "http", "vip": str(vip), "port": 80,
                      "members": [f"e{i}" for i in range(len(chosen))]}],
     }
 
 
-def import_graphml(path: str | Path, edges: int = 3, name: str | None = None) -> dict[str, Any]:
+def import_graphml(path: str | Path, edges: int = 3, name: str | None = None,
+                   subnet: str = DEFAULT_SUBNET) -> dict[str, Any]:
     """Read a Topology Zoo ``.graphml`` file and return a spec dict; ConfigError names the file."""
     p = Path(path)
     try:
@@ -107,6 +121,6 @@ def import_graphml(path: str | Path, edges: int = 3, name: str | None = None) ->
         raise ConfigError(f"{p}: not a readable GraphML file: {e}") from None
     spec_name = name or re.sub(r"[^a-z0-9_]", "_", p.stem.lower())[:40] or "imported"
     try:
-        return graph_to_spec(g, spec_name, edges=edges)
+        return graph_to_spec(g, spec_name, edges=edges, subnet=subnet)
     except ValueError as e:
         raise ConfigError(f"{p}: {e}") from None

@@ -19,6 +19,13 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validat
 from testbed.config import ConfigError, read_data, validate
 
 TOPOLOGY_DIR = Path(__file__).resolve().parents[2] / "topologies"
+#: the address block of a spec that names none, and of imported graphs: clear of the networks VMs and
+#: containers usually put on a machine (:data:`testbed.net.containment.USUAL_MACHINE_NETWORKS`)
+DEFAULT_SUBNET = "10.100.0.0/16"
+#: nodes the builder adds to every network besides the spec's own; a host may not take their names.
+#: Mininet's controller node ``c0`` lives in the machine's root namespace, so a "host" of that name would
+#: send its traffic out of the machine's real interfaces.
+BUILDER_NODE_NAMES = {"c0": "Mininet's controller node, which runs in the machine's root namespace"}
 # Linux interface names are at most 15 bytes; Mininet names them "<node>-eth<N>".
 _NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,9}$")
 
@@ -143,7 +150,7 @@ class Topology(_Strict):
     name: str
     description: str = ""
     sources: list[str] = Field(default_factory=list)  # where the numbers come from
-    subnet: str = "10.0.0.0/16"
+    subnet: str = DEFAULT_SUBNET
     regions: list[Region] = Field(default_factory=list)
     switches: list[Switch] = Field(min_length=1)
     hosts: list[Host] = Field(min_length=1)
@@ -182,6 +189,45 @@ class Topology(_Strict):
         pools = {r.name: pool(ipaddress.IPv4Network(r.prefix), []) for r in self.regions if r.prefix}
         rest = pool(ipaddress.IPv4Network(self.subnet), blocks)
         return {h.name: (h.ip or next(pools.get(h.region or "", rest))) for h in self.hosts}
+
+    def networks(self) -> list[ipaddress.IPv4Network]:
+        """Every address block the emulated network uses: ``subnet`` and each anycast VIP outside it."""
+        net = ipaddress.IPv4Network(self.subnet)
+        vips = {ipaddress.IPv4Address(a.vip) for a in self.anycast}
+        return [net, *(ipaddress.IPv4Network(f"{v}/32") for v in sorted(vips) if v not in net)]
+
+    def moved_to(self, subnet: str) -> Topology:
+        """The same topology renumbered into ``subnet`` (``cdnlab up --subnet``): the subnet, region
+        prefixes, explicit host addresses and the anycast VIPs inside the old subnet keep their offsets.
+
+        ``subnet`` must be at least as large as the current one; ValueError says why not otherwise.
+        """
+        old = ipaddress.IPv4Network(self.subnet)
+        try:
+            new = ipaddress.IPv4Network(subnet)
+        except ValueError as e:
+            raise ValueError(f"--subnet {subnet}: {e}") from None
+        if new.prefixlen > old.prefixlen:
+            raise ValueError(f"--subnet {subnet}: {self.name} needs a /{old.prefixlen} or larger "
+                             f"(its subnet is {old})")
+        shift = int(new.network_address) - int(old.network_address)
+
+        def move(addr: str) -> str:
+            a = ipaddress.IPv4Address(addr)
+            return str(a + shift) if a in old else addr
+
+        data = self.model_dump(mode="json")
+        data["subnet"] = str(new)
+        for r in data["regions"]:
+            if r["prefix"]:
+                p = ipaddress.IPv4Network(r["prefix"])
+                r["prefix"] = f"{move(str(p.network_address))}/{p.prefixlen}"
+        for h in data["hosts"]:
+            if h["ip"]:
+                h["ip"] = move(h["ip"])
+        for a in data["anycast"]:
+            a["vip"] = move(a["vip"])
+        return Topology.model_validate(data)
 
     def dpids(self) -> dict[str, int]:
         """switch name -> datapath id (explicit, else 1, 2, ... in file order, skipping taken ids)."""
@@ -230,6 +276,8 @@ def reference_errors(t: Topology) -> list[tuple[str, str]]:
     seen: dict[str, str] = {}
     for kind, items in (("switches", t.switches), ("hosts", t.hosts)):
         for i, n in enumerate(items):
+            if n.name in BUILDER_NODE_NAMES:
+                errs.append((f"{kind}[{i}].name", f"{n.name!r} is reserved: it is {BUILDER_NODE_NAMES[n.name]}"))
             if n.name in seen:
                 errs.append((f"{kind}[{i}].name", f"duplicate name {n.name!r} (also a {seen[n.name]})"))
             seen[n.name] = kind[:-1] if kind == "switches" else "host"
@@ -329,7 +377,15 @@ def list_topologies() -> list[str]:
     return sorted(p.stem for p in TOPOLOGY_DIR.glob("*.yaml"))
 
 
-def load_topology(name_or_path: str | Path) -> Topology:
-    """Load and validate a topology by name (``globe``) or path."""
+def load_topology(name_or_path: str | Path, subnet: str | None = None) -> Topology:
+    """Load and validate a topology by name (``globe``) or path; ``subnet`` renumbers it
+    (:meth:`Topology.moved_to`)."""
     p = resolve_topology_path(name_or_path)
-    return parse_topology(read_data(p), str(p))
+    t = parse_topology(read_data(p), str(p))
+    if subnet:
+        try:
+            moved = t.moved_to(subnet)
+        except ValueError as e:
+            raise ConfigError(f"{p}: {e}") from None
+        t = parse_topology(moved.model_dump(mode="json"), f"{p} moved to {subnet}")
+    return t

@@ -2,7 +2,7 @@
 
 Each run writes ``/run/cdnlab/<run-id>.json`` (override with ``CDNLAB_STATE_DIR``) listing the processes
 it started (PID plus kernel start time, so a recycled PID is never killed), the OVS bridges, root-namespace
-interfaces and named network namespaces it made. The file is rewritten atomically at every addition and
+interfaces, named network namespaces and root-namespace guard routes it made. The file is rewritten atomically at every addition and
 removed after a clean stop. ``cdnlab clean`` only touches what a record lists. Link relays live in
 unnamed namespaces owned by their process (their veths are named ``cdnr<N>a/b``), so they vanish with it.
 """
@@ -52,6 +52,8 @@ class RunState:
     interfaces: list[str] = field(default_factory=list)
     netns: list[str] = field(default_factory=list)
     sysctls: dict[str, str] = field(default_factory=dict)  # name -> value to restore
+    # root-namespace guard routes (testbed.net.containment.GuardRoute fields: dst, metric)
+    routes: list[dict] = field(default_factory=list)
     path: Path | None = None
 
     @classmethod
@@ -90,6 +92,10 @@ class RunState:
         self.sysctls.setdefault(name, old_value)
         self.save()
 
+    def add_routes(self, routes: list[dict]) -> None:
+        self.routes += [r for r in routes if r not in self.routes]
+        self.save()
+
     def forget_pid(self, pid: int) -> None:
         self.pids = [p for p in self.pids if p.pid != pid]
         self.save()
@@ -124,6 +130,7 @@ class RunState:
             interfaces=list(d.get("interfaces", [])),
             netns=list(d.get("netns", [])),
             sysctls=dict(d.get("sysctls", {})),
+            routes=list(d.get("routes", [])),
         )
         st.path = path
         return st

@@ -10,11 +10,11 @@ import yaml
 
 from testbed.config import ConfigError
 from testbed.net.graphml import import_graphml
-from testbed.net.spec import list_topologies, load_topology, parse_topology
+from testbed.net.spec import DEFAULT_SUBNET, list_topologies, load_topology, parse_topology
 
 
-def _show(name: str) -> int:
-    t = load_topology(name)
+def _show(name: str, subnet: str | None = None) -> int:
+    t = load_topology(name, subnet=subnet)
     print(f"{t.name}: {t.description}")
     print(f"  {len(t.switches)} switches, {len(t.hosts)} hosts, {len(t.links)} backbone links"
           f"{' (cyclic)' if t.has_cycle() else ''}")
@@ -36,6 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("list", help="shipped topologies")
     sp = sub.add_parser("show", help="hosts, links and delays of a topology")
     sp.add_argument("name")
+    sp.add_argument("--subnet", help="show it renumbered into this block, as `cdnlab up --subnet` runs it")
     vp = sub.add_parser("validate", help="validate spec files; errors name the file and field")
     vp.add_argument("files", nargs="+")
     ip = sub.add_parser("import", help="convert an Internet Topology Zoo GraphML file into a spec")
@@ -43,6 +44,8 @@ def main(argv: list[str] | None = None) -> int:
     ip.add_argument("--edges", type=int, default=3, help="number of CDN edges to place (k-center)")
     ip.add_argument("--name", help="topology name (default: from the file name)")
     ip.add_argument("-o", "--out", help="write the YAML spec here (default: stdout)")
+    ip.add_argument("--subnet", default=DEFAULT_SUBNET,
+                    help=f"address block the hosts are numbered from (default {DEFAULT_SUBNET})")
     args = ap.parse_args(argv)
     try:
         if args.cmd == "list":
@@ -51,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{n:<15} {len(t.hosts):>3} hosts  {t.description}")
             return 0
         if args.cmd == "show":
-            return _show(args.name)
+            return _show(args.name, args.subnet)
         if args.cmd == "validate":
             bad = 0
             for f in args.files:
@@ -63,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
                     bad += 1
             return 1 if bad else 0
         if args.cmd == "import":
-            spec = import_graphml(args.graphml, edges=args.edges, name=args.name)
+            spec = import_graphml(args.graphml, edges=args.edges, name=args.name, subnet=args.subnet)
             parse_topology(spec, args.graphml)  # the result must itself be a valid spec
             text = yaml.safe_dump(spec, sort_keys=False, width=110)
             if args.out:

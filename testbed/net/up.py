@@ -50,11 +50,13 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="cdnlab up", description=__doc__.strip().split("\n")[0])
     ap.add_argument("topo", nargs="?", default="globe", help="topology name or YAML file (default: globe)")
     add_build_args(ap)
+    ap.add_argument("--subnet", help="renumber the topology into this address block (e.g. 10.200.0.0/16), "
+                    "when its own overlaps a network of this machine")
     ap.add_argument("--no-services", action="store_true", help="network only: start no CDN processes")
     ap.add_argument("--no-cli", action="store_true", help="build, report and tear down (for scripts)")
     args = ap.parse_args(argv)
     try:
-        topo = load_topology(args.topo)
+        topo = load_topology(args.topo, subnet=args.subnet)
     except ConfigError as e:
         print(e, file=sys.stderr)
         return 2

@@ -27,6 +27,9 @@ def test_cdn_commands(cdn_net, tmp_path, capsys) -> None:
         "rtt c1 e2",
         "fetch nobody /x",
         "fail e1 sideways",
+        "c0 ping -c1 10.0.0.1",  # Mininet's controller node: the machine's root namespace
+        "fetch s1 /img/img0001.jpg",  # a switch: also the root namespace
+        "rtt c0 e1",
     ]) + "\n")
     with open(script) as stdin:  # pytest's stdin has no fileno; Mininet's CLI polls its stdin
         CdnCLI(cn, script=str(script), stdin=stdin)
@@ -41,6 +44,9 @@ def test_cdn_commands(cdn_net, tmp_path, capsys) -> None:
     assert "configured path 24 ms" in out
     assert "no host named 'nobody'" in out
     assert "unknown failure kind" in out
+    assert "c0 is the SDN controller's node in the machine's root namespace, not an emulated host" in out
+    assert "'s1' is not an emulated host" in out and "'c0' is not an emulated host" in out
+    assert "c0 -> e1" not in out and "PING" not in out  # nothing ran in the root namespace
 
 
 def test_cdnlab_up_interactive_session_and_exit() -> None:

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from testbed.net import host_env
+from testbed.net.containment import guard_routes
 from testbed.net.spec import load_topology, parse_topology
 from testbed.net.state import all_states
 from testbed.util import wait_until
@@ -26,6 +27,10 @@ def _bridges() -> set[str]:
 
 def _links() -> set[str]:
     return set(os.listdir("/sys/class/net"))
+
+
+def _guard_routes() -> set[tuple[str, int]]:
+    return {(r.dst, r.metric) for r in guard_routes()}
 
 
 def _two_host(delay_ms: float = 0, bw: float | None = None, loss: float = 0) -> object:
@@ -139,12 +144,16 @@ def test_sigkill_then_clean_leaves_nothing() -> None:
         state = next(s for s in all_states() if s.run_id == line.split()[1])
         pids = {t.pid for t in state.pids}
         assert {"origin", "edge", "dns", "resolver", "redirector"} <= {t.role.split()[0] for t in state.pids}
+        routes = {(r["dst"], r["metric"]) for r in state.routes}
+        assert {d for d, _ in routes} == {"10.0.0.0/24"} and routes <= _guard_routes()
     finally:
         p.send_signal(signal.SIGKILL)
         p.wait()
     r = subprocess.run([sys.executable, "-m", "testbed.cli", "clean"], cwd=ROOT, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     assert "removed bridge s1" in r.stdout
+    assert "removed guard route unreachable 10.0.0.0/24" in r.stdout
+    assert not routes & _guard_routes()
     assert _bridges() == before_br
     wait_until(lambda: _links() <= before_links, 10, what="no interfaces left")
     wait_until(lambda: not _alive(pids), 10, what="no emulation processes left")

@@ -46,3 +46,21 @@ def test_doctor_json_last_line() -> None:
     assert r.returncode == (0 if last["ok"] else 1)
     if not last["ok"]:
         assert "fix:" in r.stdout  # every missing piece says how to fix it
+
+
+def test_doctor_names_topologies_that_clash_with_this_machine(monkeypatch) -> None:
+    """On a VirtualBox VM (NAT 10.0.2.0/24) mini's 10.0.0.0/24 is fine; a machine on 10.0.0.0/8 clashes
+    with every shipped topology, and doctor gives each a --subnet that is free."""
+    import ipaddress
+
+    from testbed import doctor
+    from testbed.net import containment
+
+    vbox = [containment.MachineNetwork("eth0", ipaddress.IPv4Network("10.0.2.0/24"))]
+    monkeypatch.setattr(containment, "machine_networks", lambda: vbox)
+    assert doctor.address_clashes() == {}
+    wide = [containment.MachineNetwork("eth0", ipaddress.IPv4Network("10.0.0.0/9"))]
+    monkeypatch.setattr(containment, "machine_networks", lambda: wide)
+    clashes = doctor.address_clashes()
+    assert set(clashes) >= {"globe", "mini"}
+    assert clashes["globe"] == "10.128.0.0/16" and clashes["mini"] == "10.128.0.0/24"

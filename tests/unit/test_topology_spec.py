@@ -74,6 +74,10 @@ def _mini_dict() -> dict:
         (lambda d: d["hosts"].append(dict(d["hosts"][0])), "hosts[8].name", "duplicate name"),
         (lambda d: d.update(links=[]), "links", "not connected"),
         (lambda d: d["hosts"][0].update(ip="192.168.1.1"), "hosts[0].ip", "outside subnet"),
+        # Mininet's controller node c0 lives in the root namespace: a host of that name would leak traffic
+        (lambda d: d["hosts"][3].update(name="c0"), "hosts[3].name", "'c0' is reserved: it is Mininet's "
+         "controller node, which runs in the machine's root namespace"),
+        (lambda d: d["switches"][0].update(name="c0"), "switches[0].name", "'c0' is reserved"),
     ],
 )
 def test_bad_spec_names_file_and_field(tmp_path: Path, mutate, field: str, words: str) -> None:
