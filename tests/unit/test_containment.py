@@ -209,3 +209,18 @@ def test_clean_removes_recorded_guard_routes(tmp_path, monkeypatch) -> None:
         assert ("10.254.253.0/24", routes[0].metric) not in _guard_routes(["ip"])
     finally:
         remove_guard_routes(routes)
+
+
+def test_an_experiment_run_loads_its_topology_moved(tmp_path: Path) -> None:
+    """`cdnlab run NAME --subnet B` reaches the builder through Run.load_topology."""
+    from experiments.framework import Run, load_spec
+
+    r = Run(spec=load_spec("selection"), out=tmp_path, seed=1, quick=True, topology="globe", params={},
+            subnet="10.220.0.0/16")
+    t = r.load_topology()
+    assert t.subnet == "10.220.0.0/16" and t.anycast[0].vip == "10.220.255.1"
+    r.subnet = None
+    assert r.load_topology().subnet == "10.2.0.0/16"
+    r.subnet = "10.220.0.0/24"
+    with pytest.raises(ConfigError, match="globe needs a /16 or larger"):
+        r.load_topology()
