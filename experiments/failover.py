@@ -85,12 +85,12 @@ def trial(r: Run, cn, svc: CdnServices, via: str, kind: str, client: str, victim
     th.join()
     if "error" in stamps:
         raise RuntimeError(f"failover {label}: injecting the failure failed: {stamps['error']}")
-    t_fail = [stamps["confirmed"]]
-    res = analyse(rows, t_fail[0], victim)
+    t_fail = stamps["confirmed"]
+    res = analyse(rows, t_fail, victim)
     res.update(method=via, kind=kind, victim=victim, label=label,
                inject_ms=round((stamps["confirmed"] - stamps["issued"]) * 1000, 1))
     for x in rows:
-        x.update(method=via, kind=kind, label=label, t_rel_ms=round((x["t"] - t_fail[0]) * 1000, 1))
+        x.update(method=via, kind=kind, label=label, t_rel_ms=round((x["t"] - t_fail) * 1000, 1))
     svc.recover_edge(victim, kind)
     return res, rows
 

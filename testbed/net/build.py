@@ -27,7 +27,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -251,7 +251,7 @@ class CdnNet:
         """``unreachable`` routes in the root namespace for the topology's blocks, recorded before use."""
         assert self.state is not None
         self.guard_routes = add_guard_routes(self.topo.networks())
-        self.state.add_routes([{"dst": r.dst, "metric": r.metric} for r in self.guard_routes])
+        self.state.add_routes([asdict(r) for r in self.guard_routes])
 
     def _raise_sysctls(self) -> None:
         assert self.state is not None

@@ -2,9 +2,9 @@
 
 It reads the run records in ``/run/cdnlab`` (see :mod:`testbed.net.state`): kills only the recorded
 processes that are still the same processes (PID and start time match), deletes only the recorded OVS
-bridges, interfaces, named namespaces and root-namespace guard routes, and restores the sysctls the run changed. It never kills by
-name (no ``killall``/``pkill -f``/``mn -c``). Runs whose owner is still alive are left alone unless
-``--force`` is given.
+bridges, interfaces, named namespaces and root-namespace guard routes, and restores the sysctls the run
+changed. It never kills by name (no ``killall``/``pkill -f``/``mn -c``). Runs whose owner is still alive
+are left alone unless ``--force`` is given.
 """
 
 from __future__ import annotations
