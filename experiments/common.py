@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from experiments.framework import Run
+from testbed.net import fidelity
 from testbed.net.build import BuildOptions, CdnNet
 from testbed.net.cdn import CdnOptions, CdnServices, start_services
 from testbed.net.spec import Role
@@ -28,12 +29,14 @@ def emulate(r: Run, cdn: CdnOptions | None = None, *, services: bool = True,
     opts = BuildOptions(run_dir=r.out / ("run" if n == 1 else f"run-{n}"), anycast_mode=anycast_mode,
                         **{k: v for k, v in r.build.items() if v is not None})
     task = r.step(f"building {topo.name} ({len(topo.hosts)} hosts)", total=2)
+    pressure = fidelity.cpu_pressure()
     with CdnNet(topo, opts) as cn:
         task.advance()
         r.meta.update(link_mode=cn.link_mode, controller_mode=cn.controller_mode, datapath=cn.datapath)
         svc = start_services(cn, cdn) if services else None
         task.advance()
         yield cn, svc
+        r.check_emulation(cn, pressure)  # did it keep up? (meta.emulation, and a warning atop the report)
 
 
 def host_json(cn: CdnNet, host: str, url: str) -> Any:
@@ -102,8 +105,15 @@ def median(values: Iterable[float]) -> float | None:
 
 
 def nearest_edge(cn: CdnNet, client: str, edges: Sequence[str]) -> str:
-    """The edge with the lowest configured path delay from ``client``."""
-    return min(edges, key=lambda e: (cn.topo.path_delay_ms(client, e), e))
+    """The edge with the lowest configured path delay from ``client`` (ties: the first by name)."""
+    return nearest_edges(cn, client, edges)[0]
+
+
+def nearest_edges(cn: CdnNet, client: str, edges: Sequence[str]) -> list[str]:
+    """Every edge at the lowest configured path delay from ``client`` (equally near ones tie), by name."""
+    d = cn.topo.delays_from(client)
+    best = min(d[e] for e in edges)
+    return sorted(e for e in edges if d[e] <= best + 1e-9)
 
 
 def save_samples(r: Run, name: str, rows: list[dict[str, Any]]) -> Path:

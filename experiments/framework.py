@@ -29,6 +29,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from testbed.config import ConfigError, load_model
+from testbed.net import fidelity
 from testbed.net.spec import Topology, load_topology
 
 SPEC_DIR = Path(__file__).resolve().parent / "specs"
@@ -84,6 +85,15 @@ class Run:
     started: float = field(default_factory=time.time)
     progress: Any = None  # a rich Progress (or None when quiet)
     meta: dict[str, Any] = field(default_factory=dict)
+    #: per network built, whether the emulation kept up (:func:`testbed.net.fidelity.collect`)
+    emulation: list[dict[str, Any]] = field(default_factory=list)
+
+    def check_emulation(self, cn: Any, since: tuple[float, int] | None = None) -> dict[str, Any]:
+        """Ask a built network's relays whether they kept up, before it is torn down; kept for ``meta``.
+        ``since``: :func:`testbed.net.fidelity.cpu_pressure` when the network was built."""
+        v = fidelity.collect(cn, since=since)
+        self.emulation.append(v)
+        return v
 
     def load_topology(self) -> Topology:
         """The run's topology, renumbered into ``subnet`` when one was given."""
@@ -162,6 +172,8 @@ def run_experiment(name: str, out: Path, *, quick: bool = False, seed: int | Non
         "duration_s": round(time.monotonic() - t0, 2), "started": time.strftime(
             "%Y-%m-%dT%H:%M:%SZ", time.gmtime(r.started)), "host": platform.node(), **r.meta,
     }
+    if r.emulation:
+        results["meta"]["emulation"] = fidelity.merge(r.emulation)
     (out / "results.json").write_text(json.dumps(results, indent=1, default=str))
     mod.report(out)
     return results
@@ -187,6 +199,9 @@ def write_report(out: Path, title: str, results: Mapping[str, Any], sections: li
     lines.append(f"Topology `{meta.get('topology')}`, seed {meta.get('seed')}"
                  f"{', quick mode' if meta.get('quick') else ''}; links {meta.get('link_mode', '-')}, "
                  f"controller {meta.get('controller_mode', '-')}; took {meta.get('duration_s')} s.")
+    warn = fidelity.warning(meta.get("emulation"))
+    if warn:
+        lines[2:2] = [f"> {warn}", ""]
     if meta.get("cites"):
         lines += ["", "Sources: " + "; ".join(meta["cites"])]
     for heading, body in sections:

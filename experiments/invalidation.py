@@ -35,6 +35,7 @@ from typing import Any
 
 from experiments.common import catalog_paths, host_json, run_drivers, save_samples
 from experiments.framework import Run, md_table, plt, read_csv, read_results, write_report
+from testbed.net import fidelity
 from testbed.net.build import BuildOptions, CdnNet
 from testbed.net.cdn import CdnOptions, CdnServices, start_services
 from testbed.net.spec import Role
@@ -60,12 +61,14 @@ def _emulate(r: Run, phase: str, opts: CdnOptions) -> Iterator[tuple[CdnNet, Cdn
         run_dir=r.out / f"run-{phase}", **{k: v for k, v in r.build.items() if v is not None}
     )
     task = r.step(f"invalidation: building {topo.name} ({phase})", total=2)
+    pressure = fidelity.cpu_pressure()
     with CdnNet(topo, bopts) as cn:
         task.advance()
         r.meta.update(link_mode=cn.link_mode, controller_mode=cn.controller_mode, datapath=cn.datapath)
         svc = start_services(cn, opts)
         task.advance()
         yield cn, svc
+        r.check_emulation(cn, pressure)
 
 
 def _options(p: dict[str, Any], phase: str) -> CdnOptions:

@@ -10,8 +10,10 @@ Topology ``mapping``: three regions in a line, each with an edge, a low-level ma
 two clients: ``n_*`` uses the resolver of its own region, ``f_*`` a resolver in another region (the
 client's ``params.resolver`` in the topology). Two cases, each on a freshly built network:
 
-* ``resolver``: resolvers without ECS, mapping policy ``GeoByResolver`` (region of the asking resolver);
-* ``ecs``: resolvers send the client's /24 (unbound ``subnetcache``), policy ``EcsAware``.
+* ``resolver``: resolvers without ECS, mapping policy ``NetworkMap``: the nearest edge to the asking
+  resolver, by the network map (:mod:`testbed.net.netmap`);
+* ``ecs``: resolvers send the client's /24 (unbound ``subnetcache``), policy ``EcsAware`` over
+  ``NetworkMap``: the nearest edge to the clients of that /24.
 
 Every client fetches the same (pre-warmed) object ``fetches`` times by DNS; per fetch: the edge the DNS
 answered, the mapping distance = configured RTT client -> that edge minus configured RTT client -> its
@@ -27,15 +29,16 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from experiments.common import emulate, median, run_drivers, save_samples
+from experiments.common import emulate, median, nearest_edges, run_drivers, save_samples
 from experiments.framework import Run, md_table, plt, read_csv, read_results, write_report
 from testbed.net.cdn import CUSTOMER_NAME, CdnOptions, CdnServices, resolver_of
 from testbed.net.spec import Role, Topology
 from testbed.services.catalog import Catalog, CatalogConfig
 
 CASES = {
-    "resolver": {"ecs": False, "mapping_policy": "testbed.services.mapping:GeoByResolver"},
-    "ecs": {"ecs": True, "mapping_policy": "testbed.services.mapping:EcsAware"},
+    "resolver": {"ecs": False, "mapping_policy": "testbed.services.mapping:NetworkMap"},
+    "ecs": {"ecs": True, "mapping_policy": "testbed.services.mapping:EcsAware",
+            "ecs_inner": "testbed.services.mapping:NetworkMap"},
 }
 GROUPS = ("near_resolver", "far_resolver")
 METRICS = ("mapping_distance_ms_p50", "rtt_ms_p50", "ttfb_ms_p50", "optimal_edge_fraction")
@@ -109,7 +112,8 @@ def run(r: Run) -> dict[str, Any]:
             for row in rows:
                 c = row["client"]
                 edge = by_ip.get(row.get("edge_ip", "")) if not row.get("error") else None
-                nearest = min(edges, key=lambda e, c=c: (rtt_ms(topo, c, e), e))
+                tied = nearest_edges(cn, c, edges)  # equally near edges are all optimal
+                nearest = tied[0]
                 row.update(
                     phase=case,
                     group=client_group(topo, c),
@@ -118,7 +122,7 @@ def run(r: Run) -> dict[str, Any]:
                     edge=edge or "",
                     nearest=nearest,
                     mapping_distance_ms=mapping_distance_ms(topo, c, edge, edges) if edge else None,
-                    optimal=edge == nearest,
+                    optimal=edge in tied,
                 )
             save_samples(r, f"samples_{case}", rows)
             cases[case] = {g: group_stats([x for x in rows if x["group"] == g]) for g in GROUPS}

@@ -4,10 +4,14 @@
 * ``edge``: a caching reverse proxy (port 80 on every address, so anycast VIP traffic is served too);
 * ``dns``: the mapping DNS, Akamai's two levels (lecture slide 21): ``params.level`` is ``high`` (the
   customer's zones with the CNAME chain, plus the referral of ``g.cdnlab.net`` to the low-level server of
-  the resolver's region, long TTL), ``low`` (A records of edges, by region and hash of the name, short TTL)
-  or ``both`` (one server doing both, for small topologies);
+  the resolver's region, long TTL), ``low`` (A records of edges, short TTL) or ``both`` (one server doing
+  both, for small topologies);
 * ``resolver``: a real ``unbound`` with stub zones pointing at the high-level DNS;
 * ``redirector``: answers 302 to the edge chosen for the client's own address.
+
+Both the DNS and the redirector choose with the policy ``CdnOptions.mapping_policy``/``redirect_policy``,
+by default ``NetworkMap`` over the network map built from the topology (:mod:`testbed.net.netmap`): the
+nearest live edge from the resolver (DNS), the client's /24 (DNS with ECS) or the client (redirector).
 
 Names: clients ask for ``www.customer.example`` → CNAME ``cache.customer.example.cdnlab-dns.net`` →
 CNAME ``a73.g.cdnlab.net`` → A (an edge). Every generated config is written to ``<run dir>/configs``.
@@ -28,13 +32,17 @@ from __future__ import annotations
 import ipaddress
 import json
 import math
+import os
 import secrets
+import signal
+import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from testbed.net.build import CdnNet
+from testbed.net.netmap import NetworkMaps, network_maps, rtt_to_edges
 from testbed.net.spec import Role, Topology
 from testbed.util import wait_until
 
@@ -46,6 +54,22 @@ MCAST_DATA_PORT = 7400  # ingest + invalidation group
 MCAST_CONTROL_PORT = 7401  # heartbeat group
 MCAST_FEEDBACK_PORT = 7402  # origin's unicast NACK port
 DEFAULT_CONTROL_GROUP = "239.10.0.2"
+#: the service process of each role that runs one
+SERVICE_MODULES = {"origin": "testbed.services.origin", "edge": "testbed.services.edge",
+                   "dns": "testbed.services.dns", "resolver": "testbed.services.resolver",
+                   "redirector": "testbed.services.redirector"}
+FAILURE_KINDS = ("process", "host", "link")
+#: what clients see when a host of each role fails (printed by the CLI's ``fail``)
+FAILURE_EFFECTS = {
+    "origin": "edges serve what they hold; a miss fails (502/504) unless the edge may serve it stale "
+              "(stale-if-error)",
+    "edge": "anycast, the mapping DNS and the redirector route around it once they notice",
+    "dns": "resolvers answer from their cache until the TTLs run out; then lookups fail (SERVFAIL)",
+    "resolver": "its clients' DNS lookups time out; anycast and redirect fetches still work",
+    "redirector": "redirect fetches fail (connection refused or timeout); anycast and DNS still work",
+    "client": "it is cut off: nothing reaches it",
+    "router": "traffic through it stops",
+}
 
 
 @dataclass
@@ -55,8 +79,11 @@ class CdnOptions:
     dns_ttl: int = 20  # low-level A record TTL (s): "TTL is small"
     referral_ttl: int = 3600  # high-level NS TTL: "TTL is large"
     ecs: bool = False  # resolvers send EDNS Client Subnet (RFC 7871)
-    mapping_policy: str = "testbed.services.mapping:GeoByResolver"
-    redirect_policy: str = "testbed.services.mapping:GeoByResolver"
+    #: both default to the network map (:mod:`testbed.net.netmap`): nearest edge from where the request
+    #: comes from (the resolver for DNS, the client for the redirector)
+    mapping_policy: str = "testbed.services.mapping:NetworkMap"
+    redirect_policy: str = "testbed.services.mapping:NetworkMap"
+    ecs_inner: str = "testbed.services.mapping:NetworkMap"  # what EcsAware maps the client subnet with
     health_interval: float = 0.5
     health_timeout: float = 0.4
     health_fall: int = 2
@@ -100,6 +127,8 @@ class CdnServices:
         self.resolvers = [h.name for h in t.hosts_with(Role.resolver)]
         self.redirectors = [h.name for h in t.hosts_with(Role.redirector)]
         self.dns = {h.name: str(h.params.get("level", "both")) for h in t.hosts_with(Role.dns)}
+        self._maps: NetworkMaps | None = None
+        self._rows: dict[str, dict[str, float]] | None = None
         # HMAC key of this run's multicast sessions; the builder's when its controller verifies heartbeats
         self.mcast_key = getattr(cn, "mcast_key", None) or secrets.token_hex(16)
         self.ingest_group, self.control_group = self.mcast_groups()
@@ -139,14 +168,32 @@ class CdnServices:
         return [{"name": e, "address": self.cn.ip(e), "port": HTTP_PORT,
                  "region": self.cn.topo.host(e).region or "default"} for e in self.edges]
 
-    def mapping(self, policy: str) -> dict[str, Any]:
+    def rtt_rows(self) -> dict[str, dict[str, float]]:
+        """host -> edge -> RTT (ms) by the topology's lowest-delay paths (computed once)."""
+        if self._rows is None:
+            self._rows = rtt_to_edges(self.cn.topo, self.edges)
+        return self._rows
+
+    def network_maps(self) -> NetworkMaps:
+        """The redirector's and the DNS's network maps (computed once)."""
+        if self._maps is None:
+            addresses = {h.name: self.cn.ip(h.name) for h in self.cn.topo.hosts}
+            self._maps = network_maps(self.cn.topo, addresses, self.edges)
+        return self._maps
+
+    def mapping(self, policy: str, service: str = "dns") -> dict[str, Any]:
+        """The ``mapping`` section of a DNS (``service="dns"``) or redirector config."""
         regions = self.regions() or {"default": [self.cn.topo.subnet]}
+        rows = self.rtt_rows()
         rtt: dict[str, dict[str, float]] = {}
-        for r in regions:  # configured RTT from a region's clients to each edge (LatencyMap)
+        for r in regions:  # configured RTT from a region's clients to each edge (LatencyMap): their mean
             members = [h.name for h in self.cn.topo.hosts if h.region == r and h.role == Role.client]
             if members:
-                rtt[r] = {e: 2 * self.cn.topo.path_delay_ms(members[0], e) for e in self.edges}
-        return {"policy": policy, "regions": regions, "edges": self.edge_specs(), "rtt_ms": rtt}
+                rtt[r] = {e: round(sum(rows[m][e] for m in members) / len(members), 3) for e in self.edges}
+        maps = self.network_maps()
+        return {"policy": policy, "ecs_inner": self.opts.ecs_inner, "regions": regions,
+                "edges": self.edge_specs(), "rtt_ms": rtt,
+                "network_map": maps.redirector if service == "redirector" else maps.dns}
 
     def health(self) -> dict[str, Any]:
         o = self.opts
@@ -318,7 +365,7 @@ class CdnServices:
 
     def redirector_config(self, r: str) -> dict[str, Any]:
         cfg = {"name": r, "host": "0.0.0.0", "port": HTTP_PORT, "log_file": str(self.log_dir / f"{r}.log"),
-               "mapping": self.mapping(self.opts.redirect_policy), "health": self.health()}
+               "mapping": self.mapping(self.opts.redirect_policy, "redirector"), "health": self.health()}
         control = self.control_consumer_config(r)
         if control:
             cfg["control"] = control
@@ -341,82 +388,143 @@ class CdnServices:
         p = self._write(f"{host}-{role}", cfg)
         self.cn.popen(host, _py(module, p), role, log_name=f"logs/{host}-{role}.out")
 
+    def _probe_host(self) -> str:
+        return next((h.name for h in self.cn.topo.hosts_with(Role.client)), self.cn.topo.hosts[0].name)
+
+    def _launch(self, host: str) -> None:
+        """Start ``host``'s service process (its role's module and config)."""
+        role = self.cn.topo.host(host).role.value
+        config = {"origin": lambda: self.origin_config(), "edge": lambda: self.edge_config(host),
+                  "dns": lambda: self.dns_config(host), "resolver": lambda: self.resolver_config(host),
+                  "redirector": lambda: self.redirector_config(host)}[role]
+        self._start(host, SERVICE_MODULES[role], config(), role)
+
+    def _wait_ready(self, host: str, what: str = "") -> None:
+        """Wait until ``host``'s service answers as its role should (``what`` names the wait in errors)."""
+        role, ip, probe, t = self.cn.topo.host(host).role.value, self.cn.ip(host), self._probe_host(), \
+            self.opts.ready_timeout
+        if role in ("origin", "edge", "redirector"):
+            path = {"origin": "/_origin/health", "edge": "/_cdn/health", "redirector": "/_redirector/health"}[role]
+            wait_until(lambda: self._http_ready(probe, ip, path), t, 0.1, what=what or f"{role} {host} answering")
+        elif role == "dns":
+            # the high-level server answers its own zone; the referral for g.cdnlab.net has no answer
+            q = "ns1.cdnlab.net" if self.dns[host] == "high" and self._low_servers() else CDN_NAME
+            wait_until(lambda: self._dns_ready(probe, ip, q), t, 0.1, what=what or f"DNS {host} answering {q}")
+        elif role == "resolver":
+            wait_until(lambda: self._dns_ready(probe, ip, CUSTOMER_NAME), t, 0.2,
+                       what=what or f"resolver {host} resolving {CUSTOMER_NAME}")
+
     def start(self) -> CdnServices:
-        roles, t = set(self.opts.roles), self.opts.ready_timeout
-        probe = next((h.name for h in self.cn.topo.hosts_with(Role.client)), self.cn.topo.hosts[0].name)
+        roles = set(self.opts.roles)
         if "origin" in roles and self.origin:
-            self._start(self.origin, "testbed.services.origin", self.origin_config(), "origin")
+            self._launch(self.origin)
         if "edge" in roles and self.origin:
             for e in self.edges:
-                self._start(e, "testbed.services.edge", self.edge_config(e), "edge")
+                self._launch(e)
         if "origin" in roles and self.origin:
-            wait_until(lambda: self._http_ready(probe, self.cn.ip(self.origin), "/_origin/health"), t, 0.1,
-                       what="origin answering")
+            self._wait_ready(self.origin, "origin answering")
         if "edge" in roles and self.origin:
             for e in self.edges:
-                wait_until(lambda e=e: self._http_ready(probe, self.cn.ip(e), "/_cdn/health"), t, 0.1,
-                           what=f"edge {e} answering")
+                self._wait_ready(e, f"edge {e} answering")
         if "dns" in roles and self.dns:
             for name in sorted(self.dns, key=lambda n: self.dns[n] == "high"):  # low-level first
-                self._start(name, "testbed.services.dns", self.dns_config(name), "dns")
-            for name, level in self.dns.items():
-                # the high-level server answers its own zone; the referral for g.cdnlab.net has no answer
-                q = "ns1.cdnlab.net" if level == "high" and self._low_servers() else CDN_NAME
-                wait_until(lambda n=name, q=q: self._dns_ready(probe, self.cn.ip(n), q), t, 0.1,
-                           what=f"DNS {name} answering {q}")
+                self._launch(name)
+            for name in self.dns:
+                self._wait_ready(name)
         if "resolver" in roles and self.dns:
             for r in self.resolvers:
-                self._start(r, "testbed.services.resolver", self.resolver_config(r), "resolver")
+                self._launch(r)
             for r in self.resolvers:
-                wait_until(lambda r=r: self._dns_ready(probe, self.cn.ip(r), CUSTOMER_NAME), t, 0.2,
-                           what=f"resolver {r} resolving {CUSTOMER_NAME}")
+                self._wait_ready(r)
         if "redirector" in roles:
             for r in self.redirectors:
-                self._start(r, "testbed.services.redirector", self.redirector_config(r), "redirector")
+                self._launch(r)
             for r in self.redirectors:
-                wait_until(lambda r=r: self._http_ready(probe, self.cn.ip(r), "/_redirector/health"), t, 0.1,
-                           what=f"redirector {r}")
+                self._wait_ready(r, f"redirector {r}")
         return self
 
-    # -- actions used by experiments and the CLI -------------------------------------------------------
+    # -- failures: every role (used by experiments and the CLI) -------------------------------------
     def resolver_for(self, client: str) -> str | None:
         """The client's resolver (see :func:`resolver_of`)."""
         return resolver_of(self.cn.topo, client)
 
+    def service_process(self, host: str) -> subprocess.Popen | None:
+        """The running service process of ``host`` (None: none started, or it has exited)."""
+        role = self.cn.topo.host(host).role.value
+        p = self.cn.procs.get(f"{host}:{role}")
+        return p if p is not None and p.poll() is None else None
+
+    def kill_service(self, host: str) -> None:
+        """Crash ``host``'s service: SIGKILL to its whole process group (the resolver's unbound with it)."""
+        p = self.service_process(host)
+        if p is None:
+            return
+        try:
+            if os.getpgid(p.pid) == p.pid:  # mnexec -d made it a session (and group) leader
+                os.killpg(p.pid, signal.SIGKILL)
+            else:
+                p.kill()
+        except ProcessLookupError:
+            pass
+        p.wait(5)
+
+    def fail(self, host: str, kind: str = "process") -> str:
+        """Make ``host`` fail and return what clients should now see. ``kind``:
+
+        * ``process``: its service crashes (SIGKILL); refused for hosts without one (clients, routers);
+        * ``host``: it goes silent: its service crashes and every packet to it is dropped (no RST);
+        * ``link``: its access link goes down.
+
+        ValueError names the roles and kinds when the request makes no sense.
+        """
+        role = self.cn.topo.host(host).role.value  # KeyError: unknown host
+        if kind not in FAILURE_KINDS:
+            raise ValueError(f"unknown failure kind {kind!r}: {', '.join(FAILURE_KINDS)}")
+        if kind == "process" and role not in SERVICE_MODULES:
+            raise ValueError(f"{host} is a {role} and runs no CDN service process; fail it with 'host' "
+                             f"(silent) or 'link' (access link down). 'process' works on: "
+                             f"{', '.join(SERVICE_MODULES)}")
+        if kind in ("process", "host"):
+            self.kill_service(host)
+        if kind == "host":
+            self.cn.host(host).cmd("iptables -A INPUT -j DROP")
+        elif kind == "link":
+            self.cn.net.configLinkStatus(host, self.cn.topo.host(host).switch, "down")
+        return FAILURE_EFFECTS[role]
+
+    def recover(self, host: str, kind: str = "process") -> None:
+        """Undo :meth:`fail` and, for a host with a service, restart it and wait until it answers."""
+        role = self.cn.topo.host(host).role.value
+        if kind not in FAILURE_KINDS:
+            raise ValueError(f"unknown failure kind {kind!r}: {', '.join(FAILURE_KINDS)}")
+        if kind == "link":
+            self.cn.net.configLinkStatus(host, self.cn.topo.host(host).switch, "up")
+        if kind == "host":
+            self.cn.host(host).cmd("iptables -D INPUT -j DROP")
+        if role in SERVICE_MODULES and (kind in ("process", "host") or self.service_process(host) is None):
+            self.restart(host)
+
+    def restart(self, host: str) -> None:
+        """Stop ``host``'s service if it runs, start it again from its config, wait until it answers."""
+        self.kill_service(host)
+        self._launch(host)
+        self._wait_ready(host, f"{self.cn.topo.host(host).role.value} {host} answering again")
+
+    # the edge-only names the failover experiment uses
     def kill_edge_process(self, edge: str) -> None:
-        p = self.cn.procs.get(f"{edge}:edge")
-        if p is not None and p.poll() is None:
-            p.kill()
-            p.wait(5)
+        self.kill_service(edge)
 
     def fail_edge(self, edge: str, kind: str = "process") -> None:
         """Make an edge fail: ``process`` (killed: the kernel answers RST), ``host`` (silent: its
         packets are dropped, no RST, its link stays up) or ``link`` (its access link goes down)."""
-        if kind == "process":
-            self.kill_edge_process(edge)
-        elif kind == "host":
-            self.kill_edge_process(edge)
-            self.cn.host(edge).cmd("iptables -A INPUT -j DROP")
-        elif kind == "link":
-            self.cn.net.configLinkStatus(edge, self.cn.topo.host(edge).switch, "down")
-        else:
-            raise ValueError(f"unknown failure kind {kind!r}: process, host or link")
+        self.fail(edge, kind)
 
     def recover_edge(self, edge: str, kind: str = "process") -> None:
         """Undo :meth:`fail_edge` and wait until the edge answers again."""
-        if kind == "link":
-            self.cn.net.configLinkStatus(edge, self.cn.topo.host(edge).switch, "up")
-        if kind == "host":
-            self.cn.host(edge).cmd("iptables -D INPUT -j DROP")
-        if kind in ("process", "host") or self.cn.procs.get(f"{edge}:edge") is None:
-            self.restart_edge(edge)
+        self.recover(edge, kind)
 
     def restart_edge(self, edge: str) -> None:
-        self.kill_edge_process(edge)
-        self._start(edge, "testbed.services.edge", self.edge_config(edge), "edge")
-        probe = next(h.name for h in self.cn.topo.hosts_with(Role.client))
-        wait_until(lambda: self._http_ready(probe, self.cn.ip(edge), "/_cdn/health"), self.opts.ready_timeout,
-                   0.1, what=f"edge {edge} answering again")
+        self.restart(edge)
 
 
 def resolver_of(topo: Topology, client: str) -> str | None:

@@ -1,7 +1,7 @@
 """CDN commands in Mininet's CLI (``cdnlab up``): look at and poke the running CDN.
 
-``cdn``, ``fetch CLIENT URL [--via anycast|dns|redirect]``, ``fail EDGE [process|host|link]``,
-``recover EDGE``, ``dig CLIENT NAME``, ``capture LINK [SECONDS]``, ``rtt SRC DST``; ``help CMD`` explains each.
+``cdn``, ``fetch CLIENT URL [--via anycast|dns|redirect]``, ``fail HOST [process|host|link]``,
+``recover HOST``, ``dig CLIENT NAME``, ``capture LINK [SECONDS]``, ``rtt SRC DST``; ``help CMD`` explains each.
 Every Mininet command (``pingall``, ``c_eu1 curl ...``, ``xterm``) still works.
 """
 
@@ -15,7 +15,7 @@ import time
 from mininet.cli import CLI
 from mininet.node import Controller
 
-from testbed.net.cdn import CUSTOMER_NAME
+from testbed.net.cdn import CUSTOMER_NAME, SERVICE_MODULES
 from testbed.net.containment import NamespaceError
 
 
@@ -140,35 +140,52 @@ class CdnCLI(CLI):
                 print(ln)
 
     def do_fail(self, line: str) -> None:
-        """fail EDGE [process|host|link]: make an edge fail — its process killed (default), the host gone
-        silent, or its access link down — and watch anycast, DNS and the redirector route around it."""
-        args = self._args(line, 1, "fail EDGE [process|host|link]")
+        """fail HOST [process|host|link]: make any CDN host fail — its service process crashes (default),
+        the host goes silent (service crashed, every packet to it dropped), or its access link goes down —
+        and watch what clients see: an edge is routed around, an origin leaves the edges with what they
+        hold, a DNS or resolver stops lookups, a redirector stops redirects. Clients take host or link."""
+        args = self._args(line, 1, "fail HOST [process|host|link]")
         if not args or not self._host(args[0]):
             return
-        kind = args[1] if len(args) > 1 else "process"
+        host, kind = args[0], args[1] if len(args) > 1 else "process"
         if self.svc is None:
             print("*** no CDN services running (cdnlab up without --no-services)")
             return
+        if host in self.failed:
+            print(f"*** {host} already failed ({self.failed[host]}); `recover {host}` first")
+            return
         try:
-            self.svc.fail_edge(args[0], kind)
+            effect = self.svc.fail(host, kind)
         except (ValueError, KeyError) as e:
             print(f"*** {e}")
             return
-        self.failed[args[0]] = kind
-        print(f"{args[0]}: {kind} failure injected at {time.strftime('%H:%M:%S')}")
+        self.failed[host] = kind
+        role = self.cn.topo.host(host).role.value
+        print(f"{host} ({role}): {kind} failure injected at {time.strftime('%H:%M:%S')}; {effect}")
 
     def do_recover(self, line: str) -> None:
-        """recover EDGE: undo `fail EDGE` and restart the edge's cache process."""
-        args = self._args(line, 1, "recover EDGE")
-        if not args or not self._host(args[0]) or self.svc is None:
+        """recover HOST: undo `fail HOST` (link up, packets let in) and restart its service process, waiting
+        until it answers again. On a host that was not failed, restarts its service."""
+        args = self._args(line, 1, "recover HOST")
+        if not args or not self._host(args[0]):
             return
-        kind = self.failed.pop(args[0], "process")
+        host = args[0]
+        if self.svc is None:
+            print("*** no CDN services running (cdnlab up without --no-services)")
+            return
+        role = self.cn.topo.host(host).role.value
+        kind = self.failed.get(host)
+        if kind is None and self.svc.service_process(host) is None and role not in SERVICE_MODULES:
+            print(f"*** {host} is not failed (nothing to recover)")
+            return
+        print(f"{host} ({role}): recovering{' its service' if role in SERVICE_MODULES else ''} ...", flush=True)
         try:
-            self.svc.recover_edge(args[0], kind)
+            self.svc.recover(host, kind or "process")
         except (TimeoutError, ValueError) as e:
             print(f"*** {e}")
             return
-        print(f"{args[0]}: recovered")
+        self.failed.pop(host, None)
+        print(f"{host}: recovered")
 
     def do_dig(self, line: str) -> None:
         """dig CLIENT [NAME]: resolve NAME (default www.customer.example) through CLIENT's regional

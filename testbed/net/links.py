@@ -402,6 +402,7 @@ class NetemLink(TCLink):
 
 # -- the relay link --------------------------------------------------------------------------------
 _relay_numbers = itertools.count(1)
+COUNTERS_PREFIX = "relay: counters "  # the relay's log line holding its counters as JSON
 
 
 def relay_log_dir() -> Path:
@@ -604,13 +605,27 @@ class RelayLink(Link):
             return "(no log)"
 
     def counters(self) -> dict[str, Any] | None:
-        """The counters the relay logged when it stopped (None while it runs or if it was killed)."""
+        """The counters the relay logged last: when it stopped (``"final": true``) or when asked with
+        :meth:`request_counters`; None if it never logged any (killed, or never asked)."""
         import json
 
-        for line in reversed(self.log_tail(100000).splitlines()):
-            if line.startswith("relay: counters "):
-                return json.loads(line[len("relay: counters ") :])
+        for line in reversed(self.log_tail(10_000_000).splitlines()):
+            if line.startswith(COUNTERS_PREFIX):
+                return json.loads(line[len(COUNTERS_PREFIX) :])
         return None
+
+    def counter_lines(self) -> int:
+        """How many times the relay has logged its counters."""
+        return self.log_tail(10_000_000).count(COUNTERS_PREFIX)
+
+    def request_counters(self) -> int:
+        """Ask the running relay to log its counters so far (SIGUSR1); returns :meth:`counter_lines` before
+        asking, so a caller can wait for one more. Does nothing to a relay that is not running."""
+        before = self.counter_lines()
+        if self.alive():
+            assert self.proc is not None
+            os.kill(self.proc.pid, signal.SIGUSR1)
+        return before
 
     # -- teardown -----------------------------------------------------------------------------------
     def _stop_relay(self) -> None:

@@ -21,6 +21,10 @@ namespace dies with this process). Frames a→b are delayed by D, b→a by D2 (d
   FIFO holds ``--queue-pkts`` frames.
 * Life cycle: ``prctl(PR_SET_PDEATHSIG, SIGKILL)`` so the relay (and with it its namespace and veths)
   dies with the process that started it; SIGTERM/SIGINT end it cleanly and it logs its counters.
+* Keeping up: SIGUSR1 logs the counters so far (``"final": false``). Besides frames and drops they say
+  whether the relay kept up: ``late_frames`` (sent more than max(1 ms, 2 % of the delay) after their
+  deadline), ``max_late_us`` (the worst of those), and ``socket_drops`` (frames the kernel dropped because
+  the relay did not read them in time, ``PACKET_STATISTICS``).
 """
 
 from __future__ import annotations
@@ -57,6 +61,9 @@ SO_SNDBUFFORCE = 32
 SO_TIMESTAMPNS = 35
 BUF_BYTES = 8 * 1024 * 1024
 FRAME_MAX = 65536 + 64
+PACKET_STATISTICS = 6
+LATE_NS = 1_000_000  # a frame sent more than max(1 ms, 2 % of the delay) after its deadline counts as late
+LATE_FRACTION = 0.02
 BATCH = 512  # frames read from one socket per wake-up before the other sources get a turn
 
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -179,6 +186,10 @@ class Direction:
         "vlan",
         "bytes",
         "late",
+        "late_limit",
+        "late_frames",
+        "max_late",
+        "sock_drops",
     )
 
     def __init__(self, name: str, delay_ms: float, loss_pct: float, limit: int) -> None:
@@ -188,6 +199,9 @@ class Direction:
         self.limit = limit
         self.q: collections.deque[tuple[int, bytes]] = collections.deque()
         self.rx = self.tx = self.lost = self.qdrop = self.txerr = self.vlan = self.bytes = self.late = 0
+        # a frame sent later than this after its deadline is late: the relay fell behind
+        self.late_limit = max(LATE_NS, int(self.delay_ns * LATE_FRACTION))
+        self.late_frames = self.max_late = self.sock_drops = 0
 
     def counters(self) -> dict[str, float]:
         return {
@@ -200,7 +214,20 @@ class Direction:
             "tx_bytes": self.bytes,
             "queued": len(self.q),
             "mean_late_us": round(self.late / self.tx / 1000, 1) if self.tx else 0.0,
+            "late_frames": self.late_frames,
+            "max_late_us": round(self.max_late / 1000, 1),
+            "socket_drops": self.sock_drops,
         }
+
+
+def socket_drops(s: socket.socket) -> int:
+    """Frames the kernel dropped because this packet socket's receive buffer was full, since the last call
+    (``PACKET_STATISTICS`` resets on read, packet(7)); 0 if the kernel cannot say."""
+    try:
+        _packets, drops = struct.unpack("II", s.getsockopt(SOL_PACKET, PACKET_STATISTICS, 8))
+    except OSError:
+        return 0
+    return drops
 
 
 def run(args: argparse.Namespace) -> dict:
@@ -231,6 +258,16 @@ def run(args: argparse.Namespace) -> dict:
     pack_tag = struct.Struct("!HH").pack
     unpack_aux = struct.Struct("=IIIHHHH").unpack
     errors: collections.Counter[str] = collections.Counter()
+
+    def snapshot(final: bool) -> dict:
+        ab.sock_drops += socket_drops(sa)  # frames for a->b the kernel dropped before we read them
+        ba.sock_drops += socket_drops(sb)
+        return {"a_to_b": ab.counters(), "b_to_a": ba.counters(), "errors": dict(errors), "final": final}
+
+    def on_usr1(signum, frame) -> None:  # noqa: ARG001 - the counters so far, while running
+        print("relay: counters " + json.dumps(snapshot(False), sort_keys=True), flush=True)
+
+    signal.signal(signal.SIGUSR1, on_usr1)
     print(f"relay: READY a={args.a} b={args.b} pid={os.getpid()}", flush=True)
 
     def flush(d: Direction, out: socket.socket, t: int) -> None:
@@ -239,7 +276,12 @@ def run(args: argparse.Namespace) -> dict:
         te = t + early
         while q and q[0][0] <= te:
             deadline, frame = q.popleft()
-            d.late += t - deadline
+            lateness = t - deadline
+            d.late += lateness
+            if lateness > d.late_limit:
+                d.late_frames += 1
+                if lateness > d.max_late:
+                    d.max_late = lateness
             try:
                 send(frame)
                 d.tx += 1
@@ -326,7 +368,8 @@ def run(args: argparse.Namespace) -> dict:
                 timer.arm(nxt)
     except Stop:
         pass
-    return {"a_to_b": ab.counters(), "b_to_a": ba.counters(), "errors": dict(errors)}
+    signal.signal(signal.SIGUSR1, signal.SIG_IGN)
+    return snapshot(True)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -366,6 +409,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    signal.signal(signal.SIGUSR1, signal.SIG_IGN)  # until the loop can answer it (a signal must not kill us)
     set_pdeathsig(args.parent_pid)
     if args.rt_priority > 0:
         try:  # the kernel's RT throttling (sched_rt_runtime_us) still leaves 5 % to everyone else

@@ -256,6 +256,11 @@ class Topology(_Strict):
             g.add_edge(ln.a, ln.b, delay_ms=ln.delay_ms, bw_mbit=ln.bw_mbit)
         return g
 
+    def delays_from(self, node: str) -> dict[str, float]:
+        """One-way delay of the lowest-delay path from ``node`` to every node (one Dijkstra run)."""
+        return {n: float(d) for n, d in nx.single_source_dijkstra_path_length(self.graph(), node,
+                                                                              weight="delay_ms").items()}
+
     def path_delay_ms(self, a: str, b: str) -> float:
         """One-way delay of the lowest-delay path between two nodes."""
         return float(nx.shortest_path_length(self.graph(), a, b, weight="delay_ms"))

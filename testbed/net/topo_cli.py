@@ -46,6 +46,9 @@ def main(argv: list[str] | None = None) -> int:
     ip.add_argument("-o", "--out", help="write the YAML spec here (default: stdout)")
     ip.add_argument("--subnet", default=DEFAULT_SUBNET,
                     help=f"address block the hosts are numbered from (default {DEFAULT_SUBNET})")
+    ip.add_argument("--regions", type=int, default=4,
+                    help="at most this many regions, each with its own resolver: from the graph's Country "
+                         "or Continent, else clusters on delay (default 4)")
     args = ap.parse_args(argv)
     try:
         if args.cmd == "list":
@@ -66,7 +69,8 @@ def main(argv: list[str] | None = None) -> int:
                     bad += 1
             return 1 if bad else 0
         if args.cmd == "import":
-            spec = import_graphml(args.graphml, edges=args.edges, name=args.name, subnet=args.subnet)
+            spec = import_graphml(args.graphml, edges=args.edges, name=args.name, subnet=args.subnet,
+                                  regions=args.regions)
             parse_topology(spec, args.graphml)  # the result must itself be a valid spec
             text = yaml.safe_dump(spec, sort_keys=False, width=110)
             if args.out:

@@ -10,6 +10,10 @@ that decision, kept free of I/O so that DNS and HTTP redirection use exactly the
 * :class:`LatencyMap` - a configured RTT matrix region -> edge; the lowest-RTT live edges win.
 * :class:`LoadAware` - among the near edges (RTT within a slack of the best) the least loaded wins; load
   comes from the health checker's polls of ``/_cdn/stats`` or from explicit load reports.
+* :class:`NetworkMap` - the map an Akamai-style mapping system keeps (Nygren, Sitaraman & Sun, "The Akamai
+  Network", SIGOPS OSR 2010, §5.1): measured RTT from each client prefix to each edge, looked up by
+  longest-prefix match of the asking address; the nearest live edge wins. The redirector's map is keyed
+  by client address, the DNS map by resolver address and by client /24 (for EDNS Client Subnet).
 * :class:`EcsAware` - RFC 7871 EDNS Client Subnet: map on the client subnet when the query carries one,
   else on the resolver address, and say how far the answer may be reused (SCOPE PREFIX-LENGTH, §7.2.1).
 
@@ -26,6 +30,7 @@ from __future__ import annotations
 import hashlib
 import importlib
 import ipaddress
+import math
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
@@ -68,6 +73,10 @@ class MappingSpec(BaseModel):
     ecs_max_prefix_v4: int = Field(
         24, ge=0, le=32
     )  # EcsAware never uses more bits than this (RFC 7871 §11.1)
+    #: NetworkMap: address prefix -> edge name -> RTT (ms) from there; longest prefix match wins
+    network_map: dict[IPNetwork, dict[str, float]] = Field(default_factory=dict)
+    #: NetworkMap: edges whose mapped RTT is within this of the nearest count as equally near
+    map_slack_ms: float = Field(0.0, ge=0)
 
     @field_validator("policy", "ecs_inner")
     @classmethod
@@ -89,6 +98,13 @@ class MappingSpec(BaseModel):
             unknown = set(row) - set(names)
             if unknown:
                 raise ValueError(f"rtt_ms.{region}: unknown edges {sorted(unknown)}")
+        for prefix, row in self.network_map.items():
+            unknown = set(row) - set(names)
+            if unknown:
+                raise ValueError(f"network_map.{prefix}: unknown edges {sorted(unknown)}")
+            bad = {e: v for e, v in row.items() if not v >= 0}
+            if bad:
+                raise ValueError(f"network_map.{prefix}: RTTs must be >= 0 ms, got {bad}")
         return self
 
 
@@ -277,6 +293,55 @@ class LoadAware(_Base):
         return Decision(ranked[:count], region, 0, "load", {"loads": loads})
 
 
+class NetworkMap(_Base):
+    """Nearest live edge by the network map: RTT from the asking address's longest matching prefix.
+
+    The map (``network_map``) is what a mapping system measures of the Internet: for each client prefix,
+    the RTT to each edge (Nygren et al. 2010 §5.1; Chen et al., "End-User Mapping", SIGCOMM 2015). Edges
+    within ``map_slack_ms`` of the nearest are equally near and the name's rendezvous hash picks among
+    them. An edge the map has no RTT for ranks last; an address no prefix matches falls back to the
+    region's configured RTTs (as :class:`LatencyMap`).
+    """
+
+    def __init__(self, spec: MappingSpec) -> None:
+        super().__init__(spec)
+        self._map: list[tuple[IPNetwork, dict[str, float]]] = sorted(
+            spec.network_map.items(), key=lambda t: t[0].prefixlen, reverse=True)
+        self._map_cache: dict[IPAddress, tuple[IPNetwork, dict[str, float]] | None] = {}
+
+    def map_entry(self, addr: IPAddress) -> tuple[IPNetwork, dict[str, float]] | None:
+        """(prefix, edge -> RTT) of the longest map prefix holding ``addr``, or None; cached per address."""
+        if addr in self._map_cache:
+            return self._map_cache[addr]
+        hit = next(((net, row) for net, row in self._map if net.version == addr.version and addr in net), None)
+        if len(self._map_cache) > 65536:
+            self._map_cache.clear()
+        self._map_cache[addr] = hit
+        return hit
+
+    def source_key(self, req: MapRequest) -> Hashable:
+        entry = self.map_entry(req.source)
+        return ("map", entry[0]) if entry else ("region", self.region_of(req.source))
+
+    def choose(self, req: MapRequest, state: EdgeState, count: int = 1) -> Decision:
+        region = self.region_of(req.source)
+        alive = self._alive(self.spec.edges, state)
+        entry = self.map_entry(req.source)
+        if entry is None:
+            near = self._near(region, alive)
+            return Decision(hrw_rank(req.name, near)[:count], region, 0, "map-fallback")
+        row = entry[1]
+        hashed = hrw_rank(req.name, alive)
+
+        def rtt(e: EdgeSpec) -> float:
+            return row.get(e.name, math.inf)
+
+        best = min((rtt(e) for e in hashed), default=math.inf)
+        near = [e for e in hashed if rtt(e) <= best + self.spec.map_slack_ms]  # ties: by hash of the name
+        ranked = near + sorted((e for e in hashed if e not in near), key=rtt)
+        return Decision(ranked[:count], region, 0, "map", {"prefix": str(entry[0])})
+
+
 class EcsAware(_Base):
     """RFC 7871: map the client subnet when present (else the resolver address) with ``ecs_inner``.
 
@@ -305,7 +370,7 @@ class EcsAware(_Base):
 
     def source_key(self, req: MapRequest) -> Hashable:
         addr, plen = self._effective(req)
-        return (self.region_of(addr), plen, self.lookup(addr)[1])
+        return (self.region_of(addr), plen, self.lookup(addr)[1], self.inner.source_key(MapRequest(req.name, addr)))
 
     def choose(self, req: MapRequest, state: EdgeState, count: int = 1) -> Decision:
         addr, plen = self._effective(req)
@@ -315,7 +380,9 @@ class EcsAware(_Base):
             d.reason = "ecs-resolver"
             return d
         _, matched = self.lookup(addr)
-        if matched is not None and not any(
+        if isinstance(self.inner, NetworkMap):
+            d.scope_prefix = plen  # the map may hold finer prefixes than the regions: valid for this subnet
+        elif matched is not None and not any(
             net != matched and net.version == matched.version and net.subnet_of(matched)  # type: ignore[arg-type]
             for net, _ in self._prefixes
         ):

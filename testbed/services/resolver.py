@@ -21,6 +21,7 @@ F`` runs it in the foreground (e.g. inside a Mininet host), SIGTERM stops unboun
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import logging
 import os
 import shutil
@@ -38,6 +39,7 @@ from testbed.services.base import ServiceConfig, service_main
 from testbed.util import wait_until
 
 log = logging.getLogger(__name__)
+PR_SET_PDEATHSIG = 1
 
 
 class ResolverConfig(ServiceConfig):
@@ -174,6 +176,7 @@ class Resolver:
             stdout=self._stderr,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            preexec_fn=_die_with_parent,  # noqa: PLW1509 - prctl only; we start it before any thread
         )
         log.info("unbound pid %d on %s@%d (%s)", self.proc.pid, self.cfg.host, self.cfg.port, self.conf_path)
 
@@ -229,6 +232,13 @@ class Resolver:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: SIGKILL when the process that started unbound dies, however it dies
+    (a crash, ``cdnlab clean``, ``fail``), so no unbound outlives its service (prctl(2) PR_SET_PDEATHSIG)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
 
 
 async def serve(cfg: ResolverConfig, stop: asyncio.Event) -> None:

@@ -60,3 +60,27 @@ def cdn_net(request: pytest.FixtureRequest) -> Iterator[Callable[..., CdnNet]]:
                 print(f"artifacts saved to {save_artifacts(cn, request.node.nodeid)}")
         finally:
             cn.stop()
+
+
+@pytest.fixture(scope="module")
+def module_cdn_net(request: pytest.FixtureRequest) -> Iterator[Callable[..., CdnNet]]:
+    """As :func:`cdn_net`, but the networks live for the whole module (tests that share one running CDN).
+    If any test of the module failed, the artifacts are saved under the module's name."""
+    built: list[CdnNet] = []
+    failed_before = request.session.testsfailed
+
+    def make(topo: str | Topology, **opts) -> CdnNet:
+        t = load_topology(topo) if isinstance(topo, str) else topo
+        cn = CdnNet(t, BuildOptions(**opts))
+        built.append(cn)
+        cn.start()
+        return cn
+
+    yield make
+    failed = request.session.testsfailed > failed_before
+    for cn in built:
+        try:
+            if failed:
+                print(f"artifacts saved to {save_artifacts(cn, request.node.nodeid)}")
+        finally:
+            cn.stop()

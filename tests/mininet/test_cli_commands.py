@@ -27,6 +27,11 @@ def test_cdn_commands(cdn_net, tmp_path, capsys) -> None:
         "rtt c1 e2",
         "fetch nobody /x",
         "fail e1 sideways",
+        "fail c2",  # a client runs no service: refused, naming what works
+        "fail redir",
+        "fetch c1 /img/img0001.jpg --via redirect",
+        "recover redir",
+        "recover c2",
         "c0 ping -c1 10.0.0.1",  # Mininet's controller node: the machine's root namespace
         "fetch s1 /img/img0001.jpg",  # a switch: also the root namespace
         "rtt c0 e1",
@@ -38,8 +43,11 @@ def test_cdn_commands(cdn_net, tmp_path, capsys) -> None:
     assert "X-Served-By: e1" in out  # c1's anycast edge
     assert "X-Served-By: e2" in out  # c2's redirect edge (its DNS answer maps by mini's one resolver, east)
     assert "a73.g.cdnlab.net" in out  # the CNAME chain
-    assert "e1: process failure injected" in out and "e1: recovered" in out
-    assert "process" in out.split("e1: process failure injected")[1].split("recover")[0]  # cdn shows it failed
+    assert "e1 (edge): process failure injected" in out and "e1: recovered" in out
+    assert "process" in out.split("e1 (edge): process failure injected")[1].split("recover")[0]  # cdn: failed
+    assert "c2 is a client and runs no CDN service process" in out
+    assert "redir (redirector): process failure injected" in out and "redirect fetches fail" in out
+    assert "redir: recovered" in out and "c2 is not failed" in out
     assert "packets captured; saved" in out and ".pcap" in out
     assert "configured path 24 ms" in out
     assert "no host named 'nobody'" in out

@@ -105,30 +105,38 @@ def test_cdnlab_up_refuses_an_overlap_and_takes_subnet() -> None:
         subprocess.run(["ip", "link", "del", dummy], check=False)
 
 
-def test_an_imported_zoo_topology_runs_selection_and_nothing_leaves_through_the_uplink(tmp_path) -> None:
-    """The reported failure: an imported graph named a client ``c0`` (Mininet's controller, in the root
-    namespace), so probes went out of the machine's uplink. Now: import a zoo graph with coordinates,
-    countries, parallel edges, a self-loop and a disconnected PoP, run ``selection --quick`` on it and
-    listen on the default-route interface for any packet to or from the emulated blocks."""
-    from experiments.framework import run_experiment
+@pytest.mark.parametrize("graph", ["Minizoo", "Plainzoo"])
+def test_an_imported_zoo_topology_runs_selection_and_nothing_leaves_through_the_uplink(tmp_path, graph) -> None:
+    """The reported failures, on small zoo graphs of our own: ``Minizoo`` has coordinates, countries,
+    parallel edges, a self-loop and a disconnected PoP; ``Plainzoo`` has no coordinates and no country,
+    so its regions are clusters on delay. Import, run ``selection --quick`` and listen on the
+    default-route interface for any packet to or from the emulated blocks (an imported graph once named
+    a client ``c0``, Mininet's controller in the root namespace, and its probes went out of the uplink).
+
+    Proximity from the topology: anycast and the redirector (which sees the client, and maps it by the
+    network map) send every request to a nearest edge; the mapping DNS sees the resolver, so each
+    request goes to an edge nearest to the client's resolver; every region's row is filled."""
+    from experiments.framework import read_csv, run_experiment
     from testbed.cli import main as cdnlab
+    from testbed.net.cdn import resolver_of
 
     uplink = _uplink()
     if uplink is None:
         pytest.skip("this machine has no default route: nothing could leave through an uplink")
-    spec = tmp_path / "minizoo.yaml"
-    assert cdnlab(["topo", "import", str(FIXTURES / "Minizoo.graphml"), "--edges", "3", "-o", str(spec)]) == 0
+    spec = tmp_path / f"{graph.lower()}.yaml"
+    assert cdnlab(["topo", "import", str(FIXTURES / f"{graph}.graphml"), "--edges", "3", "-o", str(spec)]) == 0
     topo = load_topology(spec)
-    assert len(topo.switches) == 5  # the disconnected PoP is dropped
+    assert len(topo.switches) == {"Minizoo": 5, "Plainzoo": 8}[graph]  # the disconnected PoPs are dropped
     flt = " or ".join(f"net {n}" for n in topo.networks())
     pcap = tmp_path / "uplink.pcap"
     dump = subprocess.Popen(["tcpdump", "-n", "-i", uplink, "-w", str(pcap), flt], stderr=subprocess.PIPE,
                             text=True)
+    out = tmp_path / "out"
     try:
         assert select.select([dump.stderr], [], [], 10)[0], "tcpdump said nothing within 10 s"
         first = dump.stderr.readline()
         assert "listening on" in first, first
-        res = run_experiment("selection", tmp_path / "out", quick=True, topology=str(spec))
+        res = run_experiment("selection", out, quick=True, topology=str(spec))
     finally:
         dump.send_signal(signal.SIGINT)
         _, err = dump.communicate(timeout=20)
@@ -138,3 +146,26 @@ def test_an_imported_zoo_topology_runs_selection_and_nothing_leaves_through_the_
         s = res["methods"][m]
         assert s["requests"] > 10 and s["errors"] == 0, (m, s)
     assert res["methods"]["anycast"]["optimal_edge_fraction"] == 1.0
+    assert res["methods"]["redirect"]["optimal_edge_fraction"] == 1.0
+
+    edges = [h.name for h in topo.hosts_with("edge")]
+
+    def nearest(host: str) -> set[str]:
+        d = {e: topo.path_delay_ms(host, e) for e in edges}
+        return {e for e, v in d.items() if v <= min(d.values()) + 1e-9}
+
+    dns_rows = [r for r in read_csv(out / "samples.csv") if r["method"] == "dns"]
+    assert dns_rows
+    for r in dns_rows:
+        assert r["served_by"] in nearest(resolver_of(topo, r["client"])), r
+    regions = {h.region for h in topo.hosts_with("client")}
+    assert len(regions) >= 2
+    for m in ("anycast", "dns", "redirect"):
+        assert set(res["methods"][m]["regions"]) == regions
+        assert all(v["requests"] > 0 for v in res["methods"][m]["regions"].values()), res["methods"][m]["regions"]
+    report = (out / "report.md").read_text()
+    emu = res["meta"]["emulation"]  # the relays were asked whether they kept up
+    assert emu["measured"] is True and emu["relayed_link_directions"] >= 2 * len(topo.links), emu
+    assert ("could not keep up" in report.split("## ")[0]) == (emu["keeping_up"] is False)
+    for g in regions:
+        assert f"| {g} |" in report, g

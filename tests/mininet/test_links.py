@@ -356,3 +356,44 @@ def test_netem_link_refuses_when_netem_is_absent(tmp_path):
     with pytest.raises(LinkEmulationError, match="no netem"):
         with emunet([{"delay_ms": 5}], cls_name="NetemLink", tmp_path=tmp_path):
             pass
+
+
+def test_a_running_relay_reports_its_counters_and_whether_it_kept_up(tmp_path):
+    """SIGUSR1 makes a relay log its counters so far; :func:`fidelity.collect` turns them into a verdict.
+    Stopping the relay for 200 ms (as an overloaded CPU would) makes frames leave late, and the verdict
+    says the emulation did not keep up."""
+    import time
+    from types import SimpleNamespace
+
+    from testbed.net import fidelity
+    from testbed.net.links import RelayLink
+
+    with emunet([{"delay_ms": 5}], tmp_path=tmp_path) as net:
+        h1, h2 = net.get("tlh1", "tlh2")
+        link = next(ln for ln in net.links if isinstance(ln, RelayLink))
+        assert _received(h1, h2.IP(), 10) == 10
+        v = fidelity.collect(SimpleNamespace(net=net))
+        live = link.counters()
+        assert live is not None and live["final"] is False
+        assert live["a_to_b"]["tx"] >= 10 and live["b_to_a"]["tx"] >= 10
+        assert v["measured"] is True and v["relayed_link_directions"] == 2 and v["frames"] >= 20
+        assert v["keeping_up"] is True and v["problems"] == [], v
+        ping = h1.popen(["ping", "-n", "-q", "-c", "60", "-i", "0.01", h2.IP()])
+        try:
+            def flowing() -> bool:
+                n = link.request_counters()
+                wait_until(lambda: link.counter_lines() > n, 5, 0.02, what="the relay's counters")
+                return link.counters()["a_to_b"]["tx"] >= live["a_to_b"]["tx"] + 5
+
+            wait_until(flowing, 10, 0.05, what="pings flowing through the relay")
+            os.kill(link.pid, signal.SIGSTOP)  # the fault: the relay gets no CPU for 200 ms
+            time.sleep(0.2)
+            os.kill(link.pid, signal.SIGCONT)
+            ping.wait(30)
+        finally:
+            if ping.poll() is None:
+                ping.kill()
+        v = fidelity.collect(SimpleNamespace(net=net))
+        assert v["keeping_up"] is False and v["late_frames"] > 0 and v["max_late_ms"] >= 100, v
+        assert any("left late" in p for p in v["problems"]), v["problems"]
+        assert "could not keep up" in (fidelity.warning(v) or "")

@@ -16,15 +16,16 @@ from typing import Any
 
 from aiohttp import web
 
-from testbed.util import free_port
-
 
 class StandInEdge:
-    """A tiny aiohttp edge serving ``/_cdn/health`` and ``/_cdn/stats`` on 127.0.0.1:<free port>."""
+    """A tiny aiohttp edge serving ``/_cdn/health`` and ``/_cdn/stats`` on 127.0.0.1:<port the kernel gives>.
+
+    It binds port 0 and reads the port back, so no other test can take the port between choosing and binding.
+    """
 
     def __init__(self, name: str) -> None:
         self.name = name
-        self.port = free_port()
+        self.port = 0
         self.requests = 0
         self.healthy = True
         self.runner: web.AppRunner | None = None
@@ -43,7 +44,9 @@ class StandInEdge:
         app.router.add_get("/_cdn/stats", self._stats)
         self.runner = web.AppRunner(app)
         await self.runner.setup()
-        await web.TCPSite(self.runner, "127.0.0.1", self.port).start()
+        site = web.TCPSite(self.runner, "127.0.0.1", 0)
+        await site.start()
+        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]  # noqa: SLF001
         return self
 
     async def stop(self) -> None:
@@ -52,6 +55,7 @@ class StandInEdge:
             self.runner = None
 
     def spec(self, region: str) -> dict[str, Any]:
+        assert self.port, f"stand-in edge {self.name}: start() it before asking for its spec"
         return {"name": self.name, "address": "127.0.0.1", "port": self.port, "region": region}
 
 

@@ -66,3 +66,68 @@ def test_malformed_graphml_is_rejected_with_the_file_name(tmp_path: Path) -> Non
     with pytest.raises(ConfigError, match="bad.graphml: not a readable GraphML"):
         import_graphml(bad)
     assert cdnlab(["topo", "import", str(bad)]) == 2
+
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "zoo"
+
+
+def test_regions_from_country_with_a_resolver_each_and_a_24_per_pop() -> None:
+    t = parse_topology(import_graphml(FIXTURES / "Minizoo.graphml", edges=2), "minizoo")
+    labels = {r.name: r.label for r in t.regions}
+    assert sorted(labels.values()) == ["Austria", "France", "Germany", "Netherlands"]  # Iceland: disconnected
+    sw_region = {s.name: s.region for s in t.switches}
+    assert sw_region["z4"] == sw_region["z3"]  # Backhaul has no Country: it joins its nearest PoP's (Vienna)
+    for h in t.hosts:
+        assert h.region == sw_region[h.switch], h
+    resolvers = t.hosts_with("resolver")
+    assert sorted(r.region for r in resolvers) == sorted(labels)  # one resolver per region, in the region
+    # every PoP's hosts share one /24 of their own: a client's ECS /24 says where it is
+    addrs = t.addresses()
+    pop_of_24: dict[str, str] = {}
+    for h in t.hosts:
+        net = addrs[h.name].rsplit(".", 1)[0]
+        assert pop_of_24.setdefault(net, h.switch) == h.switch, (h.name, addrs[h.name])
+    assert t.anycast[0].vip == "10.100.255.1"
+
+
+def test_too_many_countries_merge_by_delay_without_splitting_one() -> None:
+    t = parse_topology(import_graphml(FIXTURES / "Minizoo.graphml", edges=2, regions=2), "minizoo")
+    assert len(t.regions) == 2
+    merged = {r.label for r in t.regions}
+    # Amsterdam-Frankfurt and Amsterdam-Paris are the shortest links: the three western countries merge
+    assert any(set(lb.split(", ")) >= {"Netherlands", "Germany"} for lb in merged), merged
+    assert any(lb == "Austria" for lb in merged), merged
+    assert len(t.hosts_with("resolver")) == 2
+
+
+def test_without_country_regions_are_delay_clusters() -> None:
+    t = parse_topology(import_graphml(FIXTURES / "Plainzoo.graphml", edges=3, regions=3), "plainzoo")
+    assert len(t.switches) == 8  # the island pair is dropped
+    assert len(t.regions) == 3 and all(r.label.startswith("near ") for r in t.regions)
+    assert "k-center clustering on path delay" in " ".join(t.sources)
+    # each PoP belongs to the region of its nearest cluster center (the medoid named in the label)
+    center = {r.name: next(s.name for s in t.switches
+                           if t.description.find(f"{s.name}={r.label.removeprefix('near ')}") >= 0)
+              for r in t.regions}
+    for s in t.switches:
+        d = {r: t.path_delay_ms(s.name, c) for r, c in center.items()}
+        assert d[s.region] == min(d.values()), (s.name, s.region, d)
+
+
+def test_one_region_when_asked_and_bad_counts_are_refused(tmp_path: Path) -> None:
+    t = parse_topology(import_graphml(FIXTURES / "Minizoo.graphml", regions=1), "minizoo")
+    assert len(t.regions) == 1 and [h.name for h in t.hosts_with("resolver")] == ["res"]
+    with pytest.raises(ConfigError, match="Minizoo.graphml: regions: 0"):
+        import_graphml(FIXTURES / "Minizoo.graphml", regions=0)
+    with pytest.raises(ConfigError, match="edges: 0"):
+        import_graphml(FIXTURES / "Minizoo.graphml", edges=0)
+    out = tmp_path / "m.yaml"
+    assert cdnlab(["topo", "import", str(FIXTURES / "Minizoo.graphml"), "--regions", "3", "-o", str(out)]) == 0
+    assert len(load_topology(out).regions) == 3
+
+
+def test_a_small_subnet_numbers_hosts_in_sequence() -> None:
+    # a /26 has no /24 per PoP: hosts are numbered in order and the spec is still valid
+    t = parse_topology(import_graphml(FIXTURES / "Minizoo.graphml", subnet="10.100.7.0/26"), "minizoo")
+    assert all(h.ip is None for h in t.hosts)
+    assert all(a.startswith("10.100.7.") for a in t.addresses().values())

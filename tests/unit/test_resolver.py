@@ -179,7 +179,9 @@ def test_config_rendering_and_refusal(tmp_path):
 
 
 @pytest.mark.skipif(not shutil.which("dig"), reason="dig not installed")
-def test_module_main_foreground_and_sigterm(tmp_path):
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL])
+def test_module_main_foreground_and_sigterm(tmp_path, sig):
+    """SIGTERM stops unbound and exits 0; SIGKILL (a crash, `fail res1`) takes unbound with it too."""
     port = free_dns_port()
     d = {
         "name": "res",
@@ -206,12 +208,17 @@ def test_module_main_foreground_and_sigterm(tmp_path):
 
         wait_until(answers, 15, interval=0.1, what="resolver answering")
         unbound_pid = int((tmp_path / "run" / "unbound.pid").read_text().split()[0])
-        p.send_signal(signal.SIGTERM)
-        assert p.wait(15) == 0
-        assert (
-            not os.path.exists(f"/proc/{unbound_pid}")
-            or "zombie" in open(f"/proc/{unbound_pid}/status").read().lower()
-        )
+        p.send_signal(sig)
+        assert p.wait(15) == (0 if sig == signal.SIGTERM else -signal.SIGKILL)
+
+        def gone() -> bool:
+            try:
+                return "zombie" in open(f"/proc/{unbound_pid}/status").read().lower()
+            except FileNotFoundError:
+                return True
+
+        wait_until(gone, 5, interval=0.02, what=f"unbound {unbound_pid} gone with its service")
+        assert not answers()
     finally:
         if p.poll() is None:
             p.kill()

@@ -1,0 +1,185 @@
+"""Did the emulation keep up? The relays' own counters, summed into a verdict an experiment publishes.
+
+An emulator that falls behind does not fail: it delivers late, or drops in the kernel before the relay
+reads a frame, and every number measured through it is quietly wrong (an overloaded 2-core machine running
+a 39-PoP graph reported 442 ms connects on paths of a few ms). So every experiment asks the relays of
+each network it built for their counters before tearing it down (:func:`collect`), and :func:`assess` says
+whether the emulation kept up. ``results.json`` carries the verdict in ``meta.emulation`` and the report
+starts with a warning when it did not.
+
+The emulation did not keep up when any of these holds:
+
+* the kernel dropped frames a relay did not read in time (``socket_drops`` > 0);
+* more than ``max_late_fraction`` (1 %) of frames left later than max(1 ms, 2 % of the link's delay)
+  after their deadline (``late_frames``);
+* a link's mean lateness exceeds ``max_mean_late_ms`` (0.5 ms) over at least 100 frames: its delay error
+  is over target;
+* the machine was CPU bound (some task waiting for a CPU, Linux PSI) more than half of the network's
+  lifetime: services and load generators starve before the real-time relays do, and health probes time
+  out on live edges.
+
+Kernel netem links keep their own time and are not measured here (``measured: false``). The CPU
+pressure is judged on every platform that has PSI.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from testbed.util import DeadlineExceeded, wait_until
+
+MAX_LATE_FRACTION = 0.01
+MAX_MEAN_LATE_MS = 0.5
+MIN_FRAMES_FOR_MEAN = 100  # below this one late frame decides a link's mean: too few to judge its error
+#: above this share of wall time with tasks waiting for a CPU, services starve (measured here: globe's quick
+#: selection 29 %, a 39-PoP graph 60 % with edges falsely marked down by timed-out health probes)
+MAX_CPU_PRESSURE_PCT = 50.0
+
+
+@dataclass(frozen=True, slots=True)
+class LinkCounters:
+    """One direction of one relayed link."""
+
+    link: str  # e.g. "s1-e1 a->b"
+    frames: int  # sent on
+    late_frames: int
+    max_late_ms: float
+    mean_late_ms: float
+    socket_drops: int
+    queue_drops: int  # the spec's own queue (tail drop): part of the emulated network, not a failure
+
+    @classmethod
+    def from_relay(cls, link: str, direction: str, c: dict[str, Any]) -> LinkCounters:
+        """From one direction (``a_to_b`` or ``b_to_a``) of a relay's ``counters`` JSON."""
+        d = c[direction]
+        return cls(link=f"{link} {direction.replace('_to_', '->')}", frames=int(d["tx"]),
+                   late_frames=int(d.get("late_frames", 0)), max_late_ms=float(d.get("max_late_us", 0)) / 1000,
+                   mean_late_ms=float(d.get("mean_late_us", 0)) / 1000,
+                   socket_drops=int(d.get("socket_drops", 0)), queue_drops=int(d.get("queue_drop", 0)))
+
+
+def assess(counters: Sequence[LinkCounters], *, unmeasured_links: int = 0, missing: Sequence[str] = (),
+           cpu_pressure_pct: float | None = None, max_late_fraction: float = MAX_LATE_FRACTION,
+           max_mean_late_ms: float = MAX_MEAN_LATE_MS, max_cpu_pressure_pct: float = MAX_CPU_PRESSURE_PCT,
+           ) -> dict[str, Any]:
+    """The verdict (pure): totals, ``keeping_up`` (True, False, or None when nothing was measured) and
+    ``problems``, one sentence each. ``missing`` names relays that gave no counters (dead or silent);
+    ``cpu_pressure_pct`` is :func:`pressure_pct` over the network's lifetime."""
+    frames = sum(c.frames for c in counters)
+    late = sum(c.late_frames for c in counters)
+    drops = sum(c.socket_drops for c in counters)
+    problems: list[str] = []
+    if drops:
+        worst = max(counters, key=lambda c: c.socket_drops)
+        problems.append(f"the kernel dropped {drops} frames the relays did not read in time "
+                        f"(most on {worst.link}: {worst.socket_drops})")
+    if frames and late / frames > max_late_fraction:
+        problems.append(f"{late} of {frames} frames ({100 * late / frames:.1f} %) left late, more than "
+                        f"{100 * max_late_fraction:g} % (worst {max(c.max_late_ms for c in counters):.1f} ms late)")
+    slow = [c for c in counters if c.frames >= MIN_FRAMES_FOR_MEAN and c.mean_late_ms > max_mean_late_ms]
+    if slow:
+        worst = max(slow, key=lambda c: c.mean_late_ms)
+        problems.append(f"{len(slow)} link directions were late by more than {max_mean_late_ms:g} ms on "
+                        f"average (worst {worst.link}: {worst.mean_late_ms:.2f} ms)")
+    if missing:
+        problems.append(f"{len(missing)} relays gave no counters: {', '.join(list(missing)[:5])}")
+    if cpu_pressure_pct is not None and cpu_pressure_pct > max_cpu_pressure_pct:
+        problems.append(f"the machine was CPU bound {cpu_pressure_pct:.0f} % of the time (tasks waiting for a "
+                        f"CPU, more than {max_cpu_pressure_pct:g} %): services and load generators starved")
+    measured = bool(counters) or bool(missing) or cpu_pressure_pct is not None
+    out: dict[str, Any] = {
+        "measured": measured, "keeping_up": (not problems) if measured else None,
+        "relayed_link_directions": len(counters), "unmeasured_links": unmeasured_links,
+        "frames": frames, "late_frames": late, "late_fraction": round(late / frames, 6) if frames else 0.0,
+        "max_late_ms": round(max((c.max_late_ms for c in counters), default=0.0), 3),
+        "socket_drops": drops, "queue_drops": sum(c.queue_drops for c in counters),
+        "cpu_pressure_pct": cpu_pressure_pct, "problems": problems,
+    }
+    return out
+
+
+def merge(verdicts: Iterable[dict[str, Any]]) -> dict[str, Any]:
+    """One verdict for several networks of one run (an experiment may build more than one)."""
+    vs = list(verdicts)
+    if len(vs) == 1:
+        return vs[0]
+    measured = [v for v in vs if v.get("measured")]
+    frames = sum(v["frames"] for v in vs)
+    late = sum(v["late_frames"] for v in vs)
+    return {
+        "measured": bool(measured),
+        "keeping_up": all(v["keeping_up"] for v in measured) if measured else None,
+        "relayed_link_directions": sum(v["relayed_link_directions"] for v in vs),
+        "unmeasured_links": sum(v["unmeasured_links"] for v in vs),
+        "frames": frames, "late_frames": late, "late_fraction": round(late / frames, 6) if frames else 0.0,
+        "max_late_ms": max((v["max_late_ms"] for v in vs), default=0.0),
+        "socket_drops": sum(v["socket_drops"] for v in vs), "queue_drops": sum(v["queue_drops"] for v in vs),
+        "cpu_pressure_pct": max((v["cpu_pressure_pct"] for v in vs if v.get("cpu_pressure_pct") is not None),
+                                default=None),
+        "problems": [f"network {i + 1}: {p}" for i, v in enumerate(vs) for p in v["problems"]],
+        "networks": len(vs),
+    }
+
+
+def warning(verdict: dict[str, Any] | None) -> str | None:
+    """The sentence a report opens with when the emulation did not keep up (None when it did)."""
+    if not verdict or verdict.get("keeping_up") is not False:
+        return None
+    return ("**The emulation could not keep up**, so the figures below are not trustworthy: "
+            + "; ".join(verdict["problems"]) + ". Run on a quieter or larger machine, a smaller topology, "
+            "or the kernel's netem (`--links netem`).")
+
+
+def cpu_pressure() -> tuple[float, int] | None:
+    """(monotonic time, microseconds some task waited for a CPU) from ``/proc/pressure/cpu`` (Linux PSI),
+    or None where the kernel has no PSI."""
+    try:
+        text = open("/proc/pressure/cpu").read()  # noqa: SIM115 - one small read
+    except OSError:
+        return None
+    for line in text.splitlines():
+        if line.startswith("some "):
+            fields = dict(f.split("=", 1) for f in line.split()[1:])
+            return time.monotonic(), int(fields["total"])
+    return None
+
+
+def pressure_pct(since: tuple[float, int] | None, now: tuple[float, int] | None) -> float | None:
+    """Share of the wall time between two :func:`cpu_pressure` readings during which some runnable task
+    waited for a CPU (the machine was CPU bound), in percent."""
+    if since is None or now is None or now[0] <= since[0]:
+        return None
+    return round(100 * (now[1] - since[1]) / 1e6 / (now[0] - since[0]), 1)
+
+
+def collect(cn: Any, timeout: float = 10.0, since: tuple[float, int] | None = None) -> dict[str, Any]:
+    """Ask every relay of a built network for its counters (SIGUSR1), wait for them, and :func:`assess`.
+    ``since`` is a :func:`cpu_pressure` reading from when the network was built (adds ``cpu_pressure_pct``)."""
+    from testbed.net.links import RelayLink  # Mininet is imported only where a network exists
+
+    links = list(getattr(cn.net, "links", []))
+    relays = [ln for ln in links if isinstance(ln, RelayLink)]
+    unmeasured = sum(1 for ln in links if not isinstance(ln, RelayLink) and getattr(ln, "shape", None))
+    asked = {ln: ln.request_counters() for ln in relays if ln.alive()}
+    try:
+        wait_until(lambda: all(ln.counter_lines() > n for ln, n in asked.items()), timeout, 0.05,
+                   what="relay counters")
+    except DeadlineExceeded:
+        pass  # the silent ones are reported as missing
+    counters: list[LinkCounters] = []
+    missing: list[str] = []
+    for ln in relays:
+        name = f"{ln.intf1.node.name}-{ln.intf2.node.name}" if ln.intf1 and ln.intf2 else f"relay {ln.number}"
+        c = ln.counters() if ln in asked and ln.counter_lines() > asked[ln] else None
+        if c is None:
+            missing.append(name)
+            continue
+        counters += [LinkCounters.from_relay(name, d, c) for d in ("a_to_b", "b_to_a")]
+    v = assess(counters, unmeasured_links=unmeasured, missing=missing,
+               cpu_pressure_pct=pressure_pct(since, cpu_pressure()))
+    v["worst_links"] = [asdict(c) for c in sorted(counters, key=lambda c: (c.socket_drops, c.late_frames),
+                                                  reverse=True)[:5] if c.socket_drops or c.late_frames]
+    return v

@@ -1,0 +1,67 @@
+"""Whether the emulation kept up (testbed.net.fidelity): the verdict from relay counters, pure."""
+
+from __future__ import annotations
+
+from testbed.net.fidelity import LinkCounters, assess, merge, warning
+
+
+def lc(name: str = "s1-e1 a->b", frames: int = 1000, late: int = 0, max_late: float = 0.0, mean: float = 0.01,
+       drops: int = 0, qdrop: int = 0) -> LinkCounters:
+    return LinkCounters(name, frames, late, max_late, mean, drops, qdrop)
+
+
+def test_quiet_relays_keep_up() -> None:
+    v = assess([lc(), lc("s1-s2 b->a", late=5, max_late=1.5)])
+    assert v["keeping_up"] is True and v["problems"] == [] and v["frames"] == 2000 and v["late_frames"] == 5
+    assert warning(v) is None
+
+
+def test_socket_drops_late_frames_and_slow_links_each_fail_the_run() -> None:
+    v = assess([lc(drops=3), lc("s2-s3 a->b")])
+    assert v["keeping_up"] is False and "dropped 3 frames" in v["problems"][0] and "s1-e1 a->b: 3" in v["problems"][0]
+    v = assess([lc(late=30, max_late=12.0)])  # 3 % late
+    assert v["keeping_up"] is False and "30 of 1000 frames (3.0 %) left late" in v["problems"][0]
+    assert "worst 12.0 ms late" in v["problems"][0]
+    v = assess([lc(mean=0.8)])
+    assert v["keeping_up"] is False and "late by more than 0.5 ms on average" in v["problems"][0]
+    assert "could not keep up" in (warning(v) or "") and "--links netem" in (warning(v) or "")
+
+
+def test_queue_drops_are_the_emulated_network_not_a_failure() -> None:
+    v = assess([lc(qdrop=400)])
+    assert v["keeping_up"] is True and v["queue_drops"] == 400
+
+
+def test_silent_relays_and_nothing_measured() -> None:
+    v = assess([lc()], missing=["s1-e2"])
+    assert v["keeping_up"] is False and "1 relays gave no counters: s1-e2" in v["problems"][0]
+    v = assess([], unmeasured_links=7)  # netem links only: not measured, no verdict
+    assert v["measured"] is False and v["keeping_up"] is None and warning(v) is None
+
+
+def test_merge_of_several_networks() -> None:
+    a, b = assess([lc()]), assess([lc(drops=1)])
+    m = merge([a, b])
+    assert m["networks"] == 2 and m["keeping_up"] is False and m["frames"] == 2000
+    assert m["problems"][0].startswith("network 2: ")
+    assert merge([a]) is a
+
+
+def test_cpu_pressure_is_a_share_of_wall_time() -> None:
+    from testbed.net.fidelity import cpu_pressure, pressure_pct
+
+    assert pressure_pct((10.0, 1_000_000), (12.0, 2_000_000)) == 50.0  # 1 s of waiting in 2 s
+    assert pressure_pct(None, (12.0, 0)) is None and pressure_pct((12.0, 0), (12.0, 5)) is None
+    now = cpu_pressure()
+    if now is not None:  # this kernel has PSI: the counter only grows
+        later = cpu_pressure()
+        assert later is not None and later[1] >= now[1] and later[0] >= now[0]
+
+
+def test_a_cpu_bound_machine_fails_the_run_and_one_late_frame_on_a_quiet_link_does_not() -> None:
+    v = assess([lc()], cpu_pressure_pct=60.2)
+    assert v["keeping_up"] is False and "CPU bound 60 % of the time" in v["problems"][0]
+    assert assess([lc()], cpu_pressure_pct=29.3)["keeping_up"] is True
+    # 22 frames, one 11.6 ms late: a mean of 0.58 ms says nothing about the link's error
+    assert assess([lc(), lc("z28-z32 a->b", frames=22, late=1, max_late=11.6, mean=0.58)])["keeping_up"] is True
+    assert assess([], cpu_pressure_pct=10.0)["measured"] is True  # netem links, but PSI: still judged
