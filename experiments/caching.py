@@ -242,7 +242,9 @@ def run(r: Run) -> dict[str, Any]:
         CdnServices(cn, CdnOptions(catalog=catalog, roles=("origin", "edge"))).start()
         lan_intf, _ = cn.node(access.a).connectionsTo(cn.node(access.b))[0]
         targets = {"no_cache": cn.ip(origin), "with_cache": cn.ip(cache)}
+        task = r.step(f"caching: warming the cache with {len(hot)} hot objects", total=1)
         warm = prewarm(cn, clients[0], targets["with_cache"], hot, timeout)
+        task.done()
         for case in CASES:
             task = r.step(f"caching: {case} ({dur:.0f} s of load)", total=1)
             sched = workload(

@@ -34,9 +34,15 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     out = args.out or Path("results") / f"{args.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     try:
-        if args.no_progress or not sys.stdout.isatty():
+        if args.no_progress:
             results = run_experiment(args.name, out, quick=args.quick, seed=args.seed, topology=args.topo,
                                      build=build_flags(args), subnet=args.subnet)
+        elif not sys.stdout.isatty():  # a pipe or a log: plain lines, at least every 5 s
+            from experiments.progress import LineProgress
+
+            with LineProgress(prefix=args.name) as lines:
+                results = run_experiment(args.name, out, quick=args.quick, seed=args.seed, topology=args.topo,
+                                         build=build_flags(args), progress=lines, subnet=args.subnet)
         else:
             from rich.progress import Progress
 

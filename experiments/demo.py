@@ -55,8 +55,12 @@ def main(argv: list[str] | None = None) -> int:
                 with Progress(transient=True) as progress:
                     results[name] = run_experiment(name, out / name, quick=True, topology=args.topo,
                                                    progress=progress)
-            else:
-                results[name] = run_experiment(name, out / name, quick=True, topology=args.topo)
+            else:  # a pipe or a log (`make demo | tee log`): plain progress lines, at least every 5 s
+                from experiments.progress import LineProgress
+
+                with LineProgress(prefix=name) as lines:
+                    results[name] = run_experiment(name, out / name, quick=True, topology=args.topo,
+                                                   progress=lines)
     except ConfigError as e:
         print(e, file=sys.stderr)
         return 2

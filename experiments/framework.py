@@ -179,16 +179,29 @@ def run_experiment(name: str, out: Path, *, quick: bool = False, seed: int | Non
     return results
 
 
+#: columns holding a share (0..1), which reports print as a percentage, as the console does
+PERCENT_SUFFIXES = ("_fraction", "hit_ratio", "offload")
+
+
+def percent(v: float) -> str:
+    """0.953 -> '95 %', 0.0421 -> '4.2 %' (one decimal below 10 %)."""
+    p = 100 * v
+    return f"{p:.1f} %" if 0 < abs(p) < 10 else f"{p:.0f} %"
+
+
 def md_table(rows: list[Mapping[str, Any]], columns: list[str], headers: list[str] | None = None) -> str:
-    """A Markdown table."""
-    def fmt(v: Any) -> str:
+    """A Markdown table; shares (columns ending in :data:`PERCENT_SUFFIXES`) are printed as percentages."""
+    def fmt(v: Any, col: str) -> str:
+        if isinstance(v, int | float) and not isinstance(v, bool) and col.endswith(PERCENT_SUFFIXES) \
+                and 0 <= v <= 1:
+            return percent(v)
         if isinstance(v, float):
             return f"{v:.3g}" if abs(v) < 1000 else f"{v:.0f}"
         return "" if v is None else str(v)
 
     head = headers or columns
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    lines += ["| " + " | ".join(fmt(r.get(c)) for c in columns) + " |" for r in rows]
+    lines += ["| " + " | ".join(fmt(r.get(c), c) for c in columns) + " |" for r in rows]
     return "\n".join(lines)
 
 

@@ -82,7 +82,9 @@ def run(r: Run) -> dict[str, Any]:
         if not paths:
             raise RuntimeError("the origin's catalog has no cachable objects")
         if p.get("warm", True):
+            task = r.step(f"selection: warming every edge with {len(paths)} objects", total=1)
             _warm(cn, svc, paths)
+            task.done()
         clients = [h.name for h in cn.topo.hosts_with(Role.client)]
         nearest = {c: nearest_edges(cn, c, svc.edges) for c in clients}  # equally near edges tie
         region = {c: cn.topo.host(c).region or "all" for c in clients}

@@ -35,12 +35,23 @@ from scapy.fields import (
     XShortField,
     XStrFixedLenField,
 )
-from scapy.layers.inet import UDP
+from scapy.layers.dns import DNS
+from scapy.layers.inet import IP, TCP, UDP
+from scapy.layers.l2 import Ether
 from scapy.packet import Packet, bind_layers
+from scapy.utils import rdpcap, wrpcap
 
 from testbed.services.mcast import wire
 
 __all__ = [
+    # what a student needs next to cdnlab's layers to read a capture (docs/tutorial.md: `capture`)
+    "DNS",
+    "IP",
+    "TCP",
+    "UDP",
+    "Ether",
+    "rdpcap",
+    "wrpcap",
     "CDNMcast",
     "ICP",
     "McastHeartbeat",

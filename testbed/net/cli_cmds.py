@@ -8,15 +8,39 @@ Every Mininet command (``pingall``, ``c_eu1 curl ...``, ``xterm``) still works.
 from __future__ import annotations
 
 import json
+import re
 import shlex
 import subprocess
+import sys
 import time
+from urllib.parse import urlsplit
 
 from mininet.cli import CLI
 from mininet.node import Controller
 
 from testbed.net.cdn import CUSTOMER_NAME, SERVICE_MODULES
 from testbed.net.containment import NamespaceError
+
+#: the CDN's own commands, in the order `help` lists them, each with a one-line summary
+CDN_COMMANDS = {
+    "cdn": "the CDN at a glance: each edge's health, catchment, requests, hit ratio, cache",
+    "fetch": "fetch from a client by anycast, DNS or redirect: time per phase, edge, cache verdict, errors",
+    "dig": "resolve a name through the client's resolver: CNAME chain, TTLs, or the response code",
+    "fail": "make a host fail (its service, the whole host, or its link) and see what clients see",
+    "recover": "undo `fail` and wait until the host's service answers again",
+    "rtt": "measured ping RTT between two hosts, next to the configured path delay",
+    "capture": "capture the packets on a link to a pcap (open it with Scapy or Wireshark)",
+}
+
+
+def _size(n: int | None) -> str:
+    if n is None:
+        return "-"
+    for unit in ("B", "kB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return str(n)
 
 
 class CdnCLI(CLI):
@@ -71,36 +95,90 @@ class CdnCLI(CLI):
         super().default(line)
 
     # -- commands ----------------------------------------------------------------------------------
-    def do_cdn(self, line: str) -> None:
-        """cdn: the CDN at a glance — edges with health and cache stats, anycast VIPs and choices."""
+    def do_help(self, line: str) -> None:
+        """help [CMD]: the CDN's commands first, then Mininet's; `help CMD` explains one."""
+        if not line.strip():
+            print("CDN commands (`help CMD` for more):")
+            for name, summary in CDN_COMMANDS.items():
+                usage = (getattr(self, f"do_{name}").__doc__ or name).split(":", 1)[0].strip()
+                print(f"  {usage}\n      {summary}")
+            print("\nMininet's commands (`h1 ping h2` runs a command on a host):")
+        super().do_help(line)
+
+    def _edge_rows(self) -> list[dict]:
         t = self.cn.topo
         probe = next((h.name for h in t.hosts_with("client")), t.hosts[0].name)
-        for e in t.hosts_with("edge"):
-            state = self.failed.get(e.name, "up")
-            stats = ""
-            if self.svc is not None and state == "up":
-                out = self.cn.host(probe).cmd(f"curl -s -m 2 http://{self.cn.ip(e.name)}/_cdn/stats")
-                try:
-                    st = json.loads(out[out.index("{"):])
-                    stats = (f"hits {st.get('hits', 0)} misses {st.get('misses', 0)} "
-                             f"cache {st.get('store', {}).get('bytes_used', '?')} B")
-                except ValueError:
-                    stats = "not answering"
-            print(f"edge {e.name:<8} {self.cn.ip(e.name):<15} {e.region or '-':<6} {state:<8} {stats}")
-        for a in t.anycast:
-            print(f"anycast {a.name} {a.vip}:{a.port} members {', '.join(a.members)}")
+        anycast: dict = {}
         if self.cn.controller_mode == "ryu":
             try:
-                any_ = self.cn.rest("/anycast")
-                print(json.dumps(any_, indent=1)[:3000])
-            except OSError as e:
-                print(f"controller REST API not answering: {e}")
+                anycast = self.cn.rest("/anycast")
+            except OSError:
+                anycast = {}
+        catch: dict[str, list[str]] = {}
+        members: dict[str, dict] = {}
+        for svc in anycast.get("services", {}).values():
+            for sw, m in (svc.get("choice") or {}).items():
+                catch.setdefault(m, []).append(sw)
+            members.update(svc.get("members", {}))
+        rows = []
+        for e in t.hosts_with("edge"):
+            row: dict = {"edge": e.name, "address": self.cn.ip(e.name), "region": e.region,
+                         "failed": self.failed.get(e.name), "catchment": sorted(catch.get(e.name, [])),
+                         "controller": members.get(e.name)}
+            if self.svc is not None and not row["failed"]:
+                out = self.cn.host(probe).cmd(f"curl -s -m 2 http://{self.cn.ip(e.name)}/_cdn/stats")
+                try:
+                    row["stats"] = json.loads(out[out.index("{"):])
+                except ValueError:
+                    row["stats"] = None
+            rows.append(row)
+        return rows
+
+    def do_cdn(self, line: str) -> None:
+        """cdn [--json]: the CDN at a glance: each edge's health, anycast catchment (the switches whose
+        clients it serves), requests, hit ratio and cache size; `--json` prints the raw view."""
+        rows = self._edge_rows()
+        if "--json" in line.split():
+            anycast = self.cn.rest("/anycast") if self.cn.controller_mode == "ryu" else None
+            print(json.dumps({"edges": rows, "anycast": anycast}, indent=1, default=str))
+            return
+        from rich.console import Console
+        from rich.table import Table
+
+        table = Table(title=f"{self.cn.topo.name}: edges", title_justify="left")
+        for col in ("edge", "address", "region", "health", "catchment", "requests", "hit ratio", "cache"):
+            table.add_column(col, justify="right" if col in ("requests", "hit ratio", "cache") else "left")
+        for r in rows:
+            st, ctl = r.get("stats"), r.get("controller") or {}
+            if r["failed"]:
+                health = f"failed ({r['failed']})"
+            elif st is None and self.svc is not None:
+                health = "not answering"
+            elif ctl and not ctl.get("healthy", True):
+                health = f"down: {ctl.get('reason') or 'unhealthy'}"
+            else:
+                health = "up"
+            hits, misses = (st or {}).get("hits", 0), (st or {}).get("misses", 0)
+            requests = hits + misses + (st or {}).get("uncachable", 0)
+            ratio = f"{100 * hits / (hits + misses):.0f} %" if hits + misses else "-"
+            cache = _size((st or {}).get("store", {}).get("bytes_used")) if st else "-"
+            sws = r["catchment"]
+            catchment = ", ".join(sws[:4]) + (f" +{len(sws) - 4}" if len(sws) > 4 else "") if sws else "-"
+            table.add_row(r["edge"], r["address"], r["region"] or "-", health, catchment,
+                          str(requests) if st else "-", ratio if st else "-", cache)
+        console = Console(file=sys.stdout, width=max(100, Console().width))
+        console.print(table)
+        for a in self.cn.topo.anycast:
+            print(f"anycast {a.name} {a.vip}:{a.port} members {', '.join(a.members)}")
+        if self.cn.controller_mode != "ryu":
+            print("(no controller REST API in this mode: catchments unknown)")
 
     def do_fetch(self, line: str) -> None:
-        """fetch CLIENT URL_OR_PATH [--via anycast|dns|redirect]: fetch like a browser from CLIENT and show
-        the time per phase, the edge that answered and its cache verdict. A bare path (/img/img0001.jpg)
-        is fetched by the chosen method (default anycast)."""
-        args = self._args(line, 2, "fetch CLIENT URL_OR_PATH [--via anycast|dns|redirect]")
+        """fetch CLIENT PATH_OR_URL [--via anycast|dns|redirect]: fetch from CLIENT as the experiments do and
+        show the time per phase (DNS, connect, redirect, first byte, total), the edge that answered, its
+        cache verdict, and why a fetch failed. A path (/img/img0001.jpg) goes by the chosen method
+        (default anycast); a URL (http://10.0.0.2/img/img0001.jpg) is fetched from that server directly."""
+        args = self._args(line, 2, "fetch CLIENT PATH_OR_URL [--via anycast|dns|redirect]")
         node = self._host(args[0]) if args else None
         if node is None:
             return
@@ -113,31 +191,51 @@ class CdnCLI(CLI):
             print("*** --via takes anycast, dns or redirect")
             return
         client, url = args[0], args[1]
-        if url.startswith("/"):
+        opts = ["--timeout", "5"]
+        if url.startswith(("http://", "https://")):
+            u = urlsplit(url)
+            if u.scheme != "http" or not u.hostname:
+                print("*** only http:// URLs (the CDN speaks plain HTTP/1.1)")
+                return
+            path = (u.path or "/") + (f"?{u.query}" if u.query else "")
+            via, opts = "anycast", [*opts, "--vip", u.hostname, "--port", str(u.port or 80), "--name", u.hostname]
+            print(f"fetching {url} directly (not through a selection method)")
+        else:
+            path = url
+            if not path.startswith("/"):
+                path = "/" + path
+                print(f"note: paths start with '/': fetching {path}")
             if via == "anycast" and self.cn.topo.anycast:
-                url = f"http://{self.cn.topo.anycast[0].vip}{url}"
+                opts += ["--vip", self.cn.topo.anycast[0].vip]
             elif via == "redirect" and self.svc and self.svc.redirectors:
-                url = f"http://{self.cn.ip(self.svc.redirectors[0])}{url}"
+                opts += ["--redirector", self.cn.ip(self.svc.redirectors[0])]
             elif via == "dns" and self.svc and self.svc.resolver_for(client):
                 res = self.cn.ip(self.svc.resolver_for(client))
-                ans = node.cmd(f"dig +short +time=2 +tries=1 @{res} {CUSTOMER_NAME} A").split()
-                ips = [a for a in ans if a[:1].isdigit()]
-                if not ips:
-                    print(f"*** {CUSTOMER_NAME} did not resolve via {res}")
-                    return
-                print(f"{CUSTOMER_NAME} -> {' -> '.join(ans)} (resolver {res})")
-                url = f"http://{ips[-1]}{url}"
+                chain = node.cmd(f"dig +short +time=2 +tries=1 @{res} {CUSTOMER_NAME} A").split()
+                if chain and not chain[0].startswith(";"):
+                    print(f"{CUSTOMER_NAME} -> {' -> '.join(chain)} (resolver {res})")
+                opts += ["--resolver", res]
             else:
                 print(f"*** no {via} service in this CDN")
                 return
-        fmt = ("dns %{time_namelookup}s connect %{time_connect}s first-byte %{time_starttransfer}s "
-               "total %{time_total}s redirects %{num_redirects} status %{http_code}\\n")
-        out = node.cmd(f"curl -s -L -m 10 -o /dev/null -D - -w '{fmt}' {shlex.quote(url)}")
-        for ln in out.splitlines():
-            low = ln.lower()
-            if low.startswith(("http/", "location:", "x-served-by:", "x-cache:", "age:", "cache-control:")) or \
-                    low.startswith("dns "):
-                print(ln)
+        out = node.cmd(shlex.join([sys.executable, "-m", "testbed.measure.fetch", path, "--via", via, *opts]))
+        try:
+            result = json.loads(out[out.index("{"):])
+        except ValueError:
+            print(f"*** the fetch did not run: {out.strip()[-500:]}")
+            return
+        s, headers = result["sample"], result["headers"]
+        print(f"dns {s['dns_ms']:.1f} ms  connect {s['connect_ms']:.1f} ms  redirect {s['redirect_ms']:.1f} ms  "
+              f"first byte {s['ttfb_ms']:.1f} ms  total {s['total_ms']:.1f} ms")
+        if headers.get("redirect-location"):
+            print(f"redirected to {headers['redirect-location']}")
+        if s["status"]:
+            print(f"HTTP {s['status']}, {s['bytes']} bytes from {s['edge_ip']}")
+            for h in ("x-served-by", "x-cache", "age", "cache-control"):
+                if h in headers:
+                    print(f"{'-'.join(w.capitalize() for w in h.split('-'))}: {headers[h]}")
+        if result["explain"]:
+            print(f"*** failed: {result['explain']}")
 
     def do_fail(self, line: str) -> None:
         """fail HOST [process|host|link]: make any CDN host fail — its service process crashes (default),
@@ -189,7 +287,8 @@ class CdnCLI(CLI):
 
     def do_dig(self, line: str) -> None:
         """dig CLIENT [NAME]: resolve NAME (default www.customer.example) through CLIENT's regional
-        resolver and show the CNAME chain and TTLs — the answer depends on where the resolver is."""
+        resolver and show the CNAME chain and TTLs (the answer depends on where the resolver is), or the
+        response code (NXDOMAIN, SERVFAIL) or timeout when there is no answer."""
         args = self._args(line, 1, "dig CLIENT [NAME]")
         node = self._host(args[0]) if args else None
         if node is None:
@@ -197,7 +296,20 @@ class CdnCLI(CLI):
         name = args[1] if len(args) > 1 else CUSTOMER_NAME
         res = self.svc.resolver_for(args[0]) if self.svc else None
         server = f"@{self.cn.ip(res)}" if res else ""
-        print(node.cmd(f"dig +noall +answer +time=2 +tries=1 {server} {shlex.quote(name)}"))
+        out = node.cmd(f"dig +noall +answer +comments +time=2 +tries=1 {server} {shlex.quote(name)}")
+        answers = [ln for ln in out.splitlines() if ln.strip() and not ln.startswith(";")]
+        status = re.search(r"status: ([A-Z]+)", out)
+        if answers:
+            print("\n".join(answers))
+        elif status:
+            meaning = {"NXDOMAIN": "the name does not exist",
+                       "SERVFAIL": "the resolver could not resolve it (is the mapping DNS up?)",
+                       "REFUSED": "the server refused to answer this query",
+                       "NOERROR": "the name exists but has no A record"}.get(status.group(1), "")
+            print(f"no answer: {status.group(1)}{f' ({meaning})' if meaning else ''}")
+        else:
+            last = out.strip().splitlines()[-1] if out.strip() else "dig printed nothing"
+            print(f"no answer: {last} (is {res or 'the resolver'} up?)")
 
     def do_capture(self, line: str) -> None:
         """capture NODE1 NODE2 [SECONDS]: capture packets on the link between two nodes (default 5 s)

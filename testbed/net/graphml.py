@@ -93,10 +93,11 @@ def derive_regions(g: nx.Graph, dist: dict[Any, dict[Any, float]], max_regions: 
 
 
 def _region_names(labels: list[str]) -> list[str]:
-    """Spec names (``[a-z][a-z0-9_]{0,9}``) from region labels, unique."""
+    """Spec names (``[a-z][a-z0-9_]{0,9}``) from region labels (the first word of the first name), unique."""
     out: list[str] = []
     for i, label in enumerate(labels):
-        base = re.sub(r"[^a-z0-9]+", "_", label.lower()).strip("_")[:10].rstrip("_")
+        words = label.split(",")[0].split()
+        base = re.sub(r"[^a-z0-9]+", "_", (words[0] if words else "").lower()).strip("_")[:10].rstrip("_")
         base = base if base[:1].isalpha() else f"r{base}"[:10] if base else f"r{i}"
         name, k = base, 1
         while name in out:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import signal
 import sys
+import time
 from pathlib import Path
 
 from testbed.config import ConfigError
@@ -83,5 +84,25 @@ def main(argv: list[str] | None = None) -> int:
         print(f"cdnlab up: {e}", file=sys.stderr)
         return 1
     finally:
+        t0 = time.monotonic()
+        what = teardown_summary(cn)
+        if what:
+            print(f"cdnlab: stopping {what} ...", flush=True)
         cn.stop()
+        if what:
+            print(f"cdnlab: stopped in {time.monotonic() - t0:.1f} s; nothing of this run is left", flush=True)
     return 0
+
+
+def teardown_summary(cn: CdnNet) -> str:
+    """What stopping ``cn`` will stop, for the user watching ``exit`` (empty if nothing was built)."""
+    if cn.net is None and not cn.procs:
+        return ""
+    parts = []
+    if cn.procs:
+        parts.append(f"{len(cn.procs)} service processes")
+    if cn.controller_proc is not None:
+        parts.append("the controller")
+    if cn.net is not None:
+        parts.append(f"{len(cn.net.switches)} switches, {len(cn.net.hosts)} hosts and {len(cn.net.links)} links")
+    return f"{cn.topo.name}: " + ", ".join(parts)

@@ -348,7 +348,7 @@ class Origin:
 
     async def _h_catalog(self, request: web.Request) -> web.Response:
         objs = [{"path": o.path, "size": o.size, "class": o.cls} for o in self.catalog.objects]
-        return web.json_response({"hostname": self.cfg.hostname, "objects": objs})
+        return web.json_response({"hostname": self.cfg.hostname, "objects": objs, "dynamic": DYNAMIC_PATHS})
 
     async def _h_stats(self, request: web.Request) -> web.Response:
         return web.json_response(
@@ -412,6 +412,15 @@ class Origin:
         self.fault_status = status
         return web.json_response({"fault_status": status})
 
+
+#: the dynamic paths and how a cache must treat them (listed by ``GET /_origin/catalog`` under ``dynamic``)
+DYNAMIC_PATHS = [
+    {"path": "/dyn/personal", "cache_control": "private", "what": "personalised by the user cookie"},
+    {"path": "/cgi/search?q=cdn", "cache_control": "no-store", "what": "the result of a query"},
+    {"path": "/dyn/ad", "cache_control": "no-store", "what": "random content and a hit counter"},
+    {"path": "/dyn/stock", "cache_control": "no-cache (ETag)", "what": "changing data, always revalidated"},
+    {"path": "/dyn/lang", "cache_control": "max-age=60, Vary: Accept-Language", "what": "negotiated language"},
+]
 
 _DYNAMIC = {
     "/dyn/personal": Origin._personal,

@@ -9,6 +9,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -40,9 +41,9 @@ def save_artifacts(cn: CdnNet, name: str) -> Path:
     return out
 
 
-@pytest.fixture
-def cdn_net(request: pytest.FixtureRequest) -> Iterator[Callable[..., CdnNet]]:
-    """Factory: ``cdn_net("mini", controller="standalone")`` builds and starts a network for this test."""
+@contextmanager
+def _networks(name: str, failed: Callable[[], bool]) -> Iterator[Callable[..., CdnNet]]:
+    """A factory of started networks; on exit each is stopped, its artifacts saved first if ``failed()``."""
     built: list[CdnNet] = []
 
     def make(topo: str | Topology, **opts) -> CdnNet:
@@ -52,35 +53,33 @@ def cdn_net(request: pytest.FixtureRequest) -> Iterator[Callable[..., CdnNet]]:
         cn.start()
         return cn
 
-    yield make
-    failed = getattr(request.node, "rep_call", None) is not None and request.node.rep_call.failed
-    for cn in built:
-        try:
-            if failed:
-                print(f"artifacts saved to {save_artifacts(cn, request.node.nodeid)}")
-        finally:
-            cn.stop()
+    try:
+        yield make
+    finally:
+        bad = failed()
+        for cn in built:
+            try:
+                if bad:
+                    print(f"artifacts saved to {save_artifacts(cn, name)}")
+            finally:
+                cn.stop()
+
+
+@pytest.fixture
+def cdn_net(request: pytest.FixtureRequest) -> Iterator[Callable[..., CdnNet]]:
+    """Factory: ``cdn_net("mini", controller="standalone")`` builds and starts a network for this test."""
+
+    def failed() -> bool:
+        return getattr(request.node, "rep_call", None) is not None and request.node.rep_call.failed
+
+    with _networks(request.node.nodeid, failed) as make:
+        yield make
 
 
 @pytest.fixture(scope="module")
 def module_cdn_net(request: pytest.FixtureRequest) -> Iterator[Callable[..., CdnNet]]:
     """As :func:`cdn_net`, but the networks live for the whole module (tests that share one running CDN).
     If any test of the module failed, the artifacts are saved under the module's name."""
-    built: list[CdnNet] = []
     failed_before = request.session.testsfailed
-
-    def make(topo: str | Topology, **opts) -> CdnNet:
-        t = load_topology(topo) if isinstance(topo, str) else topo
-        cn = CdnNet(t, BuildOptions(**opts))
-        built.append(cn)
-        cn.start()
-        return cn
-
-    yield make
-    failed = request.session.testsfailed > failed_before
-    for cn in built:
-        try:
-            if failed:
-                print(f"artifacts saved to {save_artifacts(cn, request.node.nodeid)}")
-        finally:
-            cn.stop()
+    with _networks(request.node.nodeid, lambda: request.session.testsfailed > failed_before) as make:
+        yield make

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from testbed.net.cdn import start_services
@@ -15,8 +17,13 @@ def test_cdn_commands(cdn_net, tmp_path, capsys) -> None:
     start_services(cn)
     script = tmp_path / "cmds"
     script.write_text("\n".join([
+        "help",
         "cdn",
+        "cdn --json",
         "fetch c1 /img/img0001.jpg --via anycast",
+        "fetch c1 img/img0004.jpg",  # no leading slash: corrected, with a note
+        "fetch c1 /no/such/object.jpg",
+        "dig c1 nonexist.customer.example",
         "fetch c2 /img/img0001.jpg --via dns",
         "fetch c2 /img/img0001.jpg --via redirect",
         "dig c1",
@@ -30,6 +37,9 @@ def test_cdn_commands(cdn_net, tmp_path, capsys) -> None:
         "fail c2",  # a client runs no service: refused, naming what works
         "fail redir",
         "fetch c1 /img/img0001.jpg --via redirect",
+        "fail e2 host",
+        "fetch c2 http://10.0.0.3/img/img0001.jpg",
+        "recover e2",
         "recover redir",
         "recover c2",
         "c0 ping -c1 10.0.0.1",  # Mininet's controller node: the machine's root namespace
@@ -39,9 +49,23 @@ def test_cdn_commands(cdn_net, tmp_path, capsys) -> None:
     with open(script) as stdin:  # pytest's stdin has no fileno; Mininet's CLI polls its stdin
         CdnCLI(cn, script=str(script), stdin=stdin)
     out = capsys.readouterr().out
-    assert "edge e1" in out and "anycast http 10.0.0.200:80" in out
+    assert "CDN commands" in out.split("Mininet's commands")[0] and "fetch CLIENT PATH_OR_URL" in out
+    table = out.split("mini: edges")[1].split("anycast http")[0]
+    for col in ("health", "catchment", "requests", "hit ratio", "cache"):
+        assert col in table, col
+    assert re.search(r"e1 .*10\.0\.0\.2 .*east .*up .*s1 ", table), table
+    assert '"edges": [' in out and '"catchment": [' in out  # cdn --json
+    assert "anycast http 10.0.0.200:80" in out
+    # fetch measures every phase the experiments measure, and says why a fetch failed
+    assert re.search(r"dns \d+\.\d ms  connect \d+\.\d ms  redirect \d+\.\d ms  first byte \d+\.\d ms  total", out)
+    assert "HTTP 200" in out and "X-Cache:" in out
+    assert "note: paths start with '/': fetching /img/img0004.jpg" in out
+    assert "HTTP 404" in out and "*** failed: HTTP 404 from e1: no such object" in out
+    assert "no answer: NXDOMAIN (the name does not exist)" in out
+    assert "*** failed: connect: the redirector 10.0.0.8:80 refused the connection" in out
+    assert "*** failed: connect: no answer from the server 10.0.0.3:80 within 5 s (timeout)" in out
     assert "X-Served-By: e1" in out  # c1's anycast edge
-    assert "X-Served-By: e2" in out  # c2's redirect edge (its DNS answer maps by mini's one resolver, east)
+    assert "X-Served-By: e2" in out  # c2's redirect edge (the redirector maps c2's own address)
     assert "a73.g.cdnlab.net" in out  # the CNAME chain
     assert "e1 (edge): process failure injected" in out and "e1: recovered" in out
     assert "process" in out.split("e1 (edge): process failure injected")[1].split("recover")[0]  # cdn: failed
@@ -71,6 +95,8 @@ def test_cdnlab_up_interactive_session_and_exit() -> None:
                        "exit\n", timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
     assert "mini is up" in r.stdout
-    assert "edge e1" in r.stdout  # the cdn command
+    assert "hit ratio" in r.stdout and "e1" in r.stdout  # the cdn command's table
     assert "code=200" in r.stdout + r.stderr  # a plain Mininet command's output is shown (Mininet logs it)
+    assert "cdnlab: stopping mini: " in r.stdout and "switches" in r.stdout  # exit says what it stops
+    assert "cdnlab: stopped in" in r.stdout
     assert not {"s1", "s2"} & set(run(["ovs-vsctl", "list-br"]).stdout.split())  # torn down

@@ -2,20 +2,43 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
 
-from experiments.framework import read_csv, run_experiment
+from experiments.framework import read_csv
 from testbed.net.spec import load_topology
 
 pytestmark = pytest.mark.mininet
+ROOT = Path(__file__).resolve().parents[2]
+
+
+LINE_GAPS: list[float] = []  # seconds between the progress lines `cdnlab run` printed into a pipe
 
 
 @pytest.fixture(scope="module")
 def selection(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, Path]:
+    """``cdnlab run selection --quick`` as a student runs it with ``| tee log``: stdout is a pipe."""
     out = tmp_path_factory.mktemp("selection")
-    return run_experiment("selection", out, quick=True), out
+    p = subprocess.Popen([sys.executable, "-m", "testbed.cli", "run", "selection", "--quick", "--out", str(out)],
+                         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    assert p.stdout is not None
+    last, lines = time.monotonic(), []
+    for ln in p.stdout:
+        now = time.monotonic()
+        LINE_GAPS.append(now - last)
+        last = now
+        lines.append(ln)
+    assert p.wait(60) == 0, "".join(lines)[-3000:]
+    return json.loads((out / "results.json").read_text()), out
+
+
+def test_a_pipe_shows_a_progress_line_at_least_every_10_s(selection) -> None:
+    assert LINE_GAPS and max(LINE_GAPS) <= 10, LINE_GAPS
 
 
 def test_result_keys_and_files(selection) -> None:

@@ -79,3 +79,60 @@ async def test_driver_runs_a_schedule(servers, tmp_path) -> None:
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert sorted(r["path"] for r in rows) == [f"/o{i}" for i in range(5)]
     assert all(r["served_by"] == "e9" and not r["error"] for r in rows)
+
+
+async def test_failures_say_where_and_why(servers) -> None:
+    """What `status 000` hides: refused vs timeout vs a silent server vs HTTP errors, and in which phase."""
+    import socket
+
+    from testbed.measure.fetch import Sample, explain
+
+    edge_port, redir_port = servers
+    closed = free_port()
+    s = await fetch("anycast", Target(vip="127.0.0.1", port=closed), "/x")
+    assert (s.extra["error_phase"], s.extra["error_addr"]) == ("connect", f"127.0.0.1:{closed}")
+    assert explain(s) == (f"connect: the server 127.0.0.1:{closed} refused the connection: nothing listens there "
+                          "(its service is down)")
+    r = await fetch("redirect", Target(redirector="127.0.0.1", port=closed), "/x")
+    assert r.extra["error_phase"] == "redirect connect" and "the redirector 127.0.0.1" in (explain(r) or "")
+    # a server that accepts and never answers
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen()
+    try:
+        port = silent.getsockname()[1]
+        s = await fetch("anycast", Target(vip="127.0.0.1", port=port), "/x", timeout=0.3)
+        assert s.extra["error_phase"] == "response"
+        assert "accepted the connection but sent no response within 0.3 s" in (explain(s, 0.3) or "")
+    finally:
+        silent.close()
+    # a resolver that does not answer (UDP port with nothing behind it: ICMP refusal, or a timeout)
+    s = await fetch("dns", Target(resolver="127.0.0.1"), "/x", timeout=0.3)
+    assert s.extra["error_phase"] == "dns" and (explain(s, 0.3) or "").startswith("DNS: ")
+    ok = await fetch("anycast", Target(vip="127.0.0.1", port=edge_port), "/x")
+    assert explain(ok) is None and "error_phase" not in ok.extra
+    # shapes the loopback cannot produce, from the recorded fields
+    nx = Sample(error="FetchError: dns: no A record for nope.example (rcode NXDOMAIN)",
+                extra={"error_phase": "dns", "error_addr": "10.0.0.7:53"})
+    assert explain(nx) == "DNS: the name does not exist (NXDOMAIN), answered by the resolver 10.0.0.7:53"
+    to = Sample(error="TimeoutError: ", extra={"error_phase": "connect", "error_addr": "10.0.0.2:80"})
+    assert "no answer from the server 10.0.0.2:80 within 5 s (timeout)" in (explain(to) or "")
+    assert "origin" in (explain(Sample(error="http 502", status=502, served_by="e1")) or "")
+    assert "no such object" in (explain(Sample(status=404, served_by="e1")) or "")  # not an error, but a failure
+
+
+async def test_module_main_prints_sample_headers_and_explanation(servers) -> None:
+    import asyncio
+
+    edge_port, _ = servers
+    closed = free_port()
+    for port, want in ((edge_port, None), (closed, "refused the connection")):
+        p = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "testbed.measure.fetch", "/img/a.jpg", "--vip", "127.0.0.1", "--port", str(port),
+            stdout=asyncio.subprocess.PIPE)
+        out, _ = await p.communicate()
+        d = json.loads(out)
+        if want is None:
+            assert d["sample"]["status"] == 200 and d["headers"]["x-served-by"] == "e9" and d["explain"] is None
+        else:
+            assert d["sample"]["status"] == 0 and want in d["explain"]

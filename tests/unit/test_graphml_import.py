@@ -131,3 +131,16 @@ def test_a_small_subnet_numbers_hosts_in_sequence() -> None:
     t = parse_topology(import_graphml(FIXTURES / "Minizoo.graphml", subnet="10.100.7.0/26"), "minizoo")
     assert all(h.ip is None for h in t.hosts)
     assert all(a.startswith("10.100.7.") for a in t.addresses().values())
+
+
+def test_the_readme_import_example_runs_as_written(tmp_path: Path, monkeypatch) -> None:
+    """README: `cdnlab topo import topologies/zoo/Eurozoo.graphml -o eurozoo.yaml` (a file that ships)."""
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    line = next(ln for ln in readme.splitlines() if ln.startswith("cdnlab topo import "))
+    args = line.split("#")[0].split()[1:]
+    monkeypatch.chdir(Path(__file__).resolve().parents[2])
+    out = tmp_path / "eurozoo.yaml"
+    args[args.index("-o") + 1] = str(out)
+    assert cdnlab(args) == 0
+    t = load_topology(out)
+    assert len(t.switches) == 12 and len(t.regions) == 4 and len(t.hosts_with("edge")) == 3

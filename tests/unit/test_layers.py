@@ -205,3 +205,13 @@ def test_icp_agrees_with_the_edge_codec() -> None:
         bytes(L.ICP(opcode=1, reqnum=77, sender="10.0.0.1", requester="10.0.0.2", url=b"http://o/a")) == data
     )
     assert icp.IcpMessage.decode(bytes(L.ICP(opcode=3, reqnum=5, url=b"http://o/b"))).url == "http://o/b"
+
+
+def test_the_tutorials_scapy_step_works_as_written(tmp_path) -> None:
+    """docs/tutorial.md: `from testbed.measure.layers import *; rdpcap("...pcap")`."""
+    pcap = tmp_path / "capture.pcap"
+    ns: dict = {}
+    exec("from testbed.measure.layers import *", ns)  # noqa: S102 - the tutorial's own line
+    ns["wrpcap"](str(pcap), [ns["Ether"]() / ns["IP"](dst="10.0.0.200") / ns["TCP"](dport=80)])
+    pkts = eval(f"rdpcap({str(pcap)!r})", ns)  # noqa: S307
+    assert len(pkts) == 1 and pkts[0][ns["TCP"]].dport == 80

@@ -54,6 +54,13 @@ async def test_catalog_endpoint_and_static_headers(origin, http):
     assert len(data["objects"]) == len(origin.catalog)
     obj = data["objects"][0]
     assert set(obj) == {"path", "size", "class"}
+    # the dynamic paths are listed too, and each answers with the Cache-Control the list promises
+    assert {d["path"].split("?")[0] for d in data["dynamic"]} == {"/dyn/personal", "/cgi/search", "/dyn/ad",
+                                                                  "/dyn/stock", "/dyn/lang"}
+    for d in data["dynamic"]:
+        async with http.get(origin.url + d["path"], cookies={"user": "ann"}) as r:
+            assert r.status == 200, d
+            assert d["cache_control"].split(" (")[0].split(",")[0] in r.headers["Cache-Control"], (d, r.headers)
     img = first(origin, "image")
     async with http.get(origin.url + img.path) as r:
         body = await r.read()
