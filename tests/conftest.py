@@ -41,6 +41,8 @@ _TIER_TIME: dict[str, list[float]] = {}
 
 
 def _tier(item_keywords) -> str:
+    if "docs" in item_keywords:
+        return "docs"
     return "mininet" if "mininet" in item_keywords else "unit"
 
 

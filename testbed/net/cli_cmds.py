@@ -331,8 +331,8 @@ class CdnCLI(CLI):
         p = a.popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         print(f"capturing on {intf.name} for {secs:g} s ...")
         _, err = p.communicate(timeout=secs + 10)
-        captured = [ln for ln in err.decode(errors="replace").splitlines() if "captured" in ln]
-        print(f"{captured[0] if captured else 'no packets captured'}; saved {pcap}")
+        m = re.search(r"(\d+) packets? captured", err.decode(errors="replace"))
+        print(f"{m.group(1) if m else 0} packets captured; saved {pcap}")
 
     def do_rtt(self, line: str) -> None:
         """rtt SRC DST: median ping RTT in ms between two hosts, next to the configured path delay."""
