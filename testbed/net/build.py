@@ -33,7 +33,13 @@ from pathlib import Path
 from typing import Any
 
 from testbed.net import host_env
-from testbed.net.containment import GuardRoute, add_guard_routes, check_no_overlap, require_namespaced
+from testbed.net.containment import (
+    GuardRoute,
+    add_guard_routes,
+    check_no_overlap,
+    check_switch_names_free,
+    require_namespaced,
+)
 from testbed.net.spec import BUILDER_NODE_NAMES, Role, Topology
 from testbed.net.state import RunState
 from testbed.util import free_port, tcp_open, wait_until
@@ -167,6 +173,7 @@ class CdnNet:
 
         setLogLevel(os.environ.get("CDNLAB_MININET_LOG", "warning"))
         check_no_overlap(self.topo)  # before anything is made: nothing to undo
+        check_switch_names_free(self.topo)
         self.state = RunState.new(self.topo.name)
         if self.run_dir is None:
             self.run_dir = Path(tempfile.gettempdir()) / "cdnlab" / self.state.run_id

@@ -24,8 +24,9 @@ from __future__ import annotations
 import ipaddress
 import json
 import subprocess
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 #: the ``proto`` of the root-namespace routes cdnlab adds (0xcd: "cdn"); ``ip route show proto 205``
 ROUTE_PROTO = 205
@@ -171,3 +172,47 @@ def remove_guard_routes(routes: Iterable[GuardRoute], ip_cmd: Sequence[str] = ("
         if p.returncode == 0:
             gone.append(r)
     return gone
+
+
+def taken_switch_errors(topo_name: str, switches: list[str], bridges: set[str], runs: list[tuple[str, list[str], bool]]
+                        ) -> list[str]:
+    """Switches of ``topo_name`` whose names an Open vSwitch bridge on this machine already has (pure).
+
+    Bridge names are global to a machine, so a second network of the same topology (``cdnlab up globe``
+    while ``cdnlab run selection`` builds globe) would fail half-built with "RTNETLINK answers: File
+    exists". ``runs`` are (run id, its bridges, whether its owner still runs) from the run records;
+    each message names the run that holds the name and what to do.
+    """
+    errs = []
+    for sw in switches:
+        if sw not in bridges:
+            continue
+        owner = next(((rid, alive) for rid, brs, alive in runs if sw in brs), None)
+        if owner is None:
+            why = "an Open vSwitch bridge of that name exists, made by something other than cdnlab"
+            fix = f"remove it (`ovs-vsctl del-br {sw}`) if it is yours to remove"
+        elif owner[1]:
+            why = f"it belongs to run {owner[0]}, which is still running"
+            fix = "stop that run first (`exit` its CLI, or wait for its experiment)"
+        else:
+            why = f"it was left by run {owner[0]}, which died"
+            fix = "run `sudo cdnlab clean`"
+        errs.append(f"topology {topo_name}: switch {sw!r} is taken: {why}; {fix}. Two networks cannot share "
+                    f"switch names")
+    return errs
+
+
+def check_switch_names_free(topo: Any, list_bridges: Callable[[], set[str]] | None = None) -> None:
+    """Refuse to build ``topo`` when a switch name is already an OVS bridge here (RuntimeError, naming the
+    run that holds it; see :func:`taken_switch_errors`)."""
+    from testbed.net.state import all_states, owner_alive
+
+    if list_bridges is None:
+        def list_bridges() -> set[str]:
+            r = subprocess.run(["ovs-vsctl", "--timeout=10", "list-br"], capture_output=True, text=True)
+            return set(r.stdout.split())
+
+    runs = [(st.run_id, list(st.bridges), owner_alive(st)) for st in all_states()]
+    errs = taken_switch_errors(topo.name, [s.name for s in topo.switches], list_bridges(), runs)
+    if errs:
+        raise RuntimeError("\n".join(errs[:3]) + (f"\n(and {len(errs) - 3} more)" if len(errs) > 3 else ""))

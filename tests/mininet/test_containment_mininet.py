@@ -169,3 +169,14 @@ def test_an_imported_zoo_topology_runs_selection_and_nothing_leaves_through_the_
     assert ("could not keep up" in report.split("## ")[0]) == (emu["keeping_up"] is False)
     for g in regions:
         assert f"| {g} |" in report, g
+
+
+def test_a_second_network_of_the_same_topology_is_refused_naming_the_first(cdn_net) -> None:
+    first = cdn_net("mini", controller="standalone")
+    states_before = {st.run_id for st in all_states()}
+    second = CdnNet(load_topology("mini"), BuildOptions(controller="standalone"))
+    with pytest.raises(RuntimeError, match=rf"switch 's1' is taken: it belongs to run {first.state.run_id}, "
+                                           r"which is still running"):
+        second.start()
+    assert {st.run_id for st in all_states()} == states_before  # the refusal made nothing
+    assert first.reachable_from("c1", ["e1"]) == {"e1"}  # and broke nothing

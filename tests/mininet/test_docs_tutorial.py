@@ -35,6 +35,7 @@ NOT_HERE = {
     "vagrant ssh": "needs the Vagrant VM (the VM tier)",
     "cd cdnlab && sudo make demo": "inside the Vagrant VM (the VM tier)",
 }
+MAX_SILENCE_S = 10  # issue #19's target for a first `make demo | tee log`
 #: commands already run by this tier (``make demo`` is in both docs): run once, checked once
 _DONE: set[str] = set()
 
@@ -107,6 +108,24 @@ def _shell(cmd: str) -> list[str]:
     return words[1:] if words and words[0] == "sudo" else words
 
 
+def _run_shell(cmd: str, timeout: float = 1200) -> tuple[int, str, float]:
+    """Run ``cmd`` as a student types it (bash, in the checkout, the virtualenv's cdnlab on PATH) with its
+    output into a pipe, as ``| tee log`` does: (exit status, output, longest silence between lines in s)."""
+    env = dict(os.environ, PATH=f"{ROOT / '.venv' / 'bin'}:{os.environ.get('PATH', '')}")
+    p = subprocess.Popen(["bash", "-c", cmd], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                         text=True, env=env)
+    assert p.stdout is not None
+    lines, last, gap, deadline = [], time.monotonic(), 0.0, time.monotonic() + timeout
+    for ln in p.stdout:
+        now = time.monotonic()
+        gap, last = max(gap, now - last), now
+        lines.append(ln)
+        if now > deadline:
+            p.kill()
+            break
+    return p.wait(60), ANSI.sub("", "".join(lines)), gap
+
+
 def _service_example(cmd: str) -> bool:
     """``python -m testbed.services.X --config X.yaml``: an example whose config the reader writes."""
     return bool(re.fullmatch(r"python -m testbed\.services\.\w+ --config \w+\.yaml", cmd))
@@ -157,15 +176,14 @@ def run_doc(doc: Path) -> list[str]:
                     out = session.read_until(re.escape(PROMPT), 300)
                     problems += _problems(step, out, where)
                     continue
-                # as a student types it: a shell, in the checkout, with the virtualenv's cdnlab on PATH
-                env = dict(os.environ, PATH=f"{ROOT / '.venv' / 'bin'}:{os.environ.get('PATH', '')}")
-                r = subprocess.run(["bash", "-c", " ".join(argv)], cwd=ROOT, capture_output=True, text=True,
-                                   timeout=1200, env=env)
-                out = ANSI.sub("", r.stdout + r.stderr)
-                if r.returncode != 0:
-                    problems.append(f"{where}:{step.line}: `{step.command}` exited {r.returncode}: {out[-800:]}")
+                rc, out, gap = _run_shell(" ".join(argv))
+                if rc != 0:
+                    problems.append(f"{where}:{step.line}: `{step.command}` exited {rc}: {out[-800:]}")
                 else:
                     _DONE.add(step.command)
+                if "make demo" in step.command and gap > MAX_SILENCE_S:  # `make demo | tee log` shows life
+                    problems.append(f"{where}:{step.line}: `{step.command}` was silent for {gap:.0f} s "
+                                    f"(at most {MAX_SILENCE_S} s between lines into a pipe)")
                 problems += _problems(step, out, where)
                 if (ROOT / "results").exists():
                     made += sorted(set((ROOT / "results").glob("*")) - before - set(made))

@@ -224,3 +224,29 @@ def test_an_experiment_run_loads_its_topology_moved(tmp_path: Path) -> None:
     r.subnet = "10.220.0.0/24"
     with pytest.raises(ConfigError, match="globe needs a /16 or larger"):
         r.load_topology()
+
+
+def test_switch_names_taken_by_a_running_or_dead_run_or_by_someone_else() -> None:
+    from testbed.net.containment import taken_switch_errors
+
+    runs = [("globe-1a2b3c4d", ["s_na", "s_eu"], True), ("mini-99887766", ["s1"], False)]
+    errs = taken_switch_errors("globe", ["s_na", "s_eu", "s_as"], {"s_na", "s_eu", "s1", "br0"}, runs)
+    assert len(errs) == 2 and "switch 's_na' is taken: it belongs to run globe-1a2b3c4d, which is still running" in errs[0]
+    assert "`exit` its CLI" in errs[0]
+    dead = taken_switch_errors("mini", ["s1", "s2"], {"s1"}, runs)
+    assert len(dead) == 1 and "left by run mini-99887766, which died; run `sudo cdnlab clean`" in dead[0]
+    other = taken_switch_errors("t", ["br0"], {"br0"}, runs)
+    assert "made by something other than cdnlab" in other[0] and "ovs-vsctl del-br br0" in other[0]
+    assert taken_switch_errors("globe", ["s_as"], {"s_na"}, runs) == []
+
+
+def test_check_switch_names_free_raises_before_anything_is_built(monkeypatch) -> None:
+    from testbed.net import state
+    from testbed.net.containment import check_switch_names_free
+    from testbed.net.spec import load_topology
+
+    monkeypatch.setattr(state, "all_states", lambda: [])
+    topo = load_topology("mini")
+    check_switch_names_free(topo, list_bridges=lambda: {"br-int"})
+    with pytest.raises(RuntimeError, match="topology mini: switch 's1' is taken"):
+        check_switch_names_free(topo, list_bridges=lambda: {"s1"})
