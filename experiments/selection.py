@@ -55,19 +55,11 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
         "requests": len(rows), "errors": len(rows) - len(ok),
         "ttfb_ms_p50": pct((x["ttfb_ms"] for x in ok), 50), "ttfb_ms_p95": pct((x["ttfb_ms"] for x in ok), 95),
         "total_ms_p50": pct((x["total_ms"] for x in ok), 50), "total_ms_p95": pct((x["total_ms"] for x in ok), 95),
-        "optimal_edge_fraction": (sum(1 for x in ok if _nearest(x)) / len(ok)) if ok else 0.0,
+        "optimal_edge_fraction": (sum(1 for x in ok if x["served_nearest"]) / len(ok)) if ok else 0.0,
     }
     for ph in PHASES:
         res[f"{ph[:-3]}_ms_p50"] = pct((x[ph] for x in ok), 50)
     return res
-
-
-def _nearest(x: dict[str, Any]) -> bool:
-    """Served by a nearest edge (``served_nearest``; rows from before it was recorded: the one nearest)."""
-    v = x.get("served_nearest")
-    if v is None:
-        return x["served_by"] == x["nearest"]
-    return v in (True, "True", "true", "1", 1)
 
 
 def run(r: Run) -> dict[str, Any]:

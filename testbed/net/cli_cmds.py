@@ -105,7 +105,9 @@ class CdnCLI(CLI):
             print("\nMininet's commands (`h1 ping h2` runs a command on a host):")
         super().do_help(line)
 
-    def _edge_rows(self) -> list[dict]:
+    def _edge_rows(self) -> tuple[list[dict], dict]:
+        """One dict per edge (stats, catchment, the controller's view of it), and the controller's
+        ``GET /anycast`` (empty without the REST API)."""
         t = self.cn.topo
         probe = next((h.name for h in t.hosts_with("client")), t.hosts[0].name)
         anycast: dict = {}
@@ -132,15 +134,14 @@ class CdnCLI(CLI):
                 except ValueError:
                     row["stats"] = None
             rows.append(row)
-        return rows
+        return rows, anycast
 
     def do_cdn(self, line: str) -> None:
         """cdn [--json]: the CDN at a glance: each edge's health, anycast catchment (the switches whose
         clients it serves), requests, hit ratio and cache size; `--json` prints the raw view."""
-        rows = self._edge_rows()
+        rows, anycast = self._edge_rows()
         if "--json" in line.split():
-            anycast = self.cn.rest("/anycast") if self.cn.controller_mode == "ryu" else None
-            print(json.dumps({"edges": rows, "anycast": anycast}, indent=1, default=str))
+            print(json.dumps({"edges": rows, "anycast": anycast or None}, indent=1, default=str))
             return
         from rich.console import Console
         from rich.table import Table
