@@ -178,7 +178,7 @@ class CdnServices:
         """The redirector's and the DNS's network maps (computed once)."""
         if self._maps is None:
             addresses = {h.name: self.cn.ip(h.name) for h in self.cn.topo.hosts}
-            self._maps = network_maps(self.cn.topo, addresses, self.edges)
+            self._maps = network_maps(self.cn.topo, addresses, self.edges, self.rtt_rows())
         return self._maps
 
     def mapping(self, policy: str, service: str = "dns") -> dict[str, Any]:

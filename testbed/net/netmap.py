@@ -56,9 +56,11 @@ def _subnet_means(rows: Mapping[str, dict[str, float]], addresses: Mapping[str, 
             for net, hs in members.items()}
 
 
-def network_maps(topo: Topology, addresses: Mapping[str, str], edges: Sequence[str]) -> NetworkMaps:
-    """The redirector's and the DNS's network maps for ``topo`` numbered as ``addresses`` (host -> IPv4)."""
-    rows = rtt_to_edges(topo, edges)
+def network_maps(topo: Topology, addresses: Mapping[str, str], edges: Sequence[str],
+                 rows: Mapping[str, dict[str, float]] | None = None) -> NetworkMaps:
+    """The redirector's and the DNS's network maps for ``topo`` numbered as ``addresses`` (host -> IPv4);
+    ``rows`` is :func:`rtt_to_edges` when the caller has it already."""
+    rows = rows if rows is not None else rtt_to_edges(topo, edges)
     clients = [h.name for h in topo.hosts_with(Role.client)]
     resolvers = [h.name for h in topo.hosts_with(Role.resolver)]
     subnets = _subnet_means(rows, addresses, clients, ECS_PREFIX_V4)
