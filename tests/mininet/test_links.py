@@ -371,13 +371,15 @@ def test_a_running_relay_reports_its_counters_and_whether_it_kept_up(tmp_path):
     with emunet([{"delay_ms": 5}], tmp_path=tmp_path) as net:
         h1, h2 = net.get("tlh1", "tlh2")
         link = next(ln for ln in net.links if isinstance(ln, RelayLink))
+        # enough frames that one stray late wake-up (1 of 20 would be 5 %) cannot decide the 1 % verdict
         assert _received(h1, h2.IP(), 10) == 10
+        h1.cmd(f"ping -n -q -c 300 -i 0.005 {h2.IP()}")
         v = fidelity.collect(SimpleNamespace(net=net))
         live = link.counters()
         assert live is not None and live["final"] is False
-        assert live["a_to_b"]["tx"] >= 10 and live["b_to_a"]["tx"] >= 10
-        assert v["measured"] is True and v["relayed_link_directions"] == 2 and v["frames"] >= 20
-        assert v["keeping_up"] is True and v["problems"] == [], v
+        assert live["a_to_b"]["tx"] >= 300 and live["b_to_a"]["tx"] >= 300
+        assert v["measured"] is True and v["relayed_link_directions"] == 2 and v["frames"] >= 600
+        assert v["keeping_up"] is True and v["problems"] == [], v["problems"]
         ping = h1.popen(["ping", "-n", "-q", "-c", "60", "-i", "0.01", h2.IP()])
         try:
             def flowing() -> bool:
