@@ -13,6 +13,7 @@ import logging
 import os
 import signal
 import sys
+import time
 
 from testbed.config import ConfigError
 
@@ -30,13 +31,42 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     )
     ap.add_argument("--mode", choices=["destination", "affinity"], help="override the view's anycast_mode")
     ap.add_argument("--no-lldp", action="store_true", help="do not run LLDP link discovery / cross-check")
+    ap.add_argument(
+        "--view-wait", type=float, default=0.0, metavar="S",
+        help="wait up to S seconds for the view file to appear (the builder starts the controller early and "
+        "writes the view once the network is built); default 0: it must exist",
+    )
     return ap.parse_args(argv)
+
+
+def wait_for_file(path: str, timeout: float) -> bool:
+    """Poll until ``path`` exists (the builder renames it into place whole); False after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while not os.path.exists(path):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(list(sys.argv[1:] if argv is None else argv))
+    from controller import ryu_adapter as ra
     from controller.netview import load_view
 
+    # the framework's imports first (most of the start-up time): with --view-wait they overlap the
+    # builder's work, which writes the view once the network's port numbers are known
+    ra.patch()
+    ra.wsgi()  # registers wsapi options
+    ra._imp("flags")
+    ra._imp("controller.controller")  # registers ofp options
+    if not args.no_lldp:
+        ra._imp("topology.switches")  # registers observe-links
+    from controller import app as app_mod
+
+    if args.view_wait > 0 and not wait_for_file(args.view, args.view_wait):
+        print(f"cdnlab controller: {args.view}: no view appeared within {args.view_wait:g} s", file=sys.stderr)
+        return 2
     try:
         view = load_view(args.view)
     except ConfigError as e:
@@ -45,10 +75,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.mode:
         view = view.model_copy(update={"anycast_mode": args.mode})
     rest_port = args.rest_port or view.rest_port
-
-    from controller import ryu_adapter as ra
-
-    ra.patch()
     handlers: list[logging.Handler] = [logging.FileHandler(args.log) if args.log else logging.StreamHandler()]
     logging.basicConfig(
         level=getattr(logging, args.log_level.upper(), logging.INFO),
@@ -59,13 +85,9 @@ def main(argv: list[str] | None = None) -> int:
     log = logging.getLogger("cdnlab.controller")
 
     CONF = ra.CONF
-    ra.wsgi()  # registers wsapi options
-    ra._imp("flags")
-    ra._imp("controller.controller")  # registers ofp options
     apps = ["controller.app"]
     if not args.no_lldp:
         apps.append(ra.app_module_name("topology.switches"))
-        ra._imp("topology.switches")  # registers observe-links
     CONF(args=[], project="ryu", default_config_files=[])
     CONF.set_override("ofp_listen_host", "127.0.0.1")
     CONF.set_override("ofp_tcp_listen_port", args.of_port)
@@ -73,8 +95,6 @@ def main(argv: list[str] | None = None) -> int:
     CONF.set_override("wsapi_port", rest_port)
     if not args.no_lldp:
         CONF.set_override("observe_links", True)
-
-    from controller import app as app_mod
 
     app_mod.SETTINGS.update(view=view, lldp=not args.no_lldp)
     mgr = ra.app_manager.AppManager.get_instance()

@@ -57,6 +57,7 @@ class BuildOptions:
     anycast_mode: str = "destination"  # destination | affinity
     run_dir: Path | None = None
     connect_timeout: float = 30.0
+    relay_procs: int | None = None  # relay processes for the delayed links (None: one per CPU)
     #: ``extra["control"]`` (True or a dict of ``controller.netview.ControlView`` fields, ``key`` as the
     #: services' text key): the controller consumes the CDN's heartbeats (see ``CdnNet.control_view``)
     extra: dict[str, Any] = field(default_factory=dict)
@@ -137,6 +138,7 @@ class CdnNet:
         self.run_dir = Path(self.opts.run_dir) if self.opts.run_dir else None
         self.procs: dict[str, subprocess.Popen] = {}
         self.guard_routes: list[GuardRoute] = []
+        self.relay_pool = None  # testbed.net.relay_pool.RelayPool, made with the first relayed link
         # HMAC key (text) of this run's multicast sessions, made here when the controller must verify the
         # heartbeats, so it is in the view before services start; CdnServices reuses it (None: its own)
         self.mcast_key: str | None = None
@@ -186,14 +188,15 @@ class CdnNet:
         self.net = Mininet(topo=None, build=False, controller=None, autoSetMacs=False, waitConnected=False)
         try:
             self._guard_root_namespace()
+            if self.controller_mode == "ryu":
+                self._launch_controller()  # its imports overlap building the network
             self._add_nodes()
             self.net.build()
-            for h in self.net.hosts:
-                self.state.add_pid(h.pid, f"host {h.name}")
-            for s in self.net.switches:
-                self.state.add_bridge(s.name)
+            self._offloads_off()
+            self.state.add_pids([(h.pid, f"host {h.name}") for h in self.net.hosts])
+            self.state.add_bridges([s.name for s in self.net.switches])
             if self.controller_mode == "ryu":
-                self._start_controller()
+                self._publish_view()
             self.net.start()
             from testbed.net.links import finish_links
 
@@ -241,7 +244,15 @@ class CdnNet:
 
         cls = links.link_class_for(self.link_mode if self.link_mode != "none" else "auto", **kw)
         if cls is links.RelayLink:
-            return partial(links.RelayLink, state=self.state, log_dir=self.run_dir)
+            if self.relay_pool is None:
+                from testbed.net.relay_pool import RelayPool
+
+                if self.opts.relay_procs is not None and self.opts.relay_procs < 1:
+                    raise ValueError(f"relay_procs must be >= 1, not {self.opts.relay_procs}")
+                assert self.run_dir is not None
+                self.relay_pool = RelayPool(self.run_dir, self.state, self.opts.relay_procs)
+            # the nodes' ends get their offloads off with every other interface, in _offloads_off
+            return partial(links.RelayLink, pool=self.relay_pool, outer_offloads=False)
         return cls
 
     def _choose_link_mode(self) -> str:
@@ -291,20 +302,19 @@ class CdnNet:
             kw = link_kwargs(ln)
             self.net.addLink(ln.a, ln.b, cls=self._link_class(**kw), **kw)
 
+    def _offloads_off(self) -> None:
+        """TX offloads off on every interface, before any traffic: OVS's userspace datapath and the relays
+        copy frames verbatim, so a TSO/GSO super-frame or a missing checksum would reach the wire as is.
+        One command per host and one for all the switches' interfaces."""
+        assert self.net is not None
+        host_env.offloads_off([i.name for s in self.net.switches for i in s.intfList() if i.name != "lo"])
+        for h in self.net.hosts:
+            host_env.offloads_off([i.name for i in h.intfList() if i.name != "lo"], node=h)
+
     def _after_start(self) -> None:
         assert self.net is not None and self.state is not None
-        if self.datapath == "user":
-            for s in self.net.switches:
-                for intf in s.intfList():
-                    if intf.name != "lo":
-                        host_env.offloads_off(intf.name)
-            for h in self.net.hosts:
-                for intf in h.intfList():
-                    host_env.offloads_off(intf.name, node=h)
-        for sw in self.net.switches:
-            for intf in sw.intfList():
-                if intf.name != "lo":
-                    self.state.add_interface(intf.name)
+        switch_intfs = [i.name for s in self.net.switches for i in s.intfList() if i.name != "lo"]
+        self.state.add_interfaces(switch_intfs)
         for h in self.net.hosts:  # hosts can send multicast (ingestion, invalidation, control groups)
             h.cmd("ip route replace 224.0.0.0/4 dev", h.defaultIntf().name)
         for a in self.topo.anycast:
@@ -315,9 +325,12 @@ class CdnNet:
                 node.cmd("sysctl -qw net.ipv4.conf.all.arp_ignore=1 net.ipv4.conf.all.arp_announce=2")
         if self.controller_mode == "standalone" and self.topo.has_cycle():
             self._enable_rstp()
-        self.net.waitConnected(timeout=self.opts.connect_timeout)
         if self.controller_mode == "ryu":
+            # the controller's word that every switch connected and synced is the proof; Mininet's
+            # waitConnected reads OVSDB's is_connected, which ovs-vswitchd refreshes only every few seconds
             self._wait_controller_ready()
+        else:
+            self.net.waitConnected(timeout=self.opts.connect_timeout)
 
     def _enable_rstp(self) -> None:
         assert self.net is not None
@@ -369,31 +382,42 @@ class CdnNet:
             })
         return view
 
-    def _start_controller(self) -> None:
-        """Write the network view and start the Ryu controller (switches connect once they start)."""
-        assert self.state is not None and self.run_dir is not None and self.net is not None
-        from mininet.node import RemoteController
+    #: how long the controller waits for the view: building a large topology takes minutes
+    VIEW_WAIT_S = 900.0
 
+    def _launch_controller(self) -> None:
+        """Start the Ryu controller before the network is built: it imports its framework meanwhile and
+        waits for the view, which :meth:`_publish_view` writes once Mininet knows the port numbers."""
+        assert self.state is not None and self.run_dir is not None
         self.of_port = free_port()
         self.rest_port = free_port()
-        # the view needs port numbers, which Mininet knows once the network is built
         view_path = self.run_dir / "netview.json"
-        view_path.write_text(json.dumps(self.netview(), indent=1))
+        view_path.unlink(missing_ok=True)  # a view left by an earlier run in this directory is not ours
         logf = open(self.run_dir / "controller.out", "wb")  # noqa: SIM115 - owned by the process
         self.controller_proc = subprocess.Popen(
             [sys.executable, "-m", "controller", "--view", str(view_path), "--log",
              str(self.run_dir / "controller.log"), "--of-port", str(self.of_port),
-             "--rest-port", str(self.rest_port)],
+             "--rest-port", str(self.rest_port), "--view-wait", f"{self.VIEW_WAIT_S:g}"],
             stdout=logf, stderr=subprocess.STDOUT, start_new_session=True,
         )
         self.state.add_pid(self.controller_proc.pid, "controller")
+
+    def _publish_view(self) -> None:
+        """Write the network view (whole, by rename) for the waiting controller and wait until it listens."""
+        assert self.run_dir is not None and self.net is not None
+        from mininet.node import RemoteController
+
+        view_path = self.run_dir / "netview.json"
+        tmp = view_path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(self.netview(), indent=1))
+        tmp.replace(view_path)
 
         def listening() -> bool:
             if self.controller_proc is not None and self.controller_proc.poll() is not None:
                 raise RuntimeError(f"controller exited; see {self.run_dir}/controller.out")
             return tcp_open("127.0.0.1", self.of_port)
 
-        wait_until(listening, self.opts.connect_timeout, 0.05, what="controller listening for OpenFlow")
+        wait_until(listening, self.opts.connect_timeout, 0.02, what="controller listening for OpenFlow")
         # registered by name too: Mininet's CLI walks every node, controllers included
         self.net.addController(CONTROLLER_NODE, controller=RemoteController, ip="127.0.0.1", port=self.of_port)
 

@@ -20,7 +20,7 @@ USERSPACE_SYSCTLS = {
     "net.core.rmem_default": 4 * 1024 * 1024,
     "net.core.wmem_default": 4 * 1024 * 1024,
 }
-OFFLOADS_OFF = ("tx", "off", "tso", "off", "gso", "off")
+OFFLOADS_OFF = ("tx", "off", "tso", "off", "gso", "off", "gro", "off")
 
 
 def run(cmd: list[str], check: bool = False, timeout: float = 30) -> subprocess.CompletedProcess[str]:
@@ -68,9 +68,18 @@ def write_sysctl(name: str, value: str | int) -> None:
     Path("/proc/sys/" + name.replace(".", "/")).write_text(str(value))
 
 
-def offloads_off(intf: str, node=None) -> None:
-    """Turn TX offloads off on one interface (in ``node``'s namespace when given)."""
+def offloads_off_command(intfs: list[str]) -> str:
+    """A shell command turning TX offloads off on every interface of ``intfs`` (errors ignored)."""
+    return "; ".join(f"ethtool -K {i} {' '.join(OFFLOADS_OFF)} >/dev/null 2>&1" for i in intfs) or "true"
+
+
+def offloads_off(intf: str | list[str], node=None) -> None:
+    """Turn TX offloads off on one interface or a list of them, with one shell (in ``node``'s namespace
+    when given, else the root namespace)."""
+    intfs = [intf] if isinstance(intf, str) else list(intf)
+    if not intfs:
+        return
     if node is not None:
-        node.cmd("ethtool -K", intf, *OFFLOADS_OFF, ">/dev/null 2>&1")
+        node.cmd(offloads_off_command(intfs))
     else:
-        run(["ethtool", "-K", intf, *OFFLOADS_OFF])
+        subprocess.run(["sh", "-c", offloads_off_command(intfs)], capture_output=True, timeout=120)

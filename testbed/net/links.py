@@ -36,9 +36,7 @@ import math
 import os
 import re
 import shutil
-import signal
 import subprocess
-import sys
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -47,13 +45,14 @@ from typing import Any
 
 from mininet.link import Link, TCLink
 
-from testbed.util import DeadlineExceeded, wait_until
+from testbed.net import host_env
+from testbed.net.relay_pool import RelayError, RelayPool, RelayProcess, counters_by_process, shared_pool
+from testbed.util import wait_until
 
 RELAY_DELAY_LINE_PKTS = 10000
-OFFLOADS = "tx off tso off gso off gro off"
+OFFLOADS = " ".join(host_env.OFFLOADS_OFF)  # tx off tso off gso off gro off
 # TCLink-only parameters that make no sense for the classes here (silently ignoring them would lie)
 _UNSUPPORTED = ("jitter", "speedup", "use_hfsc", "use_tbf", "enable_ecn", "enable_red", "latency_ms")
-_REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 class LinkEmulationError(RuntimeError):
@@ -402,7 +401,6 @@ class NetemLink(TCLink):
 
 # -- the relay link --------------------------------------------------------------------------------
 _relay_numbers = itertools.count(1)
-COUNTERS_PREFIX = "relay: counters "  # the relay's log line holding its counters as JSON
 
 
 def relay_log_dir() -> Path:
@@ -415,21 +413,22 @@ class RelayLink(Link):
     """node1 -- [veth] -- relay namespace (delay line + HTB) -- [veth] -- node2, looking like one Mininet link.
 
     ``link.intf1`` (e.g. ``s1-eth3``) is on node1 and ``link.intf2`` on node2, as for any Mininet link.
-    The relay process owns its network namespace (``mnexec -n``): when it dies -- ``link.stop()``, or
-    SIGKILL via PR_SET_PDEATHSIG when the Python process that made the link dies -- the namespace and
-    both veth pairs vanish with it. Make links from the main thread (PDEATHSIG follows the creating
-    thread).
+    The delay line is one link of a relay process of a :class:`~testbed.net.relay_pool.RelayPool` (one
+    process per core serves every link): the link's two inner ends ``cdnr<N>a/b`` live in that process's
+    network namespace. When the process dies -- its last link stopped, or SIGKILL via PR_SET_PDEATHSIG
+    when the Python process that made the link dies -- the namespace and the veth pairs vanish with it.
+    Make links from the main thread (PDEATHSIG follows the creating thread).
 
     Parameters (besides Mininet's ``port1/port2/intfName1/intfName2/addr1/addr2/params1/params2``):
     ``delay`` ('20ms') or ``delay_ms`` (float): one-way delay node1->node2 (and back unless
-    ``delay_ms_ba`` is given); ``bw`` Mbit/s (HTB on the relay's egresses, both directions); ``loss`` %
-    per direction; ``max_queue_size`` packets (bottleneck queue with bw, delay-line limit without);
-    ``seed`` for the loss RNG; ``state`` a :class:`~testbed.net.state.RunState` that gets the relay's PID
-    (role ``relay``); ``log_dir`` for ``relay-<node1>-<node2>-<n>.log`` (default ``$CDNLAB_RELAY_LOG_DIR``
-    or ``/tmp/cdnlab-relays``).
+    ``delay_ms_ba`` is given); ``bw`` Mbit/s (HTB on the relay's egress interfaces, both directions);
+    ``loss`` % per direction; ``max_queue_size`` packets (bottleneck queue with bw, delay-line limit
+    without); ``seed`` for the loss RNG; ``pool`` the RelayPool to use (default: one shared per ``state``
+    and ``log_dir``); ``outer_offloads=False`` leaves TX offloads on the nodes' ends to the caller (the
+    builder turns them off on every interface of a node with one command); ``state`` a :class:`~testbed.net.state.RunState` that gets the relay processes' PIDs
+    (role ``relay``); ``log_dir`` for the processes' ``relay-proc-*.log`` (default
+    ``$CDNLAB_RELAY_LOG_DIR`` or ``/tmp/cdnlab-relays``).
     """
-
-    ready_timeout = 15.0
 
     def __init__(
         self,
@@ -439,24 +438,26 @@ class RelayLink(Link):
         seed: int | None = None,
         state=None,
         log_dir: str | Path | None = None,
+        pool: RelayPool | None = None,
+        outer_offloads: bool = True,
         **params: Any,
     ) -> None:
         self.shape = _pop_shape(params)
-        self.state = state
+        self.outer_offloads = outer_offloads
         self.number = next(_relay_numbers)
         self.seed = self.number if seed is None else seed
-        self.log_path = (
-            Path(log_dir or relay_log_dir()) / f"relay-{node1.name}-{node2.name}-{self.number}.log"
-        )
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        self.pool = pool or shared_pool(Path(log_dir or relay_log_dir()), state)
+        self.relay: RelayProcess | None = None
+        self.final: dict[str, Any] | None = None  # the counters when the link was removed
         self.ra, self.rb = f"cdnr{self.number}a", f"cdnr{self.number}b"
-        self.proc: subprocess.Popen | None = None
         self.intf1 = self.intf2 = None
         self._made: list[tuple[Any, str]] = []
         params.pop("fast", None)
         try:
             super().__init__(node1, node2, fast=True, **params)
-            self._wait_ready()
+        except RelayError as e:
+            self._teardown()
+            raise LinkEmulationError(f"relay link {node1.name}-{node2.name}: {e}") from e
         except BaseException:
             self._teardown()
             raise
@@ -477,89 +478,45 @@ class RelayLink(Link):
             delay_line = RELAY_DELAY_LINE_PKTS
         else:
             delay_line = s.queue_pkts or RELAY_DELAY_LINE_PKTS
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(_REPO_ROOT), env.get("PYTHONPATH", "")) if p)
-        cmd = [
-            "mnexec",
-            "-n",
-            sys.executable,
-            "-m",
-            "testbed.net.relay",
-            "--a",
-            self.ra,
-            "--b",
-            self.rb,
-            "--delay-ms",
-            f"{s.delay_ab_ms:.6f}",
-            "--delay-ms-ba",
-            f"{s.delay_ba_ms:.6f}",
-            "--loss-pct",
-            f"{s.loss_pct:g}",
-            "--queue-pkts",
-            str(delay_line),
-            "--seed",
-            str(self.seed),
-            "--parent-pid",
-            str(os.getpid()),
-        ]
-        with open(self.log_path, "wb") as logf:
-            self.proc = subprocess.Popen(
-                cmd,
-                stdin=subprocess.DEVNULL,
-                stdout=logf,
-                stderr=subprocess.STDOUT,
-                env=env,
-                start_new_session=True,
-                close_fds=True,
-            )
-        if self.state is not None:
-            self.state.add_pid(self.proc.pid, "relay")
-        pid = self.proc.pid
-        self._wait_own_netns()
-        for node, name, addr, peer in (
-            (node1, intfname1, addr1, self.ra),
-            (node2, intfname2, addr2, self.rb),
-        ):
+        self.relay = relay = self.pool.place()
+        # one script in the relay's namespace (few programs: each exec costs) makes both veth pairs, each
+        # outer end directly in its node's namespace (moving a device there afterwards waits for an RCU
+        # grace period, ~12 ms), turns offloads off on all four ends, then brings the inner ends up
+        adds = ["link set lo up"]
+        outer = []
+        for node, name, addr, peer in ((node1, intfname1, addr1, self.ra), (node2, intfname2, addr2, self.rb)):
             address = f" address {addr}" if addr else ""
-            _node_run(node, f"ip link add name {name}{address} type veth peer name {peer} netns {pid}")
+            adds.append(f"link add name {peer} type veth peer name {name}{address} netns {node.pid}")
+            if self.outer_offloads:
+                outer.append(f"nsenter -t {node.pid} -n ethtool -K {name} {OFFLOADS} >/dev/null 2>&1 || true")
             self._made.append((node, name))
-            offloads_off(node, name)
-        script = ["set -e", "ip link set lo up"]
+        script = ["set -e", "ip -batch - <<'EOF'", *adds, "EOF"]
         for dev in (self.ra, self.rb):
-            script += [
-                f"ethtool -K {dev} {OFFLOADS} rxvlan off txvlan off >/dev/null",
-                f"ethtool -K {dev} rx-vlan-stag-hw-parse off tx-vlan-stag-hw-insert off >/dev/null 2>&1 || true",
-                f"ip link set {dev} up",
-            ]
-            if s.bw_mbit:
+            vlan = "rxvlan off txvlan off"
+            script.append(f"ethtool -K {dev} {OFFLOADS} {vlan} rx-vlan-stag-hw-parse off tx-vlan-stag-hw-insert off "
+                          f">/dev/null 2>&1 || ethtool -K {dev} {OFFLOADS} {vlan} >/dev/null")
+        script += outer
+        script += ["ip -batch - <<'EOF'", f"link set {self.ra} up", f"link set {self.rb} up", "EOF"]
+        if s.bw_mbit:
+            for dev in (self.ra, self.rb):
                 script += htb_commands(dev, s.bw_mbit, s.bottleneck_queue)
         self._in_ns("\n".join(script))
         if s.bw_mbit:
             self._verify_htb()
-
-    def _wait_own_netns(self) -> None:
-        """Wait until ``mnexec -n`` has made the relay's namespace (else ``netns PID`` would hit ours)."""
-        assert self.proc is not None
-        ours = os.readlink("/proc/self/ns/net")
-
-        def moved() -> bool:
-            if self.proc is None or self.proc.poll() is not None:
-                raise LinkEmulationError(f"relay {self.number} exited: {self.log_tail()}")
-            return os.readlink(f"/proc/{self.proc.pid}/ns/net") != ours
-
-        wait_until(moved, 10, interval=0.001, what=f"relay {self.number} in its own namespace")
+        self.pool.add(relay, self.number, a=self.ra, b=self.rb, delay_ms=s.delay_ab_ms,
+                      delay_ms_ba=s.delay_ba_ms, loss_pct=s.loss_pct, queue_pkts=delay_line, seed=self.seed)
 
     def _in_ns(self, script: str) -> str:
-        assert self.proc is not None
+        assert self.relay is not None
         r = subprocess.run(
-            ["mnexec", "-a", str(self.proc.pid), "sh", "-c", script],
+            ["mnexec", "-a", str(self.relay.pid), "sh", "-c", script],
             capture_output=True,
             text=True,
             timeout=30,
         )
         if r.returncode != 0:
             raise LinkEmulationError(
-                f"relay {self.number} namespace setup failed: {(r.stdout + r.stderr).strip()}"
+                f"relay link {self.number}: namespace setup failed: {(r.stdout + r.stderr).strip()}"
             )
         return r.stdout
 
@@ -568,89 +525,61 @@ class RelayLink(Link):
         for dev in (self.ra, self.rb):
             problem = check_htb(self._in_ns(f"tc class show dev {dev}"), self.shape.bw_mbit)
             if problem:
-                raise LinkEmulationError(f"relay {self.number} {dev}: {problem}")
+                raise LinkEmulationError(f"relay link {self.number} {dev}: {problem}")
 
     def verify(self) -> None:
         """Raise LinkEmulationError if the relay is gone or its rate limit is not in place."""
         if not self.alive():
             raise LinkEmulationError(
-                f"relay {self.number} is not running; log {self.log_path}: {self.log_tail()}"
+                f"relay link {self.number} is not being relayed; log {self.log_path}: {self.log_tail()}"
             )
         if self.shape.bw_mbit:
             self._verify_htb()
 
-    def _wait_ready(self) -> None:
-        def ready() -> bool:
-            if self.proc is None or self.proc.poll() is not None:
-                raise LinkEmulationError(f"relay {self.number} exited: {self.log_tail()}")
-            return "relay: READY" in self.log_path.read_text(errors="replace")
-
-        try:
-            wait_until(ready, self.ready_timeout, interval=0.01, what=f"relay {self.number} ready")
-        except DeadlineExceeded as e:
-            raise LinkEmulationError(f"{e}; log: {self.log_tail()}") from e
-
     # -- inspection ---------------------------------------------------------------------------------
     @property
     def pid(self) -> int | None:
-        return self.proc.pid if self.proc is not None else None
+        """The PID of the relay process serving this link (it serves others too)."""
+        return self.relay.pid if self.relay is not None and self.relay.proc is not None else None
+
+    @property
+    def log_path(self) -> Path | None:
+        return self.relay.log_path if self.relay is not None else None
 
     def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
+        return self.relay is not None and self.relay.alive() and self.number in self.relay.links
 
     def log_tail(self, n: int = 2000) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")[-n:].strip()
-        except OSError:
-            return "(no log)"
+        return self.relay.log_tail(n) if self.relay is not None else "(no relay)"
 
-    def counters(self) -> dict[str, Any] | None:
-        """The counters the relay logged last: when it stopped (``"final": true``) or when asked with
-        :meth:`request_counters`; None if it never logged any (killed, or never asked)."""
-        import json
-
-        for line in reversed(self.log_tail(10_000_000).splitlines()):
-            if line.startswith(COUNTERS_PREFIX):
-                return json.loads(line[len(COUNTERS_PREFIX) :])
-        return None
-
-    def counter_lines(self) -> int:
-        """How many times the relay has logged its counters."""
-        return self.log_tail(10_000_000).count(COUNTERS_PREFIX)
-
-    def request_counters(self) -> int:
-        """Ask the running relay to log its counters so far (SIGUSR1); returns :meth:`counter_lines` before
-        asking, so a caller can wait for one more. Does nothing to a relay that is not running."""
-        before = self.counter_lines()
+    def counters(self, timeout: float = 10.0) -> dict[str, Any] | None:
+        """The link's counters: so far (``"final": false``) while it is relayed, else those it had when it was
+        removed (``"final": true``); None if its relay process died (or never answered)."""
         if self.alive():
-            assert self.proc is not None
-            os.kill(self.proc.pid, signal.SIGUSR1)
-        return before
+            assert self.relay is not None
+            got = counters_by_process({self.relay: [self.number]}, timeout)
+            return got.get((self.relay, self.number))
+        return self.final
 
     # -- teardown -----------------------------------------------------------------------------------
     def _stop_relay(self) -> None:
-        p = self.proc
-        if p is None:
-            return
-        if p.poll() is None:
-            p.send_signal(signal.SIGTERM)
-            try:
-                p.wait(timeout=3)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait(timeout=5)
-        if self.state is not None:
-            self.state.forget_pid(p.pid)
-        self.proc = None
+        if self.relay is not None:
+            final = self.pool.remove(self.relay, self.number)
+            if final is not None:
+                self.final = final
+            self.relay = None
 
     def _teardown(self) -> None:
+        if self.relay is not None and self.relay.alive():  # a half-made link: its pairs in the relay's netns
+            subprocess.run(["mnexec", "-a", str(self.relay.pid), "sh", "-c",
+                            f"ip link del {self.ra}; ip link del {self.rb}"], capture_output=True, timeout=30)
         self._stop_relay()
-        for node, name in self._made:  # the namespace is gone; delete the ends if the kernel has not yet
+        for node, name in self._made:  # delete our ends (the kernel removes their peers in the relay's netns)
             node.cmd(f"ip link del {name} >/dev/null 2>&1")
         self._made.clear()
 
     def delete(self) -> None:
-        """Stop the relay and remove both veth pairs (idempotent)."""
+        """Stop relaying and remove both veth pairs (idempotent)."""
         self._stop_relay()
         for intf in (self.intf1, self.intf2):
             if intf is not None:
@@ -671,8 +600,21 @@ class RelayLink(Link):
 
 
 def relay_pids(net) -> list[int]:
-    """PIDs of the running relays of a Mininet network (for the builder's RunState)."""
-    return [ln.pid for ln in net.links if isinstance(ln, RelayLink) and ln.alive() and ln.pid is not None]
+    """PIDs of the running relay processes of a Mininet network (each serves several links)."""
+    pids = {ln.pid for ln in net.links if isinstance(ln, RelayLink) and ln.alive() and ln.pid is not None}
+    return sorted(pids)
+
+
+def relay_counters(relay_links: list[RelayLink], timeout: float = 10.0) -> dict[RelayLink, dict[str, Any]]:
+    """The counters so far of many relayed links, with one request per relay process; a link whose process
+    is gone or silent is left out."""
+    by_proc: dict[RelayProcess, list[int]] = {}
+    for ln in relay_links:
+        if ln.alive():
+            assert ln.relay is not None
+            by_proc.setdefault(ln.relay, []).append(ln.number)
+    got = counters_by_process(by_proc, timeout)
+    return {ln: got[(ln.relay, ln.number)] for ln in relay_links if (ln.relay, ln.number) in got}
 
 
 def _keep_qdiscs_on_ovs_ports(link) -> list:
@@ -740,6 +682,7 @@ __all__ = [
     "netem_probe",
     "parse_delay",
     "parse_tc_rate",
+    "relay_counters",
     "relay_pids",
     "verify_links",
     "wait_gone",

@@ -1,16 +1,20 @@
-"""Userspace link emulator: a delay line (plus random loss and tail drop) between two interfaces.
+"""Userspace link emulator: delay lines (plus random loss and tail drop) between pairs of interfaces.
 
 This kernel has no ``sch_netem``, so cdnlab emulates propagation delay the way netem does it
 (S. Hemminger, "Network Emulation with NetEm", linux.conf.au 2005) but in a process: every Ethernet
 frame read from one interface is stamped with ``deadline = arrival + delay`` and appended to a FIFO; a
 ``timerfd`` (CLOCK_MONOTONIC, absolute expiry, see timerfd_create(2)) is armed for the earliest deadline
-of both directions, and on expiry every due frame is written to the other interface. Frames are never
-reordered (one FIFO per direction, constant delay). Rate limiting is not done here: :mod:`testbed.net.links`
-puts an HTB qdisc on this process's egress interfaces, which is where the bottleneck queue forms.
+of all FIFOs (a heap of their heads), and on expiry every due frame is written to the other interface.
+Frames are never reordered (one FIFO per direction, constant delay). Rate limiting is not done here:
+:mod:`testbed.net.links` puts an HTB qdisc on this process's egress interfaces, which is where the
+bottleneck queue forms.
 
-Run as ``python -m testbed.net.relay --a IFA --b IFB --delay-ms D [--delay-ms-ba D2] --loss-pct L
---queue-pkts Q --seed S`` inside the network namespace holding IFA and IFB (made by ``mnexec -n``; the
-namespace dies with this process). Frames a→b are delayed by D, b→a by D2 (default D).
+One process serves any number of links (:class:`Relay`), so the cost of link emulation does not grow by a
+process per link: :mod:`testbed.net.relay_pool` runs one per CPU. Run as ``python -m testbed.net.relay
+--control-fd FD`` inside a network namespace of its own (``mnexec -n``; the namespace dies with this
+process) and add links over the control socket, or as ``python -m testbed.net.relay --a IFA --b IFB
+--delay-ms D [--delay-ms-ba D2] --loss-pct L --queue-pkts Q --seed S`` for one link from the start.
+Frames a→b are delayed by D, b→a by D2 (default D).
 
 * Sockets: AF_PACKET/SOCK_RAW bound with ETH_P_ALL (packet(7)); our own transmissions are ignored via
   ``PACKET_IGNORE_OUTGOING`` and, as a fallback, by the PACKET_OUTGOING packet type.
@@ -21,7 +25,8 @@ namespace dies with this process). Frames a→b are delayed by D, b→a by D2 (d
   FIFO holds ``--queue-pkts`` frames.
 * Life cycle: ``prctl(PR_SET_PDEATHSIG, SIGKILL)`` so the relay (and with it its namespace and veths)
   dies with the process that started it; SIGTERM/SIGINT end it cleanly and it logs its counters.
-* Keeping up: SIGUSR1 logs the counters so far (``"final": false``). Besides frames and drops they say
+* Keeping up: each link's counters (the ``counters`` request; SIGUSR1 logs them all) say so
+  (``"final": false`` while it runs). Besides frames and drops they say
   whether the relay kept up: ``late_frames`` (sent more than max(1 ms, 2 % of the delay) after their
   deadline), ``max_late_us`` (the worst of those), and ``socket_drops`` (frames the kernel dropped because
   the relay did not read them in time, ``PACKET_STATISTICS``).
@@ -33,7 +38,10 @@ import argparse
 import collections
 import ctypes
 import errno
+import heapq
+import itertools
 import json
+import math
 import os
 import random
 import select
@@ -42,6 +50,8 @@ import socket
 import struct
 import sys
 import time
+from dataclasses import dataclass
+from typing import Any
 
 ETH_P_ALL = 0x0003
 SOL_PACKET = 263
@@ -64,6 +74,7 @@ FRAME_MAX = 65536 + 64
 PACKET_STATISTICS = 6
 LATE_NS = 1_000_000  # a frame sent more than max(1 ms, 2 % of the delay) after its deadline counts as late
 LATE_FRACTION = 0.02
+COUNTERS_PREFIX = "relay: counters "  # a log line holding one link's counters as JSON
 BATCH = 512  # frames read from one socket per wake-up before the other sources get a turn
 
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -152,7 +163,9 @@ def wait_for_interfaces(names: list[str], timeout_s: float) -> None:
 
 def open_socket(ifname: str) -> socket.socket:
     """A non-blocking AF_PACKET/SOCK_RAW socket receiving every frame of ``ifname`` (not our own)."""
-    s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
+    # protocol 0: no receive hook until bind, so bind need not unhook one first (that waits for an RCU grace
+    # period, synchronize_net(), about 12 ms a socket: a quarter of a second for every ten links)
+    s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
     for opt, fallback in ((SO_RCVBUFFORCE, socket.SO_RCVBUF), (SO_SNDBUFFORCE, socket.SO_SNDBUF)):
         try:
             s.setsockopt(socket.SOL_SOCKET, opt, BUF_BYTES)
@@ -170,7 +183,7 @@ def open_socket(ifname: str) -> socket.socket:
 
 
 class Direction:
-    """One direction of the link: its FIFO of (deadline_ns, frame), its parameters and its counters."""
+    """One direction of a link: its FIFO of (deadline_ns, frame), its parameters and its counters."""
 
     __slots__ = (
         "name",
@@ -178,6 +191,9 @@ class Direction:
         "loss",
         "limit",
         "q",
+        "out",
+        "errors",
+        "dead",
         "rx",
         "tx",
         "lost",
@@ -198,6 +214,9 @@ class Direction:
         self.loss = loss_pct / 100.0
         self.limit = limit
         self.q: collections.deque[tuple[int, bytes]] = collections.deque()
+        self.out: socket.socket | None = None  # where this direction's frames are sent
+        self.errors: collections.Counter[str] = collections.Counter()  # its link's send/receive errors
+        self.dead = False  # its link was removed: a stale timer-heap entry is skipped
         self.rx = self.tx = self.lost = self.qdrop = self.txerr = self.vlan = self.bytes = self.late = 0
         # a frame sent later than this after its deadline is late: the relay fell behind
         self.late_limit = max(LATE_NS, int(self.delay_ns * LATE_FRACTION))
@@ -230,76 +249,278 @@ def socket_drops(s: socket.socket) -> int:
     return drops
 
 
-def run(args: argparse.Namespace) -> dict:
-    """The event loop; returns the counters when stopped."""
-    rng = random.Random(args.seed)
-    rand = rng.random
-    sa, sb = open_socket(args.a), open_socket(args.b)
-    ab = Direction(f"{args.a}->{args.b}", args.delay_ms, args.loss_pct, args.queue_pkts)
-    delay_ba = args.delay_ms if args.delay_ms_ba is None else args.delay_ms_ba
-    ba = Direction(f"{args.b}->{args.a}", delay_ba, args.loss_pct, args.queue_pkts)
-    timer = Timer()
-    ep = select.epoll()
-    fa, fb, ft = sa.fileno(), sb.fileno(), timer.fd
-    ep.register(fa, select.EPOLLIN)
-    ep.register(fb, select.EPOLLIN)
-    ep.register(ft, select.EPOLLIN)
-    # (input socket, direction it feeds, output socket)
-    route = {fa: (sa, ab, sb), fb: (sb, ba, sa)}
-    buf = bytearray(FRAME_MAX)
-    mv = memoryview(buf)
-    bufs = [buf]
-    anc_size = socket.CMSG_SPACE(20) + socket.CMSG_SPACE(16)
-    unpack_ts = struct.Struct("=qq").unpack
-    wall_ns = time.time_ns
-    early = int(args.early_us * 1000)
-    vlan_byte = 0 if sys.byteorder == "little" else 3  # the byte of tp_status holding bit 4
-    now_ns = time.monotonic_ns
-    pack_tag = struct.Struct("!HH").pack
-    unpack_aux = struct.Struct("=IIIHHHH").unpack
-    errors: collections.Counter[str] = collections.Counter()
+@dataclass(frozen=True)
+class LinkConfig:
+    """One link a relay serves: frames a->b are delayed by ``delay_ms``, b->a by ``delay_ms_ba``."""
 
-    def snapshot(final: bool) -> dict:
-        ab.sock_drops += socket_drops(sa)  # frames for a->b the kernel dropped before we read them
-        ba.sock_drops += socket_drops(sb)
-        return {"a_to_b": ab.counters(), "b_to_a": ba.counters(), "errors": dict(errors), "final": final}
+    id: int
+    a: str
+    b: str
+    delay_ms: float = 0.0
+    delay_ms_ba: float | None = None
+    loss_pct: float = 0.0
+    queue_pkts: int = 10000
+    seed: int = 1
 
-    def on_usr1(signum, frame) -> None:  # noqa: ARG001 - the counters so far, while running
-        print("relay: counters " + json.dumps(snapshot(False), sort_keys=True), flush=True)
+    @classmethod
+    def from_request(cls, req: dict[str, Any]) -> LinkConfig:
+        """Validate an ``add`` request; ValueError names the bad field."""
+        known = {f for f in cls.__dataclass_fields__}
+        extra = sorted(set(req) - known - {"op"})
+        if extra:
+            raise ValueError(f"unknown field(s) {extra}")
+        for key in ("id", "a", "b"):
+            if key not in req:
+                raise ValueError(f"missing field {key!r}")
+        if not isinstance(req["id"], int) or isinstance(req["id"], bool):
+            raise ValueError(f"id must be an integer, not {req['id']!r}")
+        for key in ("a", "b"):
+            v = req[key]
+            if not isinstance(v, str) or not 0 < len(v) < 16 or "/" in v:
+                raise ValueError(f"{key} must be an interface name, not {v!r}")
+        nums = {}
+        for key in ("delay_ms", "delay_ms_ba", "loss_pct"):
+            v = req.get(key)
+            if v is None:
+                continue
+            if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v) or v < 0:
+                raise ValueError(f"{key} must be a number >= 0, not {v!r}")
+            nums[key] = float(v)
+        if nums.get("loss_pct", 0.0) > 100:
+            raise ValueError(f"loss_pct must be within 0..100, not {nums['loss_pct']!r}")
+        for key, low in (("queue_pkts", 1), ("seed", None)):
+            v = req.get(key)
+            if v is None:
+                continue
+            if isinstance(v, bool) or not isinstance(v, int) or (low is not None and v < low):
+                raise ValueError(f"{key} must be an integer{' >= 1' if low else ''}, not {v!r}")
+            nums[key] = v
+        return cls(id=req["id"], a=req["a"], b=req["b"], **nums)
 
-    signal.signal(signal.SIGUSR1, on_usr1)
-    print(f"relay: READY a={args.a} b={args.b} pid={os.getpid()}", flush=True)
 
-    def flush(d: Direction, out: socket.socket, t: int) -> None:
-        q = d.q
-        send = out.send
-        te = t + early
-        while q and q[0][0] <= te:
-            deadline, frame = q.popleft()
-            lateness = t - deadline
-            d.late += lateness
-            if lateness > d.late_limit:
-                d.late_frames += 1
-                if lateness > d.max_late:
-                    d.max_late = lateness
+class RelayedLink:
+    """One link: two packet sockets and a :class:`Direction` each way."""
+
+    def __init__(self, cfg: LinkConfig) -> None:
+        self.cfg = cfg
+        self.rand = random.Random(cfg.seed).random
+        self.sa = open_socket(cfg.a)
+        try:
+            self.sb = open_socket(cfg.b)
+        except OSError:
+            self.sa.close()
+            raise
+        self.ab = Direction(f"{cfg.a}->{cfg.b}", cfg.delay_ms, cfg.loss_pct, cfg.queue_pkts)
+        delay_ba = cfg.delay_ms if cfg.delay_ms_ba is None else cfg.delay_ms_ba
+        self.ba = Direction(f"{cfg.b}->{cfg.a}", delay_ba, cfg.loss_pct, cfg.queue_pkts)
+        self.ab.out, self.ba.out = self.sb, self.sa
+        self.errors: collections.Counter[str] = collections.Counter()
+        self.ab.errors = self.ba.errors = self.errors
+        self.started = time.monotonic()
+
+    def snapshot(self, final: bool) -> dict:
+        self.ab.sock_drops += socket_drops(self.sa)  # frames for a->b the kernel dropped before we read them
+        self.ba.sock_drops += socket_drops(self.sb)
+        return {
+            "a_to_b": self.ab.counters(),
+            "b_to_a": self.ba.counters(),
+            "errors": dict(self.errors),
+            "final": final,
+            "seconds": round(time.monotonic() - self.started, 3),
+        }
+
+    def close(self) -> None:
+        self.ab.dead = self.ba.dead = True
+        self.sa.close()
+        self.sb.close()
+
+
+class Relay:
+    """The event loop of one relay process, serving any number of links.
+
+    Each link's two sockets are in one epoll set. A heap holds, for every direction whose FIFO is not
+    empty, the deadline of its head frame (FIFOs keep their order, so the head changes only when it is
+    sent); one timerfd is armed for the earliest. A process thus serves many links at the cost of one
+    heap operation per frame, and each link keeps its own counters.
+
+    Control (``--control-fd``): requests are JSON lines on a stream socket, each answered by one JSON line
+    (``{"ok": true, ...}`` or ``{"ok": false, "error": "..."}``): ``add`` (a :class:`LinkConfig`; its
+    interfaces must exist in this namespace), ``remove`` (``id``; answers the link's final counters),
+    ``counters`` (``ids``, or all) and ``ping``. A malformed request is answered with an error and the relay
+    keeps serving. The relay exits when the control socket closes (its owner is gone).
+    """
+
+    def __init__(self, early_us: float = 50.0) -> None:
+        self.links: dict[int, RelayedLink] = {}
+        self.route: dict[int, tuple[socket.socket, Direction, RelayedLink]] = {}
+        self.heap: list[tuple[int, int, Direction]] = []
+        self.seq = itertools.count()
+        self.timer = Timer()
+        self.ep = select.epoll()
+        self.ep.register(self.timer.fd, select.EPOLLIN)
+        self.early = int(early_us * 1000)
+        self.control: socket.socket | None = None
+        self.control_buf = b""
+        self.closing = False
+
+    # -- links ----------------------------------------------------------------------------------
+    def add(self, cfg: LinkConfig) -> RelayedLink:
+        if cfg.id in self.links:
+            raise ValueError(f"link {cfg.id} is already relayed")
+        ln = RelayedLink(cfg)
+        self.links[cfg.id] = ln
+        for s, d in ((ln.sa, ln.ab), (ln.sb, ln.ba)):
+            self.route[s.fileno()] = (s, d, ln)
+            self.ep.register(s.fileno(), select.EPOLLIN)
+        return ln
+
+    def remove(self, link_id: int) -> dict:
+        ln = self.links.pop(link_id, None)
+        if ln is None:
+            raise ValueError(f"no link {link_id!r}")
+        snap = ln.snapshot(True)
+        for s in (ln.sa, ln.sb):
+            self.route.pop(s.fileno(), None)
             try:
-                send(frame)
-                d.tx += 1
-                d.bytes += len(frame)
-            except OSError as e:  # ENOBUFS: the HTB queue is full; ENETDOWN/ENXIO: link down
-                d.txerr += 1
-                errors[errno.errorcode.get(e.errno, str(e.errno))] += 1
+                self.ep.unregister(s.fileno())
+            except OSError:
+                pass
+        ln.close()
+        return snap
 
-    try:
+    def all_counters(self, final: bool = False) -> dict[int, dict]:
+        return {i: ln.snapshot(final) for i, ln in self.links.items()}
+
+    # -- control --------------------------------------------------------------------------------
+    def attach_control(self, fd: int) -> None:
+        self.control = socket.socket(fileno=fd)
+        self.control.setblocking(False)
+        self.ep.register(self.control.fileno(), select.EPOLLIN)
+
+    def handle(self, line: bytes) -> dict:
+        """One control request to its answer (never raises for bad input)."""
+        try:
+            req = json.loads(line)
+        except ValueError as e:
+            return {"ok": False, "error": f"not JSON: {e}"}
+        if not isinstance(req, dict):
+            return {"ok": False, "error": "a request must be a JSON object"}
+        seq = req.pop("seq", None)  # echoed, so an answer that came too late is never taken for the next one
+        answer = self._answer(req)
+        if seq is not None:
+            answer["seq"] = seq
+        return answer
+
+    def _answer(self, req: dict[str, Any]) -> dict:
+        op = req.get("op")
+        try:
+            if op == "add":
+                cfg = LinkConfig.from_request(req)
+                self.add(cfg)
+                return {"ok": True, "id": cfg.id}
+            if op == "remove":
+                return {"ok": True, "id": req.get("id"), "counters": self.remove(req.get("id"))}
+            if op == "counters":
+                ids = req.get("ids")
+                if ids is None:
+                    ids = list(self.links)
+                if not isinstance(ids, list):
+                    raise ValueError(f"ids must be a list, not {ids!r}")
+                got = {str(i): self.links[i].snapshot(False) for i in ids if i in self.links}
+                return {"ok": True, "counters": got, "missing": [i for i in ids if i not in self.links]}
+            if op == "ping":
+                return {"ok": True, "links": len(self.links), "pid": os.getpid()}
+            return {"ok": False, "error": f"unknown op {op!r} (add, remove, counters, ping)"}
+        except (ValueError, TypeError) as e:
+            return {"ok": False, "error": f"{op}: {e}"}
+        except OSError as e:
+            return {"ok": False, "error": f"{op}: {e.strerror or e}"}
+
+    def on_control(self) -> None:
+        assert self.control is not None
         while True:
-            events = ep.poll()
+            try:
+                chunk = self.control.recv(65536)
+            except BlockingIOError:
+                break
+            except OSError:
+                chunk = b""
+            if not chunk:
+                self.closing = True  # the owner closed its end (or died): nothing left to serve
+                return
+            self.control_buf += chunk
+        while b"\n" in self.control_buf:
+            line, self.control_buf = self.control_buf.split(b"\n", 1)
+            if line.strip():
+                answer = json.dumps(self.handle(line), sort_keys=True).encode() + b"\n"
+                self.control.setblocking(True)
+                try:
+                    self.control.sendall(answer)
+                except OSError:
+                    self.closing = True
+                finally:
+                    self.control.setblocking(False)
+        if len(self.control_buf) > 1 << 20:  # a line of a megabyte is not a request
+            self.control_buf = b""
+
+    # -- the loop -------------------------------------------------------------------------------
+    def run(self) -> None:
+        """Serve until :class:`Stop` (SIGTERM/SIGINT) or the control socket closes."""
+        heap = self.heap
+        push, pop = heapq.heappush, heapq.heappop
+        seq = self.seq
+        timer = self.timer
+        ft = timer.fd
+        fc = self.control.fileno() if self.control is not None else -1
+        route = self.route
+        buf = bytearray(FRAME_MAX)
+        mv = memoryview(buf)
+        bufs = [buf]
+        anc_size = socket.CMSG_SPACE(20) + socket.CMSG_SPACE(16)
+        unpack_ts = struct.Struct("=qq").unpack
+        wall_ns = time.time_ns
+        early = self.early
+        vlan_byte = 0 if sys.byteorder == "little" else 3  # the byte of tp_status holding bit 4
+        now_ns = time.monotonic_ns
+        pack_tag = struct.Struct("!HH").pack
+        unpack_aux = struct.Struct("=IIIHHHH").unpack
+
+        def flush(d: Direction, t: int) -> None:
+            q = d.q
+            send = d.out.send  # type: ignore[union-attr]
+            te = t + early
+            while q and q[0][0] <= te:
+                deadline, frame = q.popleft()
+                lateness = t - deadline
+                d.late += lateness
+                if lateness > d.late_limit:
+                    d.late_frames += 1
+                    if lateness > d.max_late:
+                        d.max_late = lateness
+                try:
+                    send(frame)
+                    d.tx += 1
+                    d.bytes += len(frame)
+                except OSError as e:  # ENOBUFS: the HTB queue is full; ENETDOWN/ENXIO: link down
+                    d.txerr += 1
+                    d.errors[errno.errorcode.get(e.errno, str(e.errno))] += 1
+
+        while not self.closing:
+            events = self.ep.poll()
             mono = now_ns()
             off = wall_ns() - mono  # CLOCK_REALTIME - CLOCK_MONOTONIC, to read the kernel's rx stamps
             for fd, ev in events:
                 if fd == ft:
                     timer.clear()
                     continue
-                s, d, out = route[fd]
+                if fd == fc:
+                    self.on_control()
+                    continue
+                r = route.get(fd)
+                if r is None:  # removed by a control request handled in this same batch
+                    continue
+                s, d, ln = r
+                rand = ln.rand
                 q = d.q
                 for _ in range(BATCH):
                     try:
@@ -307,7 +528,7 @@ def run(args: argparse.Namespace) -> dict:
                     except BlockingIOError:
                         break
                     except OSError as e:  # ENETDOWN after the interface went down: keep serving
-                        errors["rx_" + errno.errorcode.get(e.errno, str(e.errno))] += 1
+                        ln.errors["rx_" + errno.errorcode.get(e.errno, str(e.errno))] += 1
                         break
                     if addr[2] == PACKET_OUTGOING:
                         continue
@@ -336,18 +557,21 @@ def run(args: argparse.Namespace) -> dict:
                         frame = bytes(mv[:n])
                     if d.delay_ns == 0 and not q:
                         try:
-                            out.send(frame)
+                            d.out.send(frame)  # type: ignore[union-attr]
                             d.tx += 1
                             d.bytes += n
                         except OSError as e:
                             d.txerr += 1
-                            errors[errno.errorcode.get(e.errno, str(e.errno))] += 1
+                            ln.errors[errno.errorcode.get(e.errno, str(e.errno))] += 1
                     else:
                         # the kernel's receive stamp, unless a clock step made it implausible
                         t = now_ns()
                         if arrival > t or arrival < t - 1_000_000_000:
                             arrival = t
-                        q.append((arrival + d.delay_ns, frame))
+                        deadline = arrival + d.delay_ns
+                        if not q:
+                            push(heap, (deadline, next(seq), d))
+                        q.append((deadline, frame))
                 if ev & (select.EPOLLERR | select.EPOLLHUP):
                     try:  # collect the pending socket error (ENETDOWN) so epoll stops reporting it
                         s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
@@ -355,27 +579,39 @@ def run(args: argparse.Namespace) -> dict:
                         pass
             t = now_ns()
             te = t + early
-            if ab.q and ab.q[0][0] <= te:
-                flush(ab, sb, t)
-            if ba.q and ba.q[0][0] <= te:
-                flush(ba, sa, t)
-            ha = ab.q[0][0] if ab.q else 0
-            hb = ba.q[0][0] if ba.q else 0
-            nxt = (ha if ha < hb else hb) if ha and hb else (ha or hb)
-            if nxt and early:
-                nxt -= early
+            while heap and heap[0][0] <= te:
+                d = pop(heap)[2]
+                if d.dead or not d.q:
+                    continue
+                flush(d, t)
+                if d.q:
+                    push(heap, (d.q[0][0], next(seq), d))
+            nxt = heap[0][0] - early if heap else 0
+            if nxt <= 0 and heap:
+                nxt = 1
             if nxt != timer.armed:
                 timer.arm(nxt)
+
+
+def serve(relay: Relay) -> None:
+    """Run ``relay`` until stopped; SIGUSR1 logs every link's counters so far (one line per link)."""
+
+    def on_usr1(signum, frame) -> None:  # noqa: ARG001 - the counters so far, while running
+        for i, c in relay.all_counters().items():
+            print(COUNTERS_PREFIX + json.dumps({"link": i, **c}, sort_keys=True), flush=True)
+
+    signal.signal(signal.SIGUSR1, on_usr1)
+    try:
+        relay.run()
     except Stop:
         pass
     signal.signal(signal.SIGUSR1, signal.SIG_IGN)
-    return snapshot(True)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(prog="python -m testbed.net.relay", description=__doc__.split("\n")[0])
-    ap.add_argument("--a", required=True, help="first interface (in this namespace)")
-    ap.add_argument("--b", required=True, help="second interface")
+    ap.add_argument("--a", help="first interface of a link to serve from the start (in this namespace)")
+    ap.add_argument("--b", help="second interface of that link")
     ap.add_argument("--delay-ms", type=float, default=0.0, help="one-way delay a->b (ms)")
     ap.add_argument(
         "--delay-ms-ba", type=float, default=None, help="one-way delay b->a (ms; default: --delay-ms)"
@@ -383,6 +619,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--loss-pct", type=float, default=0.0, help="random loss per direction (%%)")
     ap.add_argument("--queue-pkts", type=int, default=10000, help="FIFO limit per direction (tail drop)")
     ap.add_argument("--seed", type=int, default=1, help="seed of the loss RNG")
+    ap.add_argument(
+        "--control-fd",
+        type=int,
+        default=None,
+        help="a connected stream socket for add/remove/counters requests (JSON lines); the relay exits "
+        "when it closes",
+    )
     ap.add_argument(
         "--early-us",
         type=float,
@@ -398,6 +641,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--parent-pid", type=int, default=None, help="exit at once if this is not our parent")
     ap.add_argument("--wait-s", type=float, default=15.0, help="how long to wait for the interfaces")
     args = ap.parse_args(argv)
+    if (args.a is None) != (args.b is None):
+        ap.error("--a and --b go together")
+    if args.a is None and args.control_fd is None:
+        ap.error("give a link (--a and --b), a control socket (--control-fd), or both")
     if args.delay_ms < 0 or (args.delay_ms_ba is not None and args.delay_ms_ba < 0):
         ap.error("delays must be >= 0")
     if not 0 <= args.loss_pct <= 100:
@@ -418,14 +665,23 @@ def main(argv: list[str] | None = None) -> int:
             print(f"relay: SCHED_FIFO not available ({e}); timing may be late on a busy CPU", flush=True)
     signal.signal(signal.SIGTERM, _on_signal)
     signal.signal(signal.SIGINT, _on_signal)
+    relay = Relay(early_us=args.early_us)
     try:
-        wait_for_interfaces([args.a, args.b], args.wait_s)
-        started = time.monotonic()
-        counters = run(args)
+        if args.a is not None:
+            wait_for_interfaces([args.a, args.b], args.wait_s)
+            relay.add(
+                LinkConfig(0, args.a, args.b, args.delay_ms, args.delay_ms_ba, args.loss_pct,
+                           args.queue_pkts, args.seed)
+            )
+        if args.control_fd is not None:
+            relay.attach_control(args.control_fd)
     except Stop:
         return 0
-    counters["seconds"] = round(time.monotonic() - started, 3)
-    print("relay: counters " + json.dumps(counters, sort_keys=True), flush=True)
+    served = f"a={args.a} b={args.b} " if args.a else ""
+    print(f"relay: READY {served}pid={os.getpid()}", flush=True)
+    serve(relay)
+    for i, counters in relay.all_counters(final=True).items():
+        print(COUNTERS_PREFIX + json.dumps({"link": i, **counters}, sort_keys=True), flush=True)
     return 0
 
 

@@ -69,17 +69,31 @@ class RunState:
 
     # -- recording -------------------------------------------------------------------------------
     def add_pid(self, pid: int, role: str) -> None:
-        self.pids.append(TrackedPid(pid, proc_start_time(pid), role))
+        self.add_pids([(pid, role)])
+
+    def add_pids(self, pids: list[tuple[int, str]]) -> None:
+        """Record several processes (PID, role) with one write."""
+        self.pids += [TrackedPid(pid, proc_start_time(pid), role) for pid, role in pids]
         self.save()
 
     def add_bridge(self, name: str) -> None:
-        if name not in self.bridges:
-            self.bridges.append(name)
+        self.add_bridges([name])
+
+    def add_bridges(self, names: list[str]) -> None:
+        """Record several OVS bridges with one write."""
+        new = [n for n in names if n not in self.bridges]
+        if new:
+            self.bridges += new
             self.save()
 
     def add_interface(self, name: str) -> None:
-        if name not in self.interfaces:
-            self.interfaces.append(name)
+        self.add_interfaces([name])
+
+    def add_interfaces(self, names: list[str]) -> None:
+        """Record several interfaces with one write."""
+        new = [n for n in names if n not in self.interfaces]
+        if new:
+            self.interfaces += new
             self.save()
 
     def add_netns(self, name: str) -> None:

@@ -27,11 +27,15 @@ def add_build_args(ap: argparse.ArgumentParser) -> None:
                     help="Open vSwitch datapath (auto: kernel where the module exists)")
     ap.add_argument("--anycast-mode", choices=["destination", "affinity"], default="destination")
     ap.add_argument("--run-dir", type=Path, help="where logs and generated configs go")
+    ap.add_argument("--relay-procs", type=int, default=None, metavar="N",
+                    help="userspace relay processes serving the delayed links (default: one per CPU, or "
+                    "$CDNLAB_RELAY_PROCS)")
 
 
 def options_from(args: argparse.Namespace) -> BuildOptions:
     return BuildOptions(links=args.links, controller=args.controller, datapath=args.datapath,
-                        anycast_mode=args.anycast_mode, run_dir=args.run_dir)
+                        anycast_mode=args.anycast_mode, run_dir=args.run_dir,
+                        relay_procs=getattr(args, "relay_procs", None))
 
 
 def describe(cn: CdnNet) -> str:

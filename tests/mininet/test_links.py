@@ -359,7 +359,7 @@ def test_netem_link_refuses_when_netem_is_absent(tmp_path):
 
 
 def test_a_running_relay_reports_its_counters_and_whether_it_kept_up(tmp_path):
-    """SIGUSR1 makes a relay log its counters so far; :func:`fidelity.collect` turns them into a verdict.
+    """A relay process answers a link's counters so far; :func:`fidelity.collect` turns them into a verdict.
     Stopping the relay for 200 ms (as an overloaded CPU would) makes frames leave late, and the verdict
     says the emulation did not keep up."""
     import time
@@ -383,8 +383,6 @@ def test_a_running_relay_reports_its_counters_and_whether_it_kept_up(tmp_path):
         ping = h1.popen(["ping", "-n", "-q", "-c", "60", "-i", "0.01", h2.IP()])
         try:
             def flowing() -> bool:
-                n = link.request_counters()
-                wait_until(lambda: link.counter_lines() > n, 5, 0.02, what="the relay's counters")
                 return link.counters()["a_to_b"]["tx"] >= live["a_to_b"]["tx"] + 5
 
             wait_until(flowing, 10, 0.05, what="pings flowing through the relay")
@@ -399,3 +397,40 @@ def test_a_running_relay_reports_its_counters_and_whether_it_kept_up(tmp_path):
         assert v["keeping_up"] is False and v["late_frames"] > 0 and v["max_late_ms"] >= 100, v
         assert any("left late" in p for p in v["problems"]), v["problems"]
         assert "could not keep up" in (fidelity.warning(v) or "")
+
+
+def test_one_relay_process_serves_many_links_each_with_its_own_delay_and_counters(tmp_path, monkeypatch):
+    """Six delayed links on two relay processes: each link keeps its own delay and its own counters, and
+    removing one link leaves the others (and their process) serving."""
+    from testbed.net import links
+
+    monkeypatch.setenv("CDNLAB_RELAY_PROCS", "2")
+    delays = [2, 5, 8, 11, 14, 30]
+    with emunet([{"delay_ms": d} for d in delays], tmp_path=tmp_path) as net:
+        relayed = [ln for ln in net.links if isinstance(ln, links.RelayLink)]
+        assert len(relayed) == 6
+        pids = links.relay_pids(net)
+        assert len(pids) == 2, pids  # not one process per link
+        assert sorted(ln.pid for ln in relayed) == sorted(pids * 3)  # placed evenly
+        for i, d in enumerate(delays):
+            a, b = net.get(f"tlh{2 * i + 1}", f"tlh{2 * i + 2}")
+            a.cmd(f"ping -n -q -c 2 -i 0.05 -W 1 {b.IP()}")
+            med = statistics.median(_pings(a, b.IP(), 8, interval=0.02))
+            assert abs(med - 2 * d) <= max(1.5, 0.05 * 2 * d), (d, med)
+        before = {ln.number: ln.counters()["a_to_b"]["tx"] for ln in relayed}
+        a, b = net.get("tlh3", "tlh4")  # only the 5 ms link carries these
+        assert _received(a, b.IP(), 20) == 20
+        after = {ln.number: ln.counters()["a_to_b"]["tx"] for ln in relayed}
+        grew = [n for n in before if after[n] > before[n] + 2]  # a stray IPv6 or ARP frame is not a ping
+        assert grew == [relayed[1].number], (before, after)
+        assert after[relayed[1].number] - before[relayed[1].number] >= 20
+        # remove the 2 ms link: its process keeps serving the others, and the link's final counters stay
+        gone = relayed[0]
+        pid = gone.pid
+        net.delLink(gone)
+        assert not gone.alive() and gone.final is not None and gone.final["final"] is True
+        assert gone.counters() == gone.final and gone.final["a_to_b"]["tx"] > 0
+        assert _pid_alive(pid) and sorted(links.relay_pids(net)) == sorted(pids)
+        a, b = net.get("tlh11", "tlh12")
+        assert _received(a, b.IP(), 5) == 5
+    assert not any(_pid_alive(p) for p in pids)  # the last link of each process stopped it

@@ -27,6 +27,29 @@ def test_bad_view_exits_2_naming_field(tmp_path: Path) -> None:
     assert f"{p}" in r.stderr and "unknown host 'ghost'" in r.stderr
 
 
+def test_a_controller_waits_for_its_view_and_gives_up_naming_it(tmp_path: Path) -> None:
+    """``--view-wait``: the builder starts the controller before the view exists; it serves once the view
+    appears, and exits 2 naming the file when none does."""
+    missing = tmp_path / "never.json"
+    r = subprocess.run([sys.executable, "-m", "controller", "--view", str(missing), "--view-wait", "0.3"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and f"{missing}: no view appeared within 0.3 s" in r.stderr
+    rest = free_port()
+    late = tmp_path / "late.json"
+    proc = subprocess.Popen([sys.executable, "-m", "controller", "--view", str(late), "--view-wait", "60",
+                             "--of-port", str(free_port()), "--no-lldp", "--log", str(tmp_path / "ctl.log")])
+    try:
+        tmp = tmp_path / "late.tmp"
+        tmp.write_text(json.dumps(triangle(rest_port=rest).model_dump(mode="json")))
+        assert proc.poll() is None  # still waiting, not failed
+        tmp.replace(late)
+        wait_tcp("127.0.0.1", rest, timeout=30)
+        assert _call(rest, "/topology")[0] == 200
+    finally:
+        proc.terminate()
+        assert proc.wait(10) == 0
+
+
 def _call(port: int, path: str, body: bytes | None = None) -> tuple[int, dict]:
     req = urllib.request.Request(
         f"http://127.0.0.1:{port}{path}", data=body, method="GET" if body is None else "POST"

@@ -65,3 +65,11 @@ def test_a_cpu_bound_machine_fails_the_run_and_one_late_frame_on_a_quiet_link_do
     # 22 frames, one 11.6 ms late: a mean of 0.58 ms says nothing about the link's error
     assert assess([lc(), lc("z28-z32 a->b", frames=22, late=1, max_late=11.6, mean=0.58)])["keeping_up"] is True
     assert assess([], cpu_pressure_pct=10.0)["measured"] is True  # netem links, but PSI: still judged
+
+
+def test_the_late_fraction_is_judged_over_at_least_100_frames() -> None:
+    # one late frame among 20 (5 %) is a stray wake-up; two among 20 are 2 % of the 100 frames judged
+    assert assess([lc(frames=20, late=1, max_late=3.0, mean=0.1)])["keeping_up"] is True
+    v = assess([lc(frames=20, late=2, max_late=3.0, mean=0.1)])
+    assert v["keeping_up"] is False and "2 of 20 frames" in v["problems"][0]
+    assert assess([lc(frames=1000, late=11, max_late=3.0)])["keeping_up"] is False  # 1.1 % of 1000
