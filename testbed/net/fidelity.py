@@ -17,7 +17,11 @@ The emulation did not keep up when any of these holds:
   is over target;
 * the machine was CPU bound (some task waiting for a CPU, Linux PSI) more than half of the network's
   lifetime: services and load generators starve before the real-time relays do, and health probes time
-  out on live edges.
+  out on live edges;
+* the longest path between two hosts (most hops) answers pings more slowly than its links' delays add
+  up to, by more than max(1 ms, 2 %) at best (:func:`probe_path_rtt`): the switches and relays add latency
+  of their own, which no relay counter sees (Open vSwitch's userspace datapath with hundreds of ports adds
+  milliseconds per hop). This one is measured with kernel netem too.
 
 Kernel netem links keep their own time and are not measured here (``measured: false``). The CPU
 pressure is judged on every platform that has PSI.
@@ -25,6 +29,7 @@ pressure is judged on every platform that has PSI.
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
@@ -156,6 +161,75 @@ def pressure_pct(since: tuple[float, int] | None, now: tuple[float, int] | None)
     return round(100 * (now[1] - since[1]) / 1e6 / (now[0] - since[0]), 1)
 
 
+# -- the emulation's own latency: a path's measured RTT against the one its links add up to -------------
+RTT_ABS_MS = 1.0  # a path may take this much longer than its links' delays ...
+RTT_REL = 0.02  # ... or this share of them, whichever is larger (issue #11's target for connect times)
+_PING_RTT = re.compile(r"time=([0-9.]+) ms")
+
+
+def longest_path(topo: Any) -> tuple[str, str, list[str]] | None:
+    """The pair of hosts whose route (shortest by delay, as the controller routes) crosses the most hops,
+    with that route; None with fewer than two connected hosts. Every hop is a switch or link the
+    emulation adds its own latency to, so this pair shows the worst of it."""
+    import networkx as nx
+
+    g = topo.graph()
+    hosts = [h.name for h in topo.hosts]
+    best: tuple[int, float, str, str, list[str]] | None = None
+    for i, a in enumerate(hosts):
+        dist, paths = nx.single_source_dijkstra(g, a, weight="delay_ms")
+        for b in hosts[i + 1:]:
+            if b in paths:
+                cand = (len(paths[b]), dist[b], a, b, paths[b])
+                if best is None or cand[:2] > best[:2]:
+                    best = cand
+    return None if best is None else (best[2], best[3], best[4])
+
+
+def path_rtt_ms(topo: Any, path: list[str]) -> float:
+    """The RTT a path's links add up to: each link's delay both ways (``delay_ms_ba`` when asymmetric)."""
+    by_pair: dict[frozenset[str], Any] = {frozenset((ln.a, ln.b)): ln for ln in topo.links}
+    for h in topo.hosts:
+        by_pair[frozenset((h.name, h.switch))] = h.link
+    total = 0.0
+    for a, b in zip(path, path[1:], strict=False):
+        p = by_pair[frozenset((a, b))]
+        total += p.delay_ms + (p.delay_ms if p.delay_ms_ba is None else p.delay_ms_ba)
+    return total
+
+
+def rtt_problem(src: str, dst: str, hops: int, expected_ms: float, measured_ms: float | None) -> str | None:
+    """The sentence when a path's best measured RTT exceeds its links' RTT by more than max(1 ms, 2 %)
+    (pure); None when within."""
+    if measured_ms is None:
+        return f"no ping from {src} to {dst} was answered, so the emulation's own latency is unknown"
+    excess = measured_ms - expected_ms
+    bound = max(RTT_ABS_MS, RTT_REL * expected_ms)
+    if excess > bound:
+        return (f"the longest path ({src} to {dst}, {hops} hops) took {measured_ms:.1f} ms at best against "
+                f"{expected_ms:.1f} ms of link delay: the emulation adds {excess:.1f} ms, more than "
+                f"{bound:.1f} ms (max(1 ms, 2 %)); every RTT measured across several hops is inflated")
+    return None
+
+
+def probe_path_rtt(cn: Any, count: int = 10) -> dict[str, Any] | None:
+    """Ping across the longest path of a built network ``count`` times (inside the source host) and compare
+    the best RTT with what the path's links add up to."""
+    found = longest_path(cn.topo)
+    if found is None:
+        return None
+    src, dst, path = found
+    out = cn.host(src).cmd(f"ping -n -c {count} -i 0.05 -W 2 {cn.ip(dst)}")
+    rtts = sorted(float(x) for x in _PING_RTT.findall(out))
+    expected = path_rtt_ms(cn.topo, path)
+    best = rtts[0] if rtts else None
+    hops = len(path) - 1
+    return {"src": src, "dst": dst, "hops": hops, "expected_ms": round(expected, 3),
+            "best_ms": best, "median_ms": rtts[len(rtts) // 2] if rtts else None,
+            "excess_ms": None if best is None else round(best - expected, 3),
+            "problem": rtt_problem(src, dst, hops, expected, best)}
+
+
 def collect(cn: Any, timeout: float = 10.0, since: tuple[float, int] | None = None) -> dict[str, Any]:
     """Ask the relay processes of a built network for every relayed link's counters (one request per
     process), and :func:`assess` them. ``since`` is a :func:`cpu_pressure` reading from when the network was
@@ -177,6 +251,13 @@ def collect(cn: Any, timeout: float = 10.0, since: tuple[float, int] | None = No
         counters += [LinkCounters.from_relay(name, d, c) for d in ("a_to_b", "b_to_a")]
     v = assess(counters, unmeasured_links=unmeasured, missing=missing,
                cpu_pressure_pct=pressure_pct(since, cpu_pressure()))
+    rtt = probe_path_rtt(cn) if getattr(cn, "topo", None) is not None else None
+    if rtt is not None:
+        v["path_rtt"] = rtt
+        if rtt["problem"]:
+            v["problems"].append(rtt["problem"])
+            v["keeping_up"] = False
+            v["measured"] = True
     v["worst_links"] = [asdict(c) for c in sorted(counters, key=lambda c: (c.socket_drops, c.late_frames),
                                                   reverse=True)[:5] if c.socket_drops or c.late_frames]
     return v

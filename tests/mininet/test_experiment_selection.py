@@ -55,6 +55,9 @@ def test_result_keys_and_files(selection) -> None:
     # late (the machine-wide CPU pressure, also in the verdict, depends on what else the machine runs)
     emu = res["meta"]["emulation"]
     assert emu["measured"] is True and emu["socket_drops"] == 0 and emu["late_fraction"] <= 0.01, emu
+    # the emulation's own latency, across globe's longest path (4 hops, 282 ms of link delay)
+    rtt = emu["path_rtt"]
+    assert rtt["hops"] >= 3 and rtt["expected_ms"] > 100 and rtt["best_ms"] >= rtt["expected_ms"] - 0.5, rtt
 
 
 def test_anycast_and_dns_send_every_client_to_its_nearest_edge(selection) -> None:

@@ -73,3 +73,36 @@ def test_the_late_fraction_is_judged_over_at_least_100_frames() -> None:
     v = assess([lc(frames=20, late=2, max_late=3.0, mean=0.1)])
     assert v["keeping_up"] is False and "2 of 20 frames" in v["problems"][0]
     assert assess([lc(frames=1000, late=11, max_late=3.0)])["keeping_up"] is False  # 1.1 % of 1000
+
+
+def _line_topology():
+    from testbed.net.spec import parse_topology
+
+    spec = {"name": "t", "subnet": "10.9.0.0/16",
+            "switches": [{"name": "s1"}, {"name": "s2"}, {"name": "s3"}],
+            "links": [{"a": "s1", "b": "s2", "delay_ms": 5, "delay_ms_ba": 7}, {"a": "s2", "b": "s3", "delay_ms": 2}],
+            "hosts": [{"name": "h1", "role": "client", "switch": "s1", "link": {"delay_ms": 1}},
+                      {"name": "h2", "role": "client", "switch": "s2"},
+                      {"name": "h3", "role": "edge", "switch": "s3", "link": {"delay_ms": 0.5}}]}
+    return parse_topology(spec, "t")
+
+
+def test_the_longest_path_and_the_rtt_its_links_add_up_to() -> None:
+    from testbed.net.fidelity import longest_path, path_rtt_ms
+
+    topo = _line_topology()
+    src, dst, path = longest_path(topo)
+    assert (src, dst) == ("h1", "h3") and path == ["h1", "s1", "s2", "s3", "h3"]
+    # 1+1 (host link) + 5+7 (asymmetric) + 2+2 + 0.5+0.5
+    assert path_rtt_ms(topo, path) == 19.0
+
+
+def test_a_path_slower_than_its_links_by_more_than_max_1ms_or_2pct_is_a_problem() -> None:
+    from testbed.net.fidelity import rtt_problem
+
+    assert rtt_problem("a", "b", 4, 19.0, 19.9) is None  # 0.9 ms over: within 1 ms
+    msg = rtt_problem("a", "b", 4, 19.0, 20.2)
+    assert msg is not None and "adds 1.2 ms" in msg and "4 hops" in msg
+    assert rtt_problem("a", "b", 9, 200.0, 203.9) is None  # 2 % of 200 ms is 4 ms
+    assert rtt_problem("a", "b", 9, 200.0, 204.5) is not None
+    assert "no ping" in (rtt_problem("a", "b", 9, 200.0, None) or "")
