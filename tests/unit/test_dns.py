@@ -36,9 +36,16 @@ def edge_specs(edges) -> list[dict]:
     return [edges["eu1"].spec("eu"), edges["eu2"].spec("eu"), edges["us1"].spec("us")]
 
 
-async def start(cfg: dict) -> DnsServer:
+async def start(cfg: dict, all_up: bool = True) -> DnsServer:
+    """A started server; with ``all_up``, once every edge is up: a warm-up probe slowed past its timeout
+    by a busy machine marks a live edge down until ``rise`` probes succeed, and the answers would differ."""
     server = DnsServer(validate(DnsConfig, cfg, "test"))
     await server.start()
+    if all_up and server.health.state:
+        async def up() -> bool:
+            return all(server.health.is_up(name) for name in server.health.state)
+
+        await async_wait_until(up, timeout=10, what="every edge up")
     return server
 
 
@@ -215,7 +222,7 @@ async def test_warmup_before_first_answer_excludes_dead_edge(edges):
     specs = edge_specs(edges)
     dead = dict(specs[1], name="dead", port=free_port())
     server = await start(
-        dns_config(edges=[specs[0], dead], health={"interval": 5, "timeout": 0.3, "fall": 3})
+        dns_config(edges=[specs[0], dead], health={"interval": 5, "timeout": 0.3, "fall": 3}), all_up=False
     )
     try:
         first = {a for i in range(20) for a in a_addrs(await ask(server, f"a{i}.g.cdnlab.net"))}
