@@ -203,8 +203,6 @@ def run_bare(topo: Topology, timeout: float, pps: float, pairs: str) -> dict[str
     from mininet.node import OVSSwitch
     from mininet.topo import Topo
 
-    from testbed.net.links import offloads_off
-
     addrs = topo.addresses()
     plen = topo.subnet.split("/")[1]
     t = Topo()
@@ -230,15 +228,8 @@ def run_bare(topo: Topology, timeout: float, pps: float, pairs: str) -> dict[str
                   build=False, autoStaticArp=True)
     try:
         net.build()
-        for node in net.hosts:
-            for intf in node.intfList():
-                if intf.name != "lo":
-                    offloads_off(node, intf.name)
+        host_env.offloads_off_network(net)  # as the builder does
         net.start()
-        for s in net.switches:
-            for intf in s.intfList():
-                if intf.name != "lo":
-                    host_env.offloads_off(intf.name)
         built = time.monotonic() - t0
         targets = targets_for(topo, addrs, pairs)
         all_pairs({h.name: net.get(h.name) for h in topo.hosts}, targets, timeout, pps,

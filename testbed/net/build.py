@@ -192,7 +192,7 @@ class CdnNet:
                 self._launch_controller()  # its imports overlap building the network
             self._add_nodes()
             self.net.build()
-            self._offloads_off()
+            host_env.offloads_off_network(self.net)
             self.state.add_pids([(h.pid, f"host {h.name}") for h in self.net.hosts])
             self.state.add_bridges([s.name for s in self.net.switches])
             if self.controller_mode == "ryu":
@@ -251,7 +251,7 @@ class CdnNet:
                     raise ValueError(f"relay_procs must be >= 1, not {self.opts.relay_procs}")
                 assert self.run_dir is not None
                 self.relay_pool = RelayPool(self.run_dir, self.state, self.opts.relay_procs)
-            # the nodes' ends get their offloads off with every other interface, in _offloads_off
+            # the nodes' ends get their offloads off with every other interface, in host_env.offloads_off_network
             return partial(links.RelayLink, pool=self.relay_pool, outer_offloads=False)
         return cls
 
@@ -301,15 +301,6 @@ class CdnNet:
         for ln in self.topo.links:
             kw = link_kwargs(ln)
             self.net.addLink(ln.a, ln.b, cls=self._link_class(**kw), **kw)
-
-    def _offloads_off(self) -> None:
-        """TX offloads off on every interface, before any traffic: OVS's userspace datapath and the relays
-        copy frames verbatim, so a TSO/GSO super-frame or a missing checksum would reach the wire as is.
-        One command per host and one for all the switches' interfaces."""
-        assert self.net is not None
-        host_env.offloads_off([i.name for s in self.net.switches for i in s.intfList() if i.name != "lo"])
-        for h in self.net.hosts:
-            host_env.offloads_off([i.name for i in h.intfList() if i.name != "lo"], node=h)
 
     def _after_start(self) -> None:
         assert self.net is not None and self.state is not None

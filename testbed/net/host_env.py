@@ -73,6 +73,15 @@ def offloads_off_command(intfs: list[str]) -> str:
     return "; ".join(f"ethtool -K {i} {' '.join(OFFLOADS_OFF)} >/dev/null 2>&1" for i in intfs) or "true"
 
 
+def offloads_off_network(net) -> None:
+    """TX offloads off on every interface of a built Mininet network, before any traffic: OVS's userspace
+    datapath and the relays copy frames verbatim, so a TSO/GSO super-frame or a missing checksum would
+    reach the wire as is. One command per host and one for all the switches' interfaces."""
+    offloads_off([i.name for s in net.switches for i in s.intfList() if i.name != "lo"])
+    for h in net.hosts:
+        offloads_off([i.name for i in h.intfList() if i.name != "lo"], node=h)
+
+
 def offloads_off(intf: str | list[str], node=None) -> None:
     """Turn TX offloads off on one interface or a list of them, with one shell (in ``node``'s namespace
     when given, else the root namespace)."""

@@ -294,7 +294,7 @@ def _node_run(node, cmd: str) -> None:
 
 def offloads_off(node, intf: str) -> None:
     """TX checksum/TSO/GSO and GRO off (OVS's userspace datapath and the relay copy frames verbatim)."""
-    node.cmd(f"ethtool -K {intf} {OFFLOADS} >/dev/null 2>&1")
+    host_env.offloads_off(intf, node=node)
 
 
 class PlainLink(Link):
