@@ -1,6 +1,8 @@
 # cdnlab — two commands do everything on a fresh Debian 12 machine or the Vagrant VM:
 #   sudo make demo    build the emulated CDN and run the demo experiments
 #   sudo make test    run the test suite (unit tier, then the Mininet tier)
+#   sudo make test-vm the Mininet tier's VM subset with netem and the kernel datapath, in a VM of Debian's
+#                     kernel (for machines whose kernel has neither; see docs/troubleshooting.md)
 SHELL := /bin/bash
 PYTHON_SYS ?= /usr/bin/python3
 VENV ?= .venv
@@ -10,8 +12,12 @@ PIP := $(VENV)/bin/pip
 APT_PACKAGES := mininet openvswitch-switch iproute2 iperf3 ethtool iputils-ping tcpdump \
 	unbound dnsutils nginx-light wrk nsd dnsperf curl iptables fping python3-venv python3-pip
 PYTEST_ARGS ?=
+# What `make test-vm` adds: QEMU, Debian's kernel (with sch_netem and openvswitch) and busybox for the
+# guest's initramfs; virtme-ng (PyPI) boots it.
+VM_APT_PACKAGES := qemu-system-x86 linux-image-amd64 busybox-static
+VM_ARGS ?=
 
-.PHONY: setup apt ovs venv demo test test-unit test-mininet lint clean doctor
+.PHONY: setup apt ovs venv demo test test-unit test-mininet test-vm vm-tools lint clean doctor
 
 setup: apt ovs venv
 
@@ -53,6 +59,21 @@ demo: setup
 test: setup
 	$(VENV)/bin/cdnlab clean --quiet
 	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
+
+vm-tools: venv
+	@missing=""; for p in $(VM_APT_PACKAGES); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "cdnlab test-vm: installing$$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
+	else echo "cdnlab test-vm: QEMU and Debian's kernel present"; fi
+	@[ -x $(VENV)/bin/vng ] || $(PIP) install -q virtme-ng
+
+# The VM's last line is one JSON object (kernel, netem, datapath, passed, failed, skipped, errors, seconds).
+test-vm: setup vm-tools
+	$(VENV)/bin/cdnlab clean --quiet
+	$(PY) tests/vm/run.py $(VM_ARGS)
 
 test-unit: venv
 	$(VENV)/bin/python -m pytest -m "not mininet" $(PYTEST_ARGS)

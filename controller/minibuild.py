@@ -1,7 +1,7 @@
 """A minimal Mininet network from a :class:`NetView`, for the controller's own tests and benchmark.
 
-The real topology builder is ``testbed/net/``; this one only wires switches (userspace OVS, OpenFlow
-1.3, ports numbered as in the view), hosts (IP/MAC from the view), a remote controller on 127.0.0.1,
+The real topology builder is ``testbed/net/``; this one only wires switches (Open vSwitch on the given
+datapath, userspace by default; OpenFlow 1.3, ports numbered as in the view), hosts (IP/MAC from the view), a remote controller on 127.0.0.1,
 and turns TX offloads off (TCP stalls on the userspace datapath otherwise). Anycast members get the VIP
 on their loopback (and ARP hardening: arp_ignore=1, arp_announce=2, as for direct server return).
 Needs root. Always call ``net.stop()``.
@@ -37,8 +37,8 @@ def offloads_off(net: Any) -> None:
                 )
 
 
-def build(view: NetView, of_port: int, prefix_check: str = "hc") -> Any:
-    """Build and start the network; returns the started Mininet object."""
+def build(view: NetView, of_port: int, prefix_check: str = "hc", datapath: str = "user") -> Any:
+    """Build and start the network; returns the started Mininet object. ``datapath``: 'user' or 'kernel'."""
     from mininet.net import Mininet
     from mininet.node import OVSSwitch, RemoteController
 
@@ -53,7 +53,7 @@ def build(view: NetView, of_port: int, prefix_check: str = "hc") -> Any:
         controller=None,
         autoSetMacs=False,
         autoStaticArp=False,
-        switch=partial(OVSSwitch, datapath="user", protocols="OpenFlow13"),
+        switch=partial(OVSSwitch, datapath=datapath, protocols="OpenFlow13"),
     )
     net.addController(
         f"{prefix_check}ctl{of_port}", controller=RemoteController, ip="127.0.0.1", port=of_port
@@ -134,10 +134,12 @@ class Lab:
     ``close()`` stops exactly that, then the network, then the controller.
     """
 
-    def __init__(self, view: NetView, workdir: Path, prefix_check: str, *controller_args: str) -> None:
+    def __init__(
+        self, view: NetView, workdir: Path, prefix_check: str, *controller_args: str, datapath: str = "user"
+    ) -> None:
         from testbed.util import free_port
 
-        self.tmp, self.view, self.prefix_check = workdir, view, prefix_check
+        self.tmp, self.view, self.prefix_check, self.datapath = workdir, view, prefix_check, datapath
         self.ctl = ControllerProc(view, workdir, free_port(), free_port(), *controller_args)
         self.net: Any = None
         self.procs: list[subprocess.Popen] = []
@@ -147,7 +149,7 @@ class Lab:
 
         self.ctl.start()
         wait_tcp("127.0.0.1", self.ctl.rest_port, timeout=timeout)
-        self.net = build(self.view, self.ctl.of_port, prefix_check=self.prefix_check)
+        self.net = build(self.view, self.ctl.of_port, prefix_check=self.prefix_check, datapath=self.datapath)
         wait_until(self.all_synced, timeout, what="switches connected and synced")
         return self
 

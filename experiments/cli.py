@@ -11,7 +11,8 @@ from testbed.config import ConfigError
 
 
 def build_flags(args: argparse.Namespace) -> dict:
-    return {"links": args.links, "controller": args.controller, "datapath": args.datapath}
+    return {"links": args.links, "controller": args.controller, "datapath": args.datapath,
+            "verify_links": args.verify_links}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -27,6 +28,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--links", choices=["auto", "netem", "relay"], default="auto")
     ap.add_argument("--controller", choices=["auto", "ryu", "standalone"], default="auto")
     ap.add_argument("--datapath", choices=["auto", "kernel", "user"], default="auto")
+    ap.add_argument("--verify-links", action="store_true",
+                    help="measure a twin of each link class after the build; stop if one is unlike its spec")
     ap.add_argument("--no-progress", action="store_true")
     args = ap.parse_args(argv)
     if not args.name:

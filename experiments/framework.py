@@ -92,6 +92,10 @@ class Run:
         """Ask a built network's relays whether they kept up, before it is torn down; kept for ``meta``.
         ``since``: :func:`testbed.net.fidelity.cpu_pressure` when the network was built."""
         v = fidelity.collect(cn, since=since)
+        if getattr(cn, "link_checks", None) is not None:  # built with --verify-links
+            from testbed.net import linkverify
+
+            v["links_verified"] = linkverify.summary(cn.link_checks)
         self.emulation.append(v)
         return v
 

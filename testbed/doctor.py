@@ -1,6 +1,7 @@
 """``cdnlab doctor [--json]``: is this machine ready to emulate a CDN, and what fixes what is missing.
 
-Checks: root, Open vSwitch running and the datapath cdnlab will use (kernel or user), netem, Mininet,
+Checks: root, Open vSwitch running and the datapath cdnlab will use (kernel or user), netem, whether the
+link relays may take real-time priority (SCHED_FIFO; ``relay_realtime``), Mininet,
 Ryu (importable through the adapter, and its version), scapy, unbound, the tools experiments call, and
 whether a shipped topology's addresses clash with a network of this machine (then it needs ``--subnet``).
 With ``--json`` the last printed line is one JSON object with at least ``root``, ``ovs_running``,
@@ -14,6 +15,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 from dataclasses import dataclass
 
 from testbed.net import host_env
@@ -98,6 +100,19 @@ def address_clashes() -> dict[str, str]:
     return out
 
 
+def realtime_check() -> tuple[bool, str]:
+    """Whether a process may take real-time priority here, as each relay process asks (SCHED_FIFO 1),
+    tried in a child so that doctor itself keeps normal scheduling."""
+    code = ("import os\ntry:\n    os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(1))\n    print('ok')\n"
+            "except OSError as e:\n    print(e)")
+    try:
+        r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=20)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return False, str(e)
+    out = r.stdout.strip()
+    return out == "ok", out or r.stderr.strip()
+
+
 def gather() -> tuple[list[Check], dict]:
     root = os.geteuid() == 0
     ovs = host_env.ovs_running()
@@ -111,6 +126,7 @@ def gather() -> tuple[list[Check], dict]:
     except ImportError as e:
         mininet_ok, mn_detail = False, str(e)
     scapy_v = _module_version("scapy")
+    realtime, rt_detail = realtime_check() if root else (False, "not root")
     unbound = shutil.which("unbound") or (os.path.exists("/usr/sbin/unbound") and "/usr/sbin/unbound")
     checks = [
         Check("root", root, "running as root" if root else "not root", "run with sudo"),
@@ -122,6 +138,12 @@ def gather() -> tuple[list[Check], dict]:
         Check("netem", netem, "netem delays links" if netem else
               "no netem in this kernel: links use the userspace relay (testbed/net/relay.py)",
               "nothing to do: the relay is used automatically (`--links relay`)", required=False),
+        Check("relay_realtime", realtime or netem,
+              "relays may run at real-time priority (SCHED_FIFO)" if realtime else
+              (f"real-time priority refused ({rt_detail})" + ("; links use netem, so no matter" if netem else
+                                                                "; relayed delays may be late on a busy CPU")),
+              "run as root; in a container, allow CAP_SYS_NICE and a real-time budget "
+              "(kernel.sched_rt_runtime_us)", required=False),
         Check("mininet", mininet_ok, mn_detail, f"{SETUP}   (apt: mininet)"),
         Check("ryu", ryu_version is not None, f"Ryu {ryu_version}: {ryu_detail}" if ryu_version else ryu_detail,
               f"{SETUP}   (pip: requirements-ryu.txt)"),
@@ -145,6 +167,7 @@ def gather() -> tuple[list[Check], dict]:
         "ovs_datapath": datapath,
         "netem": netem,
         "link_mode": "netem" if netem else "relay",
+        "relay_realtime": realtime,
         "mininet": mininet_ok,
         "ryu_version": ryu_version,
         "scapy_version": scapy_v,

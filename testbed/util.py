@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
 import time
 from collections.abc import Awaitable, Callable
@@ -15,8 +16,24 @@ class DeadlineExceeded(TimeoutError):
     """A condition polled by :func:`wait_until` did not become true before its deadline."""
 
 
+def timeout_scale() -> float:
+    """``CDNLAB_TIMEOUT_SCALE`` (default 1): every deadline of :func:`wait_until` is multiplied by it, for
+    machines much slower than the ones the deadlines were set on (``make test-vm`` under QEMU's TCG
+    emulation sets 4). Only how long cdnlab waits for things to come up changes, never what it measures."""
+    raw = os.environ.get("CDNLAB_TIMEOUT_SCALE", "1")
+    try:
+        scale = float(raw)
+    except ValueError:
+        scale = -1.0
+    if not 1 <= scale <= 100:
+        raise ValueError(f"CDNLAB_TIMEOUT_SCALE must be a number within 1..100, not {raw!r}")
+    return scale
+
+
 def wait_until(pred: Callable[[], T], timeout: float, interval: float = 0.02, what: str = "condition") -> T:
-    """Poll ``pred`` until it returns a truthy value and return it; raise DeadlineExceeded after ``timeout``."""
+    """Poll ``pred`` until it returns a truthy value and return it; raise DeadlineExceeded after ``timeout``
+    (times :func:`timeout_scale`)."""
+    timeout *= timeout_scale()
     deadline = time.monotonic() + timeout
     last_exc: Exception | None = None
     while True:
@@ -36,6 +53,7 @@ async def async_wait_until(
     pred: Callable[[], Awaitable[T]], timeout: float, interval: float = 0.02, what: str = "condition"
 ) -> T:
     """Async twin of :func:`wait_until` for coroutine predicates."""
+    timeout *= timeout_scale()
     deadline = time.monotonic() + timeout
     last_exc: Exception | None = None
     while True:

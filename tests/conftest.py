@@ -11,6 +11,24 @@ import subprocess
 
 import pytest
 
+LINK_MODES = ("auto", "netem", "relay")
+DATAPATHS = ("auto", "kernel", "user")
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    """``--links`` and ``--datapath``: how the Mininet tier emulates (as ``cdnlab up --links/--datapath``).
+
+    ``make test`` leaves both on ``auto`` (netem and the kernel datapath where this kernel has them, else
+    the relay and the userspace datapath); ``make test-vm`` runs the tier with ``--links netem
+    --datapath kernel`` inside a VM of Debian's kernel. The environment variables ``CDNLAB_TEST_LINKS``
+    and ``CDNLAB_TEST_DATAPATH`` give the defaults.
+    """
+    g = parser.getgroup("cdnlab")
+    g.addoption("--links", choices=LINK_MODES, default=os.environ.get("CDNLAB_TEST_LINKS", "auto"),
+                help="link emulation of the Mininet tier: auto | netem | relay (default: auto)")
+    g.addoption("--datapath", choices=DATAPATHS, default=os.environ.get("CDNLAB_TEST_DATAPATH", "auto"),
+                help="Open vSwitch datapath of the Mininet tier: auto | kernel | user (default: auto)")
+
 
 def _mininet_ready() -> str | None:
     """None when the Mininet tier can run here, else the reason it cannot."""

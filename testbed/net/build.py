@@ -58,6 +58,7 @@ class BuildOptions:
     run_dir: Path | None = None
     connect_timeout: float = 30.0
     relay_procs: int | None = None  # relay processes for the delayed links (None: one per CPU)
+    verify_links: bool = False  # measure a twin of each link class after the build (testbed.net.linkverify)
     #: ``extra["control"]`` (True or a dict of ``controller.netview.ControlView`` fields, ``key`` as the
     #: services' text key): the controller consumes the CDN's heartbeats (see ``CdnNet.control_view``)
     extra: dict[str, Any] = field(default_factory=dict)
@@ -139,6 +140,7 @@ class CdnNet:
         self.procs: dict[str, subprocess.Popen] = {}
         self.guard_routes: list[GuardRoute] = []
         self.relay_pool = None  # testbed.net.relay_pool.RelayPool, made with the first relayed link
+        self.link_checks: list | None = None  # testbed.net.linkverify.ClassCheck per link class (--verify-links)
         # HMAC key (text) of this run's multicast sessions, made here when the controller must verify the
         # heartbeats, so it is in the view before services start; CdnServices reuses it (None: its own)
         self.mcast_key: str | None = None
@@ -201,6 +203,14 @@ class CdnNet:
             from testbed.net.links import finish_links
 
             finish_links(self.net)  # re-apply qdiscs OVS removed from its ports; verify every link
+            if self.opts.verify_links:  # and measure them: configured is not yet behaving
+                from testbed.net import linkverify
+                from testbed.net.links import LinkEmulationError
+
+                self.link_checks = linkverify.verify(self)
+                problem = linkverify.failure(self.link_checks)
+                if problem:
+                    raise LinkEmulationError(problem)
             self._after_start()
         except BaseException:
             self.stop()
@@ -238,7 +248,7 @@ class CdnNet:
             raise ValueError(f"controller must be auto, ryu or standalone, not {mode!r}")
         return mode
 
-    def _link_class(self, **kw: Any):
+    def link_class(self, **kw: Any):
         """The Mininet link class for one link's params: plain veth, HTB rate, netem or relay."""
         from testbed.net import links
 
@@ -258,7 +268,7 @@ class CdnNet:
     def _choose_link_mode(self) -> str:
         """netem or relay for links with delay/loss ('none' when no link needs either)."""
         emulated = [p for p in [*self.topo.links, *(h.link for h in self.topo.hosts)]
-                    if p.delay_ms or p.delay_ms_ba or p.loss_pct]
+                    if p.delay_ms or p.delay_ms_ba or p.loss_pct or (p.queue_pkts is not None and not p.bw_mbit)]
         if not emulated:
             return "none"
         from testbed.net import links
@@ -297,10 +307,10 @@ class CdnNet:
             self.net.addHost(h.name, ip=f"{self.addresses[h.name]}/{plen}", mac=self.macs[h.name])
         for h in self.topo.hosts:
             kw = link_kwargs(h.link)
-            self.net.addLink(h.name, h.switch, cls=self._link_class(**kw), **kw)
+            self.net.addLink(h.name, h.switch, cls=self.link_class(**kw), **kw)
         for ln in self.topo.links:
             kw = link_kwargs(ln)
-            self.net.addLink(ln.a, ln.b, cls=self._link_class(**kw), **kw)
+            self.net.addLink(ln.a, ln.b, cls=self.link_class(**kw), **kw)
 
     def _after_start(self) -> None:
         assert self.net is not None and self.state is not None

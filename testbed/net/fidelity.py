@@ -55,6 +55,8 @@ class LinkCounters:
     mean_late_ms: float
     socket_drops: int
     queue_drops: int  # the spec's own queue (tail drop): part of the emulated network, not a failure
+    # sends that failed: the rate limiter's full queue (ENOBUFS, the spec's own tail drop) or a link down
+    send_errors: int = 0
 
     @classmethod
     def from_relay(cls, link: str, direction: str, c: dict[str, Any]) -> LinkCounters:
@@ -63,16 +65,20 @@ class LinkCounters:
         return cls(link=f"{link} {direction.replace('_to_', '->')}", frames=int(d["tx"]),
                    late_frames=int(d.get("late_frames", 0)), max_late_ms=float(d.get("max_late_us", 0)) / 1000,
                    mean_late_ms=float(d.get("mean_late_us", 0)) / 1000,
-                   socket_drops=int(d.get("socket_drops", 0)), queue_drops=int(d.get("queue_drop", 0)))
+                   socket_drops=int(d.get("socket_drops", 0)), queue_drops=int(d.get("queue_drop", 0)),
+                   send_errors=int(d.get("tx_error", 0)))
 
 
 def assess(counters: Sequence[LinkCounters], *, unmeasured_links: int = 0, missing: Sequence[str] = (),
-           cpu_pressure_pct: float | None = None, max_late_fraction: float = MAX_LATE_FRACTION,
+           cpu_pressure_pct: float | None = None, realtime_refused: int = 0,
+           max_late_fraction: float = MAX_LATE_FRACTION,
            max_mean_late_ms: float = MAX_MEAN_LATE_MS, max_cpu_pressure_pct: float = MAX_CPU_PRESSURE_PCT,
            ) -> dict[str, Any]:
     """The verdict (pure): totals, ``keeping_up`` (True, False, or None when nothing was measured) and
     ``problems``, one sentence each. ``missing`` names relays that gave no counters (dead or silent);
-    ``cpu_pressure_pct`` is :func:`pressure_pct` over the network's lifetime."""
+    ``cpu_pressure_pct`` is :func:`pressure_pct` over the network's lifetime; ``realtime_refused`` counts
+    relay processes the kernel refused real-time priority (SCHED_FIFO): reported, and named in the
+    problems only when frames also left late."""
     frames = sum(c.frames for c in counters)
     late = sum(c.late_frames for c in counters)
     drops = sum(c.socket_drops for c in counters)
@@ -92,6 +98,9 @@ def assess(counters: Sequence[LinkCounters], *, unmeasured_links: int = 0, missi
                         f"average (worst {worst.link}: {worst.mean_late_ms:.2f} ms)")
     if missing:
         problems.append(f"{len(missing)} relays gave no counters: {', '.join(list(missing)[:5])}")
+    if realtime_refused and late:
+        problems.append(f"{realtime_refused} relay processes ran without real-time priority (SCHED_FIFO was "
+                        "refused): run as root on a kernel that allows it, or with fewer other processes")
     if cpu_pressure_pct is not None and cpu_pressure_pct > max_cpu_pressure_pct:
         problems.append(f"the machine was CPU bound {cpu_pressure_pct:.0f} % of the time (tasks waiting for a "
                         f"CPU, more than {max_cpu_pressure_pct:g} %): services and load generators starved")
@@ -102,6 +111,7 @@ def assess(counters: Sequence[LinkCounters], *, unmeasured_links: int = 0, missi
         "frames": frames, "late_frames": late, "late_fraction": round(late / frames, 6) if frames else 0.0,
         "max_late_ms": round(max((c.max_late_ms for c in counters), default=0.0), 3),
         "socket_drops": drops, "queue_drops": sum(c.queue_drops for c in counters),
+        "send_errors": sum(c.send_errors for c in counters), "realtime_refused": realtime_refused,
         "cpu_pressure_pct": cpu_pressure_pct, "problems": problems,
     }
     return out
@@ -123,6 +133,8 @@ def merge(verdicts: Iterable[dict[str, Any]]) -> dict[str, Any]:
         "frames": frames, "late_frames": late, "late_fraction": round(late / frames, 6) if frames else 0.0,
         "max_late_ms": max((v["max_late_ms"] for v in vs), default=0.0),
         "socket_drops": sum(v["socket_drops"] for v in vs), "queue_drops": sum(v["queue_drops"] for v in vs),
+        "send_errors": sum(v.get("send_errors", 0) for v in vs),
+        "realtime_refused": sum(v.get("realtime_refused", 0) for v in vs),
         "cpu_pressure_pct": max((v["cpu_pressure_pct"] for v in vs if v.get("cpu_pressure_pct") is not None),
                                 default=None),
         "problems": [f"network {i + 1}: {p}" for i, v in enumerate(vs) for p in v["problems"]],
@@ -249,8 +261,10 @@ def collect(cn: Any, timeout: float = 10.0, since: tuple[float, int] | None = No
             missing.append(name)
             continue
         counters += [LinkCounters.from_relay(name, d, c) for d in ("a_to_b", "b_to_a")]
+    procs = {ln.relay for ln in relays if ln.relay is not None}
     v = assess(counters, unmeasured_links=unmeasured, missing=missing,
-               cpu_pressure_pct=pressure_pct(since, cpu_pressure()))
+               cpu_pressure_pct=pressure_pct(since, cpu_pressure()),
+               realtime_refused=sum(1 for p in procs if p.realtime is False))
     rtt = probe_path_rtt(cn) if getattr(cn, "topo", None) is not None else None
     if rtt is not None:
         v["path_rtt"] = rtt

@@ -5,8 +5,9 @@ Mininet's ``TCLink(delay=...)`` prints an error and runs *without* the delay whe
 
 * :class:`PlainLink` -- a veth pair (no delay, loss or rate), TX offloads off on both ends;
 * :class:`RateLink` -- a veth pair with an HTB rate limit on both ends' egress (rate only), verified;
-* :class:`NetemLink` -- Mininet's TCLink (HTB + netem, S. Hemminger, "Network Emulation with NetEm",
-  LCA 2005), checked afterwards with ``tc qdisc show``: a missing netem or delay raises;
+* :class:`NetemLink` -- a veth pair with netem at the root of each egress (S. Hemminger, "Network
+  Emulation with NetEm", LCA 2005) and, with a rate, HTB + ``pfifo`` under it, checked afterwards with
+  ``tc``: a missing netem, delay, rate or queue raises;
 * :class:`RelayLink` -- two veth pairs through a hidden network namespace owned by a userspace delay
   line (:mod:`testbed.net.relay`) with HTB on its egress interfaces for the rate.
 
@@ -19,8 +20,9 @@ Queues. With a rate (``bw``) the bottleneck queue is the HTB leaf (a ``pfifo``),
 packets per direction; by default one bandwidth-delay product, at least 100 packets
 (:func:`default_queue_pkts`; 50 Mbit/s x 40 ms RTT -> 167 packets), which lets one TCP flow fill the link
 without adding more than one RTT of queueing delay. The relay's delay line itself holds up to 10000
-frames per direction (tail drop beyond), or ``max_queue_size`` when the link has no rate (netem's
-``limit`` semantics).
+frames per direction (tail drop beyond), or ``max_queue_size`` when the link has no rate. A netem link
+has the same two limits (netem's ``limit``, and the ``pfifo`` under it), so ``queue_pkts`` means the same
+queue in both modes: frames waiting to be sent, not frames in flight.
 
 After ``net.start()`` call :func:`finish_links`: Open vSwitch removes the qdisc of every port it adds,
 so the HTB/netem on switch-side interfaces is re-applied there (with the port's QoS set to
@@ -43,10 +45,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mininet.link import Link, TCLink
+from mininet.link import Link
 
 from testbed.net import host_env
 from testbed.net.relay_pool import RelayError, RelayPool, RelayProcess, counters_by_process, shared_pool
+from testbed.net.spec import MAX_BW_MBIT, MAX_DELAY_MS, MAX_QUEUE_PKTS
 from testbed.util import wait_until
 
 RELAY_DELAY_LINE_PKTS = 10000
@@ -122,12 +125,20 @@ def check_htb(tc_class_show: str, bw_mbit: float) -> str | None:
     return None
 
 
-def check_netem(tc_qdisc_show: str, delay_ms: float | None, loss_pct: float | None) -> str | None:
-    """None if ``tc qdisc show`` output has netem with this delay (within 1 %/10 us) and loss, else the problem."""
+def check_netem(tc_qdisc_show: str, delay_ms: float | None, loss_pct: float | None,
+                limit: int | None = None) -> str | None:
+    """None if ``tc qdisc show`` output has netem with this delay (within 1 %/10 us), loss and (if given)
+    ``limit`` in packets, else the problem."""
     m = re.search(r"qdisc netem \S+ [^\n]*", tc_qdisc_show)
     if not m:
         return f"netem is not installed (tc qdisc show: {tc_qdisc_show.strip()!r})"
     line = m.group(0)
+    if limit is not None:
+        lim = re.search(r"\blimit (\d+)", line)
+        if not lim or int(lim.group(1)) != limit:
+            return f"netem limit is not {limit} packets: {line!r}"
+    if not delay_ms and re.search(r"\bdelay ([1-9][0-9.]*|0\.[0-9]*[1-9])", line):
+        return f"netem has a delay where the spec has none: {line!r}"
     if delay_ms:
         d = re.search(r"\bdelay ([0-9.]+)(us|ms|s)\b", line)
         if not d:
@@ -139,6 +150,16 @@ def check_netem(tc_qdisc_show: str, delay_ms: float | None, loss_pct: float | No
         lo = re.search(r"\bloss ([0-9.]+)%", line)
         if not lo or abs(float(lo.group(1)) - loss_pct) > 1e-3:
             return f"netem loss is not {loss_pct:g}%: {line!r}"
+    return None
+
+
+def check_pfifo(tc_qdisc_show: str, queue_pkts: int) -> str | None:
+    """None if ``tc qdisc show`` output has a ``pfifo`` of ``queue_pkts`` packets (the bottleneck queue)."""
+    m = re.search(r"qdisc pfifo \S+ [^\n]*\blimit (\d+)p", tc_qdisc_show)
+    if not m:
+        return f"no pfifo bottleneck queue installed (tc qdisc show: {tc_qdisc_show.strip()!r})"
+    if int(m.group(1)) != queue_pkts:
+        return f"the bottleneck queue is {m.group(1)} packets, expected {queue_pkts}"
     return None
 
 
@@ -160,8 +181,10 @@ class LinkShape:
 
     @property
     def needs_emulation(self) -> bool:
-        """True if the link needs netem or the relay (delay or loss), not just a veth (+ HTB)."""
-        return bool(self.delay_ab_ms or self.delay_ba_ms or self.loss_pct)
+        """True if the link needs netem or the relay (delay, loss, or a queue without a rate: the delay
+        line's limit), not just a veth (+ HTB)."""
+        return bool(self.delay_ab_ms or self.delay_ba_ms or self.loss_pct
+                    or (self.queue_pkts is not None and not self.bw_mbit))
 
     @property
     def bottleneck_queue(self) -> int:
@@ -190,15 +213,20 @@ def link_shape(
     if bw is not None:
         if isinstance(bw, bool) or not isinstance(bw, int | float) or not math.isfinite(bw) or bw <= 0:
             raise ValueError(f"bw must be a positive number of Mbit/s, not {bw!r}")
-        if bw > 10000:
-            raise ValueError(f"bw={bw!r} Mbit/s is beyond what a veth + HTB can emulate (max 10000)")
+        if bw > MAX_BW_MBIT:
+            raise ValueError(f"bw={bw!r} Mbit/s is beyond what a veth + HTB can emulate (max {MAX_BW_MBIT})")
     loss_v = 0.0 if loss is None else loss
     if isinstance(loss_v, bool) or not isinstance(loss_v, int | float) or not 0 <= loss_v <= 100:
         raise ValueError(f"loss must be a percentage within 0..100, not {loss!r}")
     if max_queue_size is not None and (
-        isinstance(max_queue_size, bool) or not isinstance(max_queue_size, int) or max_queue_size < 1
+        isinstance(max_queue_size, bool) or not isinstance(max_queue_size, int)
+        or not 1 <= max_queue_size <= MAX_QUEUE_PKTS
     ):
-        raise ValueError(f"max_queue_size must be a positive integer (packets), not {max_queue_size!r}")
+        raise ValueError(f"max_queue_size must be an integer number of packets within 1..{MAX_QUEUE_PKTS}, "
+                         f"not {max_queue_size!r}")
+    for name, d in (("delay", ab), ("delay_ms_ba", ba)):
+        if not 0 <= d <= MAX_DELAY_MS:
+            raise ValueError(f"{name} must be within 0..{MAX_DELAY_MS} ms, not {d!r}")
     return LinkShape(ab, ba, float(bw) if bw else None, float(loss_v), max_queue_size)
 
 
@@ -273,15 +301,32 @@ def _pop_shape(params: dict[str, Any]) -> LinkShape:
 
 
 # -- shell snippets ----------------------------------------------------------------------------------
-def htb_commands(dev: str, bw_mbit: float, queue_pkts: int) -> list[str]:
-    """tc commands: HTB root with one class at ``bw_mbit`` and a ``pfifo`` of ``queue_pkts`` under it."""
+def htb_commands(dev: str, bw_mbit: float, queue_pkts: int, parent: str | None = None) -> list[str]:
+    """tc commands: HTB with one class at ``bw_mbit`` and a ``pfifo`` of ``queue_pkts`` under it; at the
+    root (replacing what is there), or under ``parent`` (a class id such as ``1:1``)."""
     burst = max(15000, int(bw_mbit * 1e6 / 8 * 0.001))  # >= 1 ms worth of bytes
+    where = f"parent {parent}" if parent else "root"
     return [
-        f"tc qdisc del dev {dev} root >/dev/null 2>&1 || true",
-        f"tc qdisc add dev {dev} root handle 5: htb default 1",
+        *([] if parent else [f"tc qdisc del dev {dev} root >/dev/null 2>&1 || true"]),
+        f"tc qdisc add dev {dev} {where} handle 5: htb default 1",
         f"tc class add dev {dev} parent 5: classid 5:1 htb rate {bw_mbit:g}mbit burst {burst} quantum 1600",
         f"tc qdisc add dev {dev} parent 5:1 handle 10: pfifo limit {queue_pkts}",
     ]
+
+
+def netem_commands(dev: str, shape: LinkShape, delay_ms: float) -> list[str]:
+    """tc commands for one direction of a :class:`NetemLink`: netem at the root (``delay_ms``, the shape's
+    loss) and, with a rate, HTB + ``pfifo`` of the bottleneck queue as its child. The delay line holds
+    :data:`RELAY_DELAY_LINE_PKTS` frames, or ``queue_pkts`` when the link has no rate -- the relay's limits."""
+    loss = f" loss {shape.loss_pct:g}%" if shape.loss_pct else ""
+    limit = RELAY_DELAY_LINE_PKTS if shape.bw_mbit else (shape.queue_pkts or RELAY_DELAY_LINE_PKTS)
+    cmds = [
+        f"tc qdisc del dev {dev} root >/dev/null 2>&1 || true",
+        f"tc qdisc add dev {dev} root handle 1: netem limit {limit} delay {delay_ms:g}ms{loss}",
+    ]
+    if shape.bw_mbit:
+        cmds += htb_commands(dev, shape.bw_mbit, shape.bottleneck_queue, parent="1:1")
+    return cmds
 
 
 def _node_run(node, cmd: str) -> None:
@@ -351,50 +396,57 @@ class RateLink(Link):
                 raise LinkEmulationError(f"{intf.name}: {problem}")
 
 
-class NetemLink(TCLink):
-    """Mininet's TCLink (HTB + netem), verified after configuration: raises if netem is missing."""
+class NetemLink(Link):
+    """A veth pair shaped by netem on each end's egress, verified after configuration.
+
+    Per direction: ``netem`` at the root (delay, loss; S. Hemminger, "Network Emulation with NetEm",
+    LCA 2005) and, with a rate, HTB with a ``pfifo`` of the bottleneck queue as netem's child
+    (:func:`netem_commands`). Frames leave netem's delay line into the rate limiter, so the ``pfifo``
+    holds only frames waiting to be sent, exactly as the relay's queue does; Mininet's TCLink puts netem
+    *under* HTB instead, where netem's ``limit`` also counts the frames still in flight on the delay (on a
+    500 ms, 1.5 Mbit/s link about 62 of a 100-packet limit). Raises LinkEmulationError where the kernel has
+    no netem, or when ``tc`` shows anything unlike the spec.
+    """
 
     def __init__(self, node1, node2, **params: Any) -> None:
-        self.shape = s = _pop_shape(params)
+        self.shape = _pop_shape(params)
         if not netem_available():
             raise LinkEmulationError(
                 f"NetemLink {node1.name}-{node2.name}: this kernel has no netem; use RelayLink (--links relay)"
             )
-        p1 = dict(params.pop("params1", None) or {})
-        p2 = dict(params.pop("params2", None) or {})
-        for p, delay in ((p1, s.delay_ab_ms), (p2, s.delay_ba_ms)):
-            p.update(txo=False, rxo=False)
-            if delay:
-                p["delay"] = f"{delay:g}ms"
-            if s.loss_pct:
-                p["loss"] = s.loss_pct
-            if s.bw_mbit:
-                p["bw"] = s.bw_mbit
-            if s.queue_pkts is not None:
-                p["max_queue_size"] = s.queue_pkts
-            elif s.bw_mbit:  # netem's limit counts the delay line too: its default 1000 plus the bottleneck
-                p["max_queue_size"] = 1000 + s.bottleneck_queue
-        super().__init__(node1, node2, params1=p1, params2=p2, **params)
+        super().__init__(node1, node2, **params)
         try:
             for intf in (self.intf1, self.intf2):
                 offloads_off(intf.node, intf.name)
+            self._apply((self.intf1, self.intf2))
             self.verify()
         except BaseException:
             self.delete()
             raise
 
+    def _delay(self, intf) -> float:
+        return self.shape.delay_ab_ms if intf is self.intf1 else self.shape.delay_ba_ms
+
+    def _apply(self, intfs) -> None:
+        for intf in intfs:
+            for c in netem_commands(intf.name, self.shape, self._delay(intf)):
+                _node_run(intf.node, c)
+
     def finish(self) -> None:
         """After ``net.start()``: OVS clears the qdisc of a port it adds; make it keep ours and re-apply."""
-        for intf in _keep_qdiscs_on_ovs_ports(self):
-            intf.config(**intf.params)
+        self._apply(_keep_qdiscs_on_ovs_ports(self))
         self.verify()
 
     def verify(self) -> None:
+        """Raise LinkEmulationError unless both ends have the spec's netem (delay, loss, limit), rate and queue."""
         s = self.shape
-        for intf, delay in ((self.intf1, s.delay_ab_ms), (self.intf2, s.delay_ba_ms)):
-            problem = check_netem(intf.node.cmd(f"tc qdisc show dev {intf.name}"), delay, s.loss_pct)
+        for intf in (self.intf1, self.intf2):
+            qdiscs = intf.node.cmd(f"tc qdisc show dev {intf.name}")
+            limit = RELAY_DELAY_LINE_PKTS if s.bw_mbit else (s.queue_pkts or RELAY_DELAY_LINE_PKTS)
+            problem = check_netem(qdiscs, self._delay(intf), s.loss_pct, limit)
             if problem is None and s.bw_mbit:
-                problem = check_htb(intf.node.cmd(f"tc class show dev {intf.name}"), s.bw_mbit)
+                problem = check_htb(intf.node.cmd(f"tc class show dev {intf.name}"), s.bw_mbit) or check_pfifo(
+                    qdiscs, s.bottleneck_queue)
             if problem:
                 raise LinkEmulationError(f"{intf.name}: {problem}")
 

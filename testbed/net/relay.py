@@ -360,6 +360,7 @@ class Relay:
         self.ep.register(self.timer.fd, select.EPOLLIN)
         self.early = int(early_us * 1000)
         self.control: socket.socket | None = None
+        self.realtime: bool | None = None  # SCHED_FIFO: granted, refused, or not asked for
         self.control_buf = b""
         self.closing = False
 
@@ -429,7 +430,7 @@ class Relay:
                 got = {str(i): self.links[i].snapshot(False) for i in ids if i in self.links}
                 return {"ok": True, "counters": got, "missing": [i for i in ids if i not in self.links]}
             if op == "ping":
-                return {"ok": True, "links": len(self.links), "pid": os.getpid()}
+                return {"ok": True, "links": len(self.links), "pid": os.getpid(), "realtime": self.realtime}
             return {"ok": False, "error": f"unknown op {op!r} (add, remove, counters, ping)"}
         except (ValueError, TypeError) as e:
             return {"ok": False, "error": f"{op}: {e}"}
@@ -658,14 +659,18 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     signal.signal(signal.SIGUSR1, signal.SIG_IGN)  # until the loop can answer it (a signal must not kill us)
     set_pdeathsig(args.parent_pid)
+    realtime = None
     if args.rt_priority > 0:
         try:  # the kernel's RT throttling (sched_rt_runtime_us) still leaves 5 % to everyone else
             os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(args.rt_priority))
+            realtime = True
         except OSError as e:
+            realtime = False
             print(f"relay: SCHED_FIFO not available ({e}); timing may be late on a busy CPU", flush=True)
     signal.signal(signal.SIGTERM, _on_signal)
     signal.signal(signal.SIGINT, _on_signal)
     relay = Relay(early_us=args.early_us)
+    relay.realtime = realtime
     try:
         if args.a is not None:
             wait_for_interfaces([args.a, args.b], args.wait_s)

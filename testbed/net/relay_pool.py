@@ -120,7 +120,8 @@ class RelayProcess:
                 raise RelayError(f"relay process {self.number} got no namespace of its own within "
                                  f"{self.start_timeout:.0f}s: {self.log_tail()}")
             time.sleep(0.001)
-        self.request({"op": "ping"}, timeout=max(1.0, deadline - time.monotonic()))
+        pong = self.request({"op": "ping"}, timeout=max(1.0, deadline - time.monotonic()))
+        self.realtime: bool | None = pong.get("realtime")  # whether the kernel granted SCHED_FIFO
 
     def request(self, req: dict[str, Any], timeout: float | None = None) -> dict[str, Any]:
         """Send one request and return its answer; RelayError if refused, dead or silent past ``timeout``."""

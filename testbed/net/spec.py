@@ -56,20 +56,32 @@ def _check_name(v: str) -> str:
 Name = Annotated[str, AfterValidator(_check_name)]
 
 
-class LinkParams(_Strict):
-    """What a link does to traffic. Delays are one-way, in milliseconds."""
+#: The limits of a link, in one place: the spec model checks them on load and the link classes
+#: (:func:`testbed.net.links.link_shape`) use the same numbers, so a valid spec never fails at build time.
+MAX_DELAY_MS = 10_000
+MAX_BW_MBIT = 10_000  # what a veth pair with HTB can emulate
+MAX_QUEUE_PKTS = 1_000_000
 
-    delay_ms: float = Field(0.0, ge=0, le=10_000)
+
+class LinkParams(_Strict):
+    """What a link does to traffic. Delays are one-way, in milliseconds.
+
+    ``queue_pkts`` is the queue of packets waiting to be sent, not those in flight on the delay: with
+    ``bw_mbit`` the bottleneck queue (tail drop beyond); without, the limit of the delay line. It means
+    the same in both link modes (netem and the relay)."""
+
+    delay_ms: float = Field(0.0, ge=0, le=MAX_DELAY_MS)
     # one-way delay b->a when the link is asymmetric (default: same as delay_ms)
-    delay_ms_ba: float | None = Field(None, ge=0, le=10_000)
-    bw_mbit: float | None = Field(None, gt=0, le=100_000)
+    delay_ms_ba: float | None = Field(None, ge=0, le=MAX_DELAY_MS)
+    bw_mbit: float | None = Field(None, gt=0, le=MAX_BW_MBIT)
     loss_pct: float = Field(0.0, ge=0, le=100)
-    queue_pkts: int | None = Field(None, ge=1, le=1_000_000)
+    queue_pkts: int | None = Field(None, ge=1, le=MAX_QUEUE_PKTS)
 
     @property
     def shaped(self) -> bool:
-        """True when the link must do more than a plain veth pair does."""
-        return bool(self.delay_ms or self.delay_ms_ba or self.bw_mbit or self.loss_pct)
+        """True when the link must do more than a plain veth pair does (a queue alone is shaped too)."""
+        return bool(self.delay_ms or self.delay_ms_ba or self.bw_mbit or self.loss_pct
+                    or self.queue_pkts is not None)
 
 
 class Link(LinkParams):

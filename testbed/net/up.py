@@ -30,12 +30,16 @@ def add_build_args(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--relay-procs", type=int, default=None, metavar="N",
                     help="userspace relay processes serving the delayed links (default: one per CPU, or "
                     "$CDNLAB_RELAY_PROCS)")
+    ap.add_argument("--verify-links", action=argparse.BooleanOptionalAction, default=False,
+                    help="after the build, measure a twin of each distinct link class (RTT, rate, queue, "
+                    "loss) and stop if one is unlike its spec (default: off; on in the test suite)")
 
 
 def options_from(args: argparse.Namespace) -> BuildOptions:
     return BuildOptions(links=args.links, controller=args.controller, datapath=args.datapath,
                         anycast_mode=args.anycast_mode, run_dir=args.run_dir,
-                        relay_procs=getattr(args, "relay_procs", None))
+                        relay_procs=getattr(args, "relay_procs", None),
+                        verify_links=getattr(args, "verify_links", False))
 
 
 def describe(cn: CdnNet) -> str:

@@ -51,9 +51,9 @@ for i in range(n):
 
 
 @pytest.fixture(scope="module")
-def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
+def lab(tmp_path_factory: pytest.TempPathFactory, emulation) -> Iterator[Lab]:
     lab = Lab(renamed(triangle(), "hr", DPID_BASE, number_offset=10), tmp_path_factory.mktemp("mcast-repair"),
-              "hr", "--no-lldp")
+              "hr", "--no-lldp", datapath=emulation.datapath)
     try:
         yield lab.start()
     finally:

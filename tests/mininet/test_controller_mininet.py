@@ -17,9 +17,9 @@ import pytest
 
 from controller.examples import triangle
 from controller.minibuild import HTTP_SERVER, build
-from testbed.util import free_port, wait_tcp, wait_until
+from testbed.util import free_port, timeout_scale, wait_tcp, wait_until
 
-pytestmark = pytest.mark.mininet
+pytestmark = [pytest.mark.mininet, pytest.mark.vm]
 VIP = "10.0.0.100"
 
 RECEIVER = r"""
@@ -45,7 +45,7 @@ for i in range(n):
 
 KEEPALIVE_CLIENT = r"""
 import http.client, sys
-conn = http.client.HTTPConnection(sys.argv[1], 80, timeout=3)
+conn = http.client.HTTPConnection(sys.argv[1], 80, timeout=float(sys.argv[2]))
 def ask():
     conn.request("GET", "/")
     return conn.getresponse().read().decode()
@@ -103,7 +103,7 @@ class Env:
         p.wait()
 
     def get(self, client: str, url: str = f"http://{VIP}/") -> str:
-        return self.net.get(client).cmd(f"curl -s --max-time 2 {url}").strip()
+        return self.net.get(client).cmd(f"curl -s --max-time {2 * timeout_scale():g} {url}").strip()
 
     def converges(self, client: str, want: str) -> bool:
         """The controller's REST state can be a few ms ahead of the switches' tables (and a connection
@@ -128,11 +128,11 @@ class Env:
 
 
 @pytest.fixture(scope="module")
-def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
+def env(tmp_path_factory: pytest.TempPathFactory, emulation) -> Iterator[Env]:
     e = Env(tmp_path_factory.mktemp("ctl"))
     try:
         wait_tcp("127.0.0.1", e.rest_port, timeout=20)
-        e.net = build(e.view, e.of_port)
+        e.net = build(e.view, e.of_port, datapath=emulation.datapath)
         wait_until(
             lambda: all(s["connected"] for s in e.rest("/topology")["switches"]),
             20,
@@ -275,7 +275,7 @@ def test_established_connection_across_drain(env: Env, mode: str) -> None:
     """affinity: a drained member keeps serving its established connection; destination: it breaks."""
     env.rest("/anycast/mode", {"mode": mode})
     client = env.net.get("hch1").popen(
-        [sys.executable, "-c", KEEPALIVE_CLIENT, VIP],
+        [sys.executable, "-c", KEEPALIVE_CLIENT, VIP, str(3 * timeout_scale())],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,

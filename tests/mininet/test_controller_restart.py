@@ -85,8 +85,9 @@ for line in sys.stdin:
 
 
 @pytest.fixture(scope="module")
-def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
-    lab = Lab(renamed(triangle(), "hr", DPID_BASE), tmp_path_factory.mktemp("restart"), "hr", "--no-lldp")
+def lab(tmp_path_factory: pytest.TempPathFactory, emulation) -> Iterator[Lab]:
+    lab = Lab(renamed(triangle(), "hr", DPID_BASE), tmp_path_factory.mktemp("restart"), "hr", "--no-lldp",
+              datapath=emulation.datapath)
     try:
         yield lab.start()
     finally:

@@ -31,6 +31,7 @@ ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b\][^\x07]*\x07|\r")
 #: commands this tier does not run, and why
 NOT_HERE = {
     "sudo make test": "it would run this suite again",
+    "sudo make test-vm": "it boots a VM that runs this tier's VM subset (CI runs it after make test)",
     "vagrant up": "needs the Vagrant VM (the VM tier)",
     "vagrant ssh": "needs the Vagrant VM (the VM tier)",
     "cd cdnlab && sudo make demo": "inside the Vagrant VM (the VM tier)",

@@ -55,7 +55,7 @@ def test_globe_builds_and_every_client_reaches_every_edge(cdn_net) -> None:
                    what=f"{c} reaches every edge")
 
 
-def test_rtt_matches_configured_path_delay(cdn_net) -> None:
+def test_rtt_matches_configured_path_delay(cdn_net, exact_timing) -> None:
     cn = cdn_net("globe")
     t = cn.topo
     for src, dst in [("c_na1", "e_na"), ("c_na1", "e_eu"), ("c_eu1", "e_as"), ("c_sa1", "e_as")]:
@@ -63,10 +63,12 @@ def test_rtt_matches_configured_path_delay(cdn_net) -> None:
         cn.reachable_from(src, [dst])  # warm ARP / flows
         got = cn.ping_rtt_ms(src, cn.ip(dst), count=10, interval=0.05)
         assert got is not None, f"{src} -> {dst}: no answer"
-        assert abs(got - expected) <= max(3.0, 0.05 * expected), f"{src}->{dst}: {got} ms vs {expected} ms"
+        assert got >= expected - 0.5, f"{src}->{dst}: {got} ms, shorter than {expected} ms"  # TCG too
+        if exact_timing:
+            assert abs(got - expected) <= max(3.0, 0.05 * expected), f"{src}->{dst}: {got} ms vs {expected} ms"
 
 
-def test_bandwidth_cap_is_honoured(cdn_net) -> None:
+def test_bandwidth_cap_is_honoured(cdn_net, exact_timing) -> None:
     cn = cdn_net(_two_host(delay_ms=5, bw=20))
     h1, h2 = cn.host("tph1"), cn.host("tph2")
     srv = h2.popen(["iperf3", "-s", "-1", "-p", "5201"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -78,7 +80,9 @@ def test_bandwidth_cap_is_honoured(cdn_net) -> None:
     finally:
         srv.kill()
         srv.wait()
-    assert 20 * 0.85 <= mbps <= 20 * 1.05, f"{mbps:.1f} Mbit/s through a 20 Mbit/s link"
+    assert mbps <= 20 * 1.05, f"{mbps:.1f} Mbit/s through a 20 Mbit/s link"  # never above the cap (TCG too)
+    if exact_timing:  # TCG's emulated CPU may not fill the link
+        assert 20 * 0.85 <= mbps, f"{mbps:.1f} Mbit/s through a 20 Mbit/s link"
 
 
 def test_full_loss_drops_everything(cdn_net) -> None:
@@ -86,6 +90,7 @@ def test_full_loss_drops_everything(cdn_net) -> None:
     assert cn.ping_rtt_ms("tph1", cn.ip("tph2"), count=5) is None
 
 
+@pytest.mark.vm
 def test_link_down_and_up(cdn_net) -> None:
     cn = cdn_net("mini")
     wait_until(lambda: cn.reachable_from("c1", ["e2"]) == {"e2"}, 30, 0.2, what="c1 reaches e2")
@@ -106,13 +111,15 @@ def _status(pid: int) -> str:
         return "zombie"
 
 
+@pytest.mark.vm
 def test_normal_stop_leaves_nothing(cdn_net) -> None:
     before_br, before_links = _bridges(), _links()
     cn = cdn_net("mini")
     assert {"s1", "s2"} <= _bridges()
     pids = {t.pid for t in cn.state.pids}
     roles = {t.role.split()[0] for t in cn.state.pids}
-    assert {"host", "relay"} <= roles, roles  # host shells and link relays are tracked
+    assert "host" in roles, roles  # host shells are tracked, and the relays when the links need them
+    assert ("relay" in roles) == (cn.link_mode == "relay"), (roles, cn.link_mode)
     assert _alive(pids) == pids
     run_id = cn.state.run_id
     cn.stop()

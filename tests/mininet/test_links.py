@@ -1,7 +1,10 @@
-"""RelayLink (and RateLink) in a real Mininet network: delay, loss, rate, link status, VLAN/LLDP, cleanup.
+"""The delayed links (NetemLink, RelayLink) and RateLink in a real Mininet network: delay, loss, rate,
+link status, VLAN/LLDP, cleanup.
 
-Topology per test: hosts ``tlh<n>`` on one userspace OVS switch ``tls1`` (standalone, no controller);
-odd hosts reach the switch through the link under test, even hosts through a plain link.
+Topology per test: hosts ``tlh<n>`` on one OVS switch ``tls1`` (standalone, no controller, on the
+session's datapath); odd hosts reach the switch through the link under test, even hosts through a plain
+link. What a link must do is tested in each link mode the kernel has (``each_link_mode``: netem runs in
+``make test-vm``); what only the relay has (its processes, counters, namespaces) is tested on the relay.
 """
 
 from __future__ import annotations
@@ -20,11 +23,19 @@ from pathlib import Path
 
 import pytest
 
+from testbed.net import links
 from testbed.util import free_port, wait_until
 
 pytestmark = pytest.mark.mininet
 
 ROOT = Path(__file__).resolve().parents[2]
+_MODE_CLASS = {"netem": "NetemLink", "relay": "RelayLink"}  # the link class of each link mode
+_DATAPATH = {"switch": "user"}  # the session's datapath, set by the fixture below
+
+
+@pytest.fixture(autouse=True)
+def _session_datapath(emulation) -> None:
+    _DATAPATH["switch"] = emulation.datapath
 
 
 def _root_links() -> str:
@@ -53,7 +64,9 @@ def _pid_alive(pid: int) -> bool:
 
 @contextmanager
 def emunet(link_params: list[dict], cls_name: str = "RelayLink", tmp_path: Path | None = None):
-    """One switch; pair i = tlh(2i+1) --[cls(**link_params[i])]-- tls1 --[plain]-- tlh(2i+2)."""
+    """One switch; pair i = tlh(2i+1) --[cls(**link_params[i])]-- tls1 --[plain]-- tlh(2i+2).
+    ``cls_name``: a class of :mod:`testbed.net.links`, or a link mode ('netem', 'relay')."""
+    cls_name = _MODE_CLASS.get(cls_name, cls_name)
     from mininet.log import setLogLevel
     from mininet.net import Mininet
     from mininet.node import OVSSwitch
@@ -69,7 +82,7 @@ def emunet(link_params: list[dict], cls_name: str = "RelayLink", tmp_path: Path 
         if int(saved[k]) < v:
             host_env.write_sysctl(k, v)
     net = Mininet(
-        switch=partial(OVSSwitch, datapath="user", failMode="standalone"),
+        switch=partial(OVSSwitch, datapath=_DATAPATH["switch"], failMode="standalone"),
         controller=None,
         build=False,
         autoSetMacs=False,
@@ -111,34 +124,82 @@ def _received(host, ip: str, count: int) -> int:
     return int(m.group(1))
 
 
-def test_rtt_is_twice_the_one_way_delay(tmp_path):
-    with emunet([{"delay": "20ms"}], tmp_path=tmp_path) as net:
+@pytest.mark.vm
+def test_rtt_is_twice_the_one_way_delay(tmp_path, each_link_mode, exact_timing):
+    with emunet([{"delay": "20ms"}], each_link_mode, tmp_path=tmp_path) as net:
         h1, h2 = net.get("tlh1", "tlh2")
         h1.cmd(f"ping -n -q -c 3 -i 0.05 {h2.IP()}")  # ARP and switch learning
         rtts = _pings(h1, h2.IP(), 20)
         assert len(rtts) == 20
-        med = statistics.median(rtts)
-        assert abs(med - 40.0) <= max(3.0, 4.0), rtts
+        assert min(rtts) >= 40.0 - 0.5, rtts  # never shorter than configured (TCG honours this too)
+        if exact_timing:  # TCG's clock jitters by tens of ms: the median only where timing is exact
+            assert abs(statistics.median(rtts) - 40.0) <= 4.0, rtts
 
 
-def test_asymmetric_delay(tmp_path):
-    with emunet([{"delay_ms": 5, "delay_ms_ba": 30}], tmp_path=tmp_path) as net:
+@pytest.mark.vm
+@pytest.mark.parametrize(("ab", "ba"), [(5, 30), (25, 0)])
+def test_asymmetric_delay(tmp_path, each_link_mode, exact_timing, ab, ba):
+    """Each direction has its own delay, 0 ms in one direction included."""
+    with emunet([{"delay_ms": ab, "delay_ms_ba": ba}], each_link_mode, tmp_path=tmp_path) as net:
         h1, h2 = net.get("tlh1", "tlh2")
         h1.cmd(f"ping -n -q -c 3 -i 0.05 {h2.IP()}")
-        med = statistics.median(_pings(h1, h2.IP(), 10))
-        assert abs(med - 35.0) <= 3.5
+        rtts = _pings(h1, h2.IP(), 10)
+        link = net.links[0]
+        if each_link_mode == "netem":  # the qdiscs as specified: 0 ms is a netem without delay
+            out = link.intf2.node.cmd(f"tc qdisc show dev {link.intf2.name}")
+            assert links.check_netem(out, ba, 0) is None, out
+        assert min(rtts) >= ab + ba - 0.5, rtts  # never shorter than configured (TCG honours this too)
+        if exact_timing:
+            assert abs(statistics.median(rtts) - (ab + ba)) <= 3.5, rtts
 
 
-def test_loss_100_drops_all_and_0_none(tmp_path):
-    with emunet([{"delay_ms": 1, "loss": 100}, {"delay_ms": 1, "loss": 0}], tmp_path=tmp_path) as net:
+@pytest.mark.vm
+def test_loss_100_drops_all_and_0_none(tmp_path, each_link_mode):
+    with emunet([{"delay_ms": 1, "loss": 100}, {"delay_ms": 1, "loss": 0}], each_link_mode,
+                tmp_path=tmp_path) as net:
         h1, h2, h3, h4 = net.get("tlh1", "tlh2", "tlh3", "tlh4")
         assert _received(h1, h2.IP(), 10) == 0
         h3.cmd(f"ping -n -q -c 2 -W 1 {h4.IP()}")
         assert _received(h3, h4.IP(), 20) == 20
         lossy = net.links[0]
-    c = lossy.counters()
+    if each_link_mode != "relay":
+        return
+    c = lossy.counters()  # the relay counts what it dropped
     assert c is not None and c["a_to_b"]["rx"] > 0
     assert c["a_to_b"]["lost"] == c["a_to_b"]["rx"] and c["a_to_b"]["tx"] == 0
+
+
+@pytest.mark.vm
+def test_queue_pkts_is_the_frames_waiting_to_be_sent_in_both_modes(tmp_path, each_link_mode):
+    """``queue_pkts`` means the same queue with netem and with the relay: frames waiting for the rate, not
+    frames in flight on the delay. Overloaded at twice its rate, a 500 ms, 0.125 Mbit/s link with a
+    20-packet queue delivers 20 frames after the last probe reached the queue (Mininet's TCLink, netem
+    under HTB, would hold only about 12: its limit also counts the ~8 frames in flight). Measured by
+    counting, with 67 ms frames, so it holds to one packet under QEMU's TCG too; the rate within 5 %."""
+    from testbed.measure import linkmeasure
+
+    q, bw, d = 20, 0.125, 500.0
+    with emunet([{"delay_ms": d, "bw": bw, "max_queue_size": q}], each_link_mode, tmp_path=tmp_path) as net:
+        h1, h2 = net.get("tlh1", "tlh2")
+        h1.cmd(f"ping -n -q -c 2 -W 2 {h2.IP()}")  # ARP and switch learning before the probes
+        m = linkmeasure.measure_queue(h1, h2, h2.IP(), bw, d, q, workdir=tmp_path / "probe")
+    assert m.received < m.sent, m  # it was overloaded: frames were dropped at the queue
+    assert abs(m.queue_pkts - q) <= 1, m
+    assert abs(m.rate_mbit - bw) <= 0.05 * bw, m
+
+
+@pytest.mark.vm
+@pytest.mark.parametrize("loss", [1, 10])
+def test_loss_rate_is_the_specs_in_both_modes(tmp_path, each_link_mode, loss):
+    """One-way loss over 10000 probes is the spec's within 1 point (3 standard deviations at 10 %),
+    with netem and with the relay. Counted, so TCG's timing does not matter."""
+    from testbed.measure import linkmeasure
+
+    with emunet([{"delay_ms": 1, "loss": loss}], each_link_mode, tmp_path=tmp_path) as net:
+        h1, h2 = net.get("tlh1", "tlh2")
+        h1.cmd(f"ping -n -q -c 5 -i 0.05 -W 1 {h2.IP()}")  # ARP resolved before the probes
+        got = linkmeasure.measure_loss(h1, h2, h2.IP(), workdir=tmp_path / "probe")
+    assert abs(got - loss) <= 1.0, f"{got:.2f} % lost for {loss} % configured ({each_link_mode})"
 
 
 def _iperf_goodput(client, server, seconds: int = 3) -> float:
@@ -153,32 +214,42 @@ def _iperf_goodput(client, server, seconds: int = 3) -> float:
         server.cmd(f"kill {pid} 2>/dev/null; wait {pid} 2>/dev/null")
 
 
+@pytest.mark.vm
 @pytest.mark.parametrize(
-    ("cls_name", "kw"), [("RelayLink", {"delay_ms": 5, "bw": 20}), ("RateLink", {"bw": 20})]
+    ("cls_name", "kw"),
+    [("RelayLink", {"delay_ms": 5, "bw": 20}), ("NetemLink", {"delay_ms": 5, "bw": 20}), ("RateLink", {"bw": 20})],
 )
-def test_bandwidth_cap_is_honoured(tmp_path, cls_name, kw):
+def test_bandwidth_cap_is_honoured(tmp_path, cls_name, kw, exact_timing):
+    if cls_name == "NetemLink" and not links.netem_available():
+        pytest.skip("this kernel has no netem (sch_netem): `make test-vm` runs the netem cases in a VM")
     with emunet([kw], cls_name=cls_name, tmp_path=tmp_path) as net:
         h1, h2 = net.get("tlh1", "tlh2")
         h1.cmd(f"ping -n -q -c 2 -W 1 {h2.IP()}")
         goodput = _iperf_goodput(h1, h2)
         # goodput is payload; the cap counts Ethernet frames (1448 payload bytes per 1514-byte frame)
         wire = goodput * 1514 / 1448
+        if not exact_timing:  # TCG: the cap is never exceeded; the emulated CPU may not fill it
+            assert wire <= 1.1 * 20, f"{wire:.2f} Mbit/s of frames for a 20 Mbit/s cap"
+            return
         assert 0.9 * 20 <= wire <= 1.1 * 20, (
             f"{wire:.2f} Mbit/s of frames ({goodput:.2f} goodput) for a 20 Mbit/s cap"
         )
 
 
-def test_link_down_stops_traffic_and_up_restores_it(tmp_path):
-    with emunet([{"delay_ms": 2}], tmp_path=tmp_path) as net:
+@pytest.mark.vm
+def test_link_down_stops_traffic_and_up_restores_it(tmp_path, each_link_mode):
+    with emunet([{"delay_ms": 2}], each_link_mode, tmp_path=tmp_path) as net:
         h1, h2 = net.get("tlh1", "tlh2")
         assert _received(h1, h2.IP(), 3) == 3
         net.configLinkStatus("tlh1", "tls1", "down")
         assert _received(h1, h2.IP(), 5) == 0
         assert _received(h2, h1.IP(), 5) == 0
-        assert net.links[0].alive()
+        if each_link_mode == "relay":
+            assert net.links[0].alive()
         net.configLinkStatus("tlh1", "tls1", "up")
         wait_until(lambda: _received(h1, h2.IP(), 1) == 1, 10, what="pings after link up")
-        assert net.links[0].alive()
+        if each_link_mode == "relay":
+            assert net.links[0].alive()
 
 
 SNIFF = textwrap.dedent(
@@ -213,11 +284,11 @@ SEND = textwrap.dedent(
 )
 
 
-def test_vlan_tagged_and_lldp_frames_pass(tmp_path):
+def test_vlan_tagged_and_lldp_frames_pass(tmp_path, each_link_mode):
     (tmp_path / "sniff.py").write_text(SNIFF)
     (tmp_path / "send.py").write_text(SEND)
     out, ready = tmp_path / "got.json", tmp_path / "ready"
-    with emunet([{"delay_ms": 2}], tmp_path=tmp_path) as net:
+    with emunet([{"delay_ms": 2}], each_link_mode, tmp_path=tmp_path) as net:
         h1, h2 = net.get("tlh1", "tlh2")
         i1, i2 = h1.defaultIntf(), h2.defaultIntf()
         py = sys.executable
@@ -230,7 +301,9 @@ def test_vlan_tagged_and_lldp_frames_pass(tmp_path):
         link = net.links[0]
     assert {"type": 0x8100, "vlan": 42, "inner": 0x0800} in got, got
     assert {"type": 0x88CC, "vlan": None, "inner": None} in got, got
-    c = link.counters()
+    if each_link_mode != "relay":
+        return
+    c = link.counters()  # the relay rebuilt the tag the kernel had moved into the frame's metadata
     assert c is not None and c["a_to_b"]["vlan_rebuilt"] >= 1
 
 
@@ -250,7 +323,7 @@ def test_stop_leaves_nothing_and_state_records_pid(tmp_path, monkeypatch):
     setLogLevel("warning")
     state = RunState.new("tl")
     net = Mininet(
-        switch=partial(OVSSwitch, datapath="user", failMode="standalone"),
+        switch=partial(OVSSwitch, datapath=_DATAPATH["switch"], failMode="standalone"),
         controller=None,
         build=False,
         autoSetMacs=False,
@@ -286,7 +359,7 @@ BUILDER = textwrap.dedent(
     from mininet.node import OVSSwitch
     from testbed.net.links import RelayLink
     setLogLevel("warning")
-    net = Mininet(switch=partial(OVSSwitch, datapath="user", failMode="standalone"), controller=None,
+    net = Mininet(switch=partial(OVSSwitch, datapath={datapath!r}, failMode="standalone"), controller=None,
                   build=False, autoSetMacs=False)
     s = net.addSwitch("tls9", dpid="00000000000e1009")
     h = net.addHost("tlh9", ip="10.78.9.1/24")
@@ -300,7 +373,7 @@ BUILDER = textwrap.dedent(
 
 def test_parent_sigkill_leaves_no_relay_namespace_or_veth(tmp_path):
     script = tmp_path / "builder.py"
-    script.write_text(BUILDER.format(root=str(ROOT)))
+    script.write_text(BUILDER.format(root=str(ROOT), datapath=_DATAPATH["switch"]))
     env = dict(os.environ, CDNLAB_RELAY_LOG_DIR=str(tmp_path))
     proc = subprocess.Popen(
         [sys.executable, str(script)],

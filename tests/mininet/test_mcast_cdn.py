@@ -28,7 +28,7 @@ from testbed.net.spec import parse_topology, rename_switches, resolve_topology_p
 from testbed.services.catalog import Catalog, CatalogConfig
 from testbed.util import wait_until
 
-pytestmark = pytest.mark.mininet
+pytestmark = [pytest.mark.mininet, pytest.mark.vm]
 
 CATALOG = {"seed": 11, "objects": 80, "max_bytes": 60_000, "class_weights": {"image": 3, "js": 1, "css": 1}}
 LOSSY_EDGE = "e2"
@@ -47,9 +47,9 @@ def mini_with_loss() -> dict:
 
 
 @pytest.fixture(scope="module")
-def mcdn() -> Iterator[tuple[CdnNet, CdnServices]]:
+def mcdn(emulation) -> Iterator[tuple[CdnNet, CdnServices]]:
     topo = parse_topology(mini_with_loss(), "mini+loss")
-    cn = CdnNet(topo, BuildOptions())
+    cn = CdnNet(topo, BuildOptions(links=emulation.links, datapath=emulation.datapath))
     try:
         cn.start()
         opts = CdnOptions(multicast=True, roles=("origin", "edge"), catalog=CATALOG, heartbeat_interval=0.3)

@@ -42,7 +42,7 @@ def test_doctor_json_last_line() -> None:
     for key in ("root", "ovs_running", "ovs_datapath", "netem", "ryu_version"):
         assert key in last
     assert last["ovs_datapath"] in ("kernel", "user")
-    assert isinstance(last["netem"], bool)
+    assert isinstance(last["netem"], bool) and isinstance(last["relay_realtime"], bool)
     assert r.returncode == (0 if last["ok"] else 1)
     if not last["ok"]:
         assert "fix:" in r.stdout  # every missing piece says how to fix it

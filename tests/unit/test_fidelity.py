@@ -32,6 +32,17 @@ def test_queue_drops_are_the_emulated_network_not_a_failure() -> None:
     assert v["keeping_up"] is True and v["queue_drops"] == 400
 
 
+def test_send_errors_and_a_refused_real_time_priority_are_reported() -> None:
+    """Send errors (the rate limiter's full queue, a link down) are counted, not judged; relays without
+    real-time priority are counted, and named as a problem only when frames also left late."""
+    quiet = LinkCounters("s1-e1 a->b", 1000, 0, 0.0, 0.01, 0, 0, send_errors=7)
+    v = assess([quiet], realtime_refused=2)
+    assert v["keeping_up"] is True and v["send_errors"] == 7 and v["realtime_refused"] == 2
+    v = assess([lc(late=30, max_late=12.0)], realtime_refused=2)
+    assert any("2 relay processes ran without real-time priority" in p for p in v["problems"]), v["problems"]
+    assert merge([v, assess([quiet])])["send_errors"] == 7
+
+
 def test_silent_relays_and_nothing_measured() -> None:
     v = assess([lc()], missing=["s1-e2"])
     assert v["keeping_up"] is False and "1 relays gave no counters: s1-e2" in v["problems"][0]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import select
 import time
+from types import SimpleNamespace
 
 import pytest
 
@@ -19,6 +20,7 @@ from testbed.net.links import (  # noqa: E402
     RelayLink,
     check_htb,
     check_netem,
+    check_pfifo,
     choose_link_class,
     default_queue_pkts,
     link_class_for,
@@ -86,11 +88,41 @@ def test_link_shape_symmetric_and_asymmetric():
         ({"max_queue_size": 0}, "max_queue_size"),
         ({"max_queue_size": 2.5}, "max_queue_size"),
         ({"delay_ms_ba": "x"}, "delay"),
+        ({"max_queue_size": 1_000_001}, "max_queue_size"),
+        ({"delay_ms": 10_001}, "delay"),
     ],
 )
 def test_link_shape_rejects(kw, word):
     with pytest.raises(ValueError, match=word):
         link_shape(**kw)
+
+
+def test_the_spec_and_the_link_classes_have_one_set_of_limits():
+    """Every link a spec accepts builds, and every one it refuses the link classes refuse too."""
+    from testbed.net.spec import MAX_BW_MBIT, MAX_DELAY_MS, MAX_QUEUE_PKTS, LinkParams
+
+    top = LinkParams(delay_ms=MAX_DELAY_MS, bw_mbit=MAX_BW_MBIT, queue_pkts=MAX_QUEUE_PKTS)
+    assert link_shape(delay_ms=top.delay_ms, bw=top.bw_mbit, max_queue_size=top.queue_pkts).bw_mbit == MAX_BW_MBIT
+    for field, value in (("bw_mbit", MAX_BW_MBIT * 1.5), ("delay_ms", MAX_DELAY_MS + 1),
+                         ("queue_pkts", MAX_QUEUE_PKTS + 1)):
+        with pytest.raises(ValueError, match=field):
+            LinkParams(**{field: value})
+    with pytest.raises(ValueError, match="bw"):
+        link_shape(bw=MAX_BW_MBIT * 1.5)
+
+
+def test_a_queue_alone_is_shaped_not_dropped():
+    """A link with only ``queue_pkts`` is the delay line's limit in both modes, never a plain veth."""
+    from testbed.net.spec import LinkParams
+
+    assert LinkParams(queue_pkts=20).shaped
+    no, yes = _probe(False)[0], _probe(True)[0]
+    assert link_class_for("auto", no, max_queue_size=20) is RelayLink
+    assert link_class_for("auto", yes, max_queue_size=20) is NetemLink
+    assert link_class_for("auto", yes, bw=10, max_queue_size=20) is RateLink  # the rate's pfifo holds it
+    a, b = SimpleNamespace(name="qa"), SimpleNamespace(name="qb")
+    with pytest.raises(LinkEmulationError, match="cannot emulate"):  # a plain veth refuses, never drops it
+        PlainLink.__init__(object.__new__(PlainLink), a, b, max_queue_size=20)
 
 
 def test_default_queue_is_one_bdp_at_least_100():
@@ -182,6 +214,33 @@ def test_check_netem():
     assert "not installed" in check_netem("qdisc noqueue 0: root refcnt 2\n", 20, None)
     assert "no delay" in check_netem("qdisc netem 10: root limit 1000\n", 5, None)
     assert check_netem("qdisc netem 10: root limit 1000 delay 500us\n", 0.5, None) is None
+    assert check_netem("qdisc netem 1: root refcnt 2 limit 10000\n", 0, None, limit=10000) is None
+    assert "limit is not 100" in check_netem(out, 20, 1, limit=100)
+    assert "where the spec has none" in check_netem(out, 0, 1)
+
+
+def test_check_pfifo():
+    out = ("qdisc netem 1: root refcnt 2 limit 10000 delay 5ms\nqdisc htb 5: parent 1:1 r2q 10 default 0x1\n"
+           "qdisc pfifo 10: parent 5:1 limit 100p\n")
+    assert check_pfifo(out, 100) is None
+    assert "is 100 packets, expected 38" in check_pfifo(out, 38)
+    assert "no pfifo" in check_pfifo("qdisc netem 1: root limit 1000\n", 100)
+
+
+def test_netem_commands_put_the_queue_after_the_delay_line():
+    """netem at the root, the rate limiter and its queue under it: the queue holds only frames waiting to
+    be sent (Mininet's TCLink has netem under HTB, whose limit also counts frames in flight)."""
+    shape = link_shape(delay_ms=500, delay_ms_ba=0, bw=1.5, max_queue_size=100, loss=1)
+    cmds = links.netem_commands("eth0", shape, 500)
+    assert "del dev eth0 root" in cmds[0]
+    assert cmds[1] == "tc qdisc add dev eth0 root handle 1: netem limit 10000 delay 500ms loss 1%"
+    assert cmds[2] == "tc qdisc add dev eth0 parent 1:1 handle 5: htb default 1"
+    assert "htb rate 1.5mbit" in cmds[3] and cmds[4].endswith("pfifo limit 100")
+    assert not any("del dev" in c for c in cmds[1:])  # the child does not remove its parent
+    back = links.netem_commands("eth1", shape, shape.delay_ba_ms)  # 0 ms one way: netem still there
+    assert back[1] == "tc qdisc add dev eth1 root handle 1: netem limit 10000 delay 0ms loss 1%"
+    alone = links.netem_commands("eth2", link_shape(max_queue_size=20), 0)
+    assert alone[1:] == ["tc qdisc add dev eth2 root handle 1: netem limit 20 delay 0ms"]
 
 
 def test_htb_commands_shape():

@@ -44,7 +44,8 @@ def relay():
 
 def test_a_relay_refuses_bad_requests_by_name_and_keeps_serving(relay) -> None:
     proc, _sock, ask = relay
-    assert ask({"op": "ping", "seq": 7}) == {"ok": True, "links": 0, "pid": proc.pid, "seq": 7}
+    # realtime: None, as --rt-priority 0 asked for none
+    assert ask({"op": "ping", "seq": 7}) == {"ok": True, "links": 0, "pid": proc.pid, "realtime": None, "seq": 7}
     cases = [
         (b"{not json", "not JSON"),
         (b"[1, 2]", "JSON object"),
