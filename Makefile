@@ -21,14 +21,19 @@ VM_ARGS ?=
 
 setup: apt ovs venv
 
-apt:
-	@missing=""; for p in $(APT_PACKAGES); do \
+# $(call apt_install,WHO,PACKAGES): install those of PACKAGES that are missing (one apt-get run)
+define apt_install
+	@missing=""; for p in $(2); do \
 	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
 	done; \
 	if [ -n "$$missing" ]; then \
-	  echo "cdnlab setup: installing$$missing"; \
+	  echo "$(1): installing$$missing"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
-	else echo "cdnlab setup: Debian packages present"; fi
+	else echo "$(1): Debian packages present"; fi
+endef
+
+apt:
+	$(call apt_install,cdnlab setup,$(APT_PACKAGES))
 
 ovs:
 	@if ovs-vsctl --timeout=5 show >/dev/null 2>&1; then echo "cdnlab setup: Open vSwitch running"; \
@@ -61,13 +66,7 @@ test: setup
 	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
 
 vm-tools: venv
-	@missing=""; for p in $(VM_APT_PACKAGES); do \
-	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
-	done; \
-	if [ -n "$$missing" ]; then \
-	  echo "cdnlab test-vm: installing$$missing"; \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
-	else echo "cdnlab test-vm: QEMU and Debian's kernel present"; fi
+	$(call apt_install,cdnlab test-vm,$(VM_APT_PACKAGES))
 	@[ -x $(VENV)/bin/vng ] || $(PIP) install -q virtme-ng
 
 # The VM's last line is one JSON object (kernel, netem, datapath, passed, failed, skipped, errors, seconds).

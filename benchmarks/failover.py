@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     from controller.examples import triangle
     from controller.minibuild import HTTP_SERVER, build
-    from testbed.util import free_port, wait_tcp, wait_until
+    from testbed.util import free_port, stop_process, wait_tcp, wait_until
 
     tmp = Path(tempfile.mkdtemp(prefix="cdnlab-failover-"))
     rest, of_port = free_port(), free_port()
@@ -178,12 +178,7 @@ def main(argv: list[str] | None = None) -> int:
             p.wait()
         if net is not None:
             net.stop()
-        ctl.terminate()
-        try:
-            ctl.wait(10)
-        except subprocess.TimeoutExpired:
-            ctl.kill()
-            ctl.wait()
+        stop_process(ctl, 10)
         if args.keep:
             print(f"logs kept in {tmp}")
         else:

@@ -317,15 +317,13 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(out))
         return 0 if out["complete"] else 1
     finally:
-        for p in procs:
+        from testbed.util import stop_process
+
+        for p in procs:  # all told first, so they stop side by side
             if p.poll() is None:
                 p.terminate()
         for p in procs:
-            try:
-                p.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
+            stop_process(p)
         topo.destroy()
         shutil.rmtree(tmp, ignore_errors=True)
 

@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     from mininet.net import Mininet
     from mininet.node import OVSSwitch
 
-    from testbed.measure import linkmeasure
+    from testbed.measure import linkmeasure, ping
     from testbed.net import host_env, links
 
     try:
@@ -138,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
             if bw:
                 continue
             a, b = net.get(f"blh{tag}a"), net.get(f"blh{tag}b")
-            rtts = linkmeasure.ping_rtts_ms(a, b.IP())
+            rtts = ping.precise_rtts(a, b.IP())
             if len(rtts) < 10:
                 raise RuntimeError(f"path {tag}: only {len(rtts)} of 20 pings answered")
             med = statistics.median(rtts)

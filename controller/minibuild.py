@@ -107,14 +107,10 @@ class ControllerProc:
             self.proc.wait()
 
     def stop(self) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.terminate()
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        from testbed.util import stop_process
+
+        if self.proc is not None:
+            stop_process(self.proc, 10)
 
     def rest(self, path: str, body: dict | None = None) -> Any:
         req = urllib.request.Request(

@@ -40,7 +40,7 @@ from benchmarks.ingest import DRIVER, MPORT, TPORT, UNICAST_SINK
 from experiments.common import emulate
 from experiments.framework import Run, md_table, plt, read_results, write_report
 from testbed.net.spec import Role, Topology
-from testbed.util import wait_until
+from testbed.util import stop_process, wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
 CHUANG_SIRBU = 0.8
@@ -127,13 +127,7 @@ def _stop(cn: Any, keys: list[str]) -> None:
         p = cn.procs.pop(k, None)
         if p is None:
             continue
-        if p.poll() is None:
-            p.terminate()
-            try:
-                p.wait(5)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait(5)
+        stop_process(p)
         if cn.state is not None:
             cn.state.forget_pid(p.pid)
 

@@ -1,7 +1,8 @@
 """``cdnlab doctor [--json]``: is this machine ready to emulate a CDN, and what fixes what is missing.
 
 Checks: root, Open vSwitch running and the datapath cdnlab will use (kernel or user), netem, whether the
-link relays may take real-time priority (SCHED_FIFO; ``relay_realtime``), Mininet,
+link relays may take real-time priority (SCHED_FIFO; ``relay_realtime``), the relays of networks running
+now (``relays``: their counters, late frames, queue drops, send errors, socket drops), Mininet,
 Ryu (importable through the adapter, and its version), scapy, unbound, the tools experiments call, and
 whether a shipped topology's addresses clash with a network of this machine (then it needs ``--subnet``).
 With ``--json`` the last printed line is one JSON object with at least ``root``, ``ovs_running``,
@@ -18,7 +19,7 @@ import subprocess
 import sys
 from dataclasses import dataclass
 
-from testbed.net import host_env
+from testbed.net import host_env, relay_watch
 
 SETUP = "sudo make setup"
 
@@ -155,6 +156,12 @@ def gather() -> tuple[list[Check], dict]:
         path = shutil.which(tool) or (os.path.exists(f"/usr/sbin/{tool}") and f"/usr/sbin/{tool}")
         checks.append(Check(tool, bool(path), str(path or "not installed"), f"{SETUP}   (apt: {pkg})",
                             required=tool in ("ethtool", "iperf3")))
+    relays = relay_watch.running_relays() if root else []
+    for r in relays:  # the relays of networks running now: are they keeping up?
+        checks.append(Check(f"relays {r['run_id']}", relay_watch.keeping_up(r),
+                            relay_watch.describe(r),
+                            "the machine is too busy for the relays: see docs/troubleshooting.md "
+                            "(\"No netem: links use the relay\")", required=False))
     clashes = address_clashes()
     checks.append(Check(
         "addresses", not clashes,
@@ -168,6 +175,7 @@ def gather() -> tuple[list[Check], dict]:
         "netem": netem,
         "link_mode": "netem" if netem else "relay",
         "relay_realtime": realtime,
+        "relays": relays,
         "mininet": mininet_ok,
         "ryu_version": ryu_version,
         "scapy_version": scapy_v,

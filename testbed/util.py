@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import os
+import random
+import signal
 import socket
+import subprocess
 import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
@@ -14,6 +17,11 @@ T = TypeVar("T")
 
 class DeadlineExceeded(TimeoutError):
     """A condition polled by :func:`wait_until` did not become true before its deadline."""
+
+
+class StopWaiting(Exception):  # noqa: N818 - it says what the waiter does
+    """Raised by a predicate of :func:`wait_until` when the condition can never come true (the process
+    it waits for has exited): the wait ends at once with this error instead of at its deadline."""
 
 
 def timeout_scale() -> float:
@@ -32,7 +40,8 @@ def timeout_scale() -> float:
 
 def wait_until(pred: Callable[[], T], timeout: float, interval: float = 0.02, what: str = "condition") -> T:
     """Poll ``pred`` until it returns a truthy value and return it; raise DeadlineExceeded after ``timeout``
-    (times :func:`timeout_scale`)."""
+    (times :func:`timeout_scale`). Other exceptions of ``pred`` count as "not yet" (the thing may still be
+    coming up), except :class:`StopWaiting`, which ends the wait at once."""
     timeout *= timeout_scale()
     deadline = time.monotonic() + timeout
     last_exc: Exception | None = None
@@ -41,6 +50,8 @@ def wait_until(pred: Callable[[], T], timeout: float, interval: float = 0.02, wh
             value = pred()
             if value:
                 return value
+        except StopWaiting:
+            raise
         except Exception as e:  # noqa: BLE001 - the predicate may fail until the thing is up
             last_exc = e
         if time.monotonic() >= deadline:
@@ -61,6 +72,8 @@ async def async_wait_until(
             value = await pred()
             if value:
                 return value
+        except StopWaiting:
+            raise
         except Exception as e:  # noqa: BLE001
             last_exc = e
         if time.monotonic() >= deadline:
@@ -69,8 +82,33 @@ async def async_wait_until(
         await asyncio.sleep(interval)
 
 
+def ephemeral_range() -> tuple[int, int]:
+    """The kernel's range of ephemeral ports (``net.ipv4.ip_local_port_range``), whence outgoing
+    connections take their source ports."""
+    try:
+        lo, hi = (int(x) for x in open("/proc/sys/net/ipv4/ip_local_port_range").read().split())
+        return lo, hi
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
 def free_port(kind: int = socket.SOCK_STREAM, host: str = "127.0.0.1") -> int:
-    """Ask the kernel for a free port on ``host`` (TCP by default; pass SOCK_DGRAM for UDP)."""
+    """A free port on ``host`` (TCP by default; pass SOCK_DGRAM for UDP) for a server to bind next.
+
+    Chosen at random *below* the ephemeral range: a port the kernel hands out for ``bind(0)`` can be
+    taken by any outgoing connection before the server binds it (a test then fails with "address already
+    in use"); below the range only another explicit bind can take it. Falls back to the kernel's choice
+    when that range is too small."""
+    lo, _ = ephemeral_range()
+    if lo > 12000:
+        for _ in range(64):
+            port = random.randint(10000, lo - 1)
+            with socket.socket(socket.AF_INET, kind) as s:
+                try:
+                    s.bind((host, port))
+                except OSError:
+                    continue
+                return port
     with socket.socket(socket.AF_INET, kind) as s:
         s.bind((host, 0))
         return s.getsockname()[1]
@@ -88,3 +126,21 @@ def tcp_open(host: str, port: int, timeout: float = 0.2) -> bool:
 def wait_tcp(host: str, port: int, timeout: float = 10.0) -> None:
     """Wait until something accepts TCP connections on host:port."""
     wait_until(lambda: tcp_open(host, port), timeout, what=f"TCP {host}:{port} accepting")
+
+
+def stop_process(p: subprocess.Popen, timeout: float = 5.0, first: int | None = signal.SIGTERM) -> int | None:
+    """Stop a process we started and reap it: signal ``first`` (SIGTERM; None when closing its input
+    already tells it to stop), wait up to ``timeout`` s, then SIGKILL. Returns its exit status (None if it
+    could not be reaped). The one copy of this in cdnlab."""
+    if p.poll() is None:
+        if first is not None:
+            p.send_signal(first)
+        try:
+            p.wait(timeout)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            try:
+                p.wait(5)
+            except subprocess.TimeoutExpired:
+                return None
+    return p.returncode

@@ -1,4 +1,5 @@
-"""Measure one emulated link between two Mininet hosts: RTT, loss, rate and the bottleneck queue.
+"""Measure one emulated link between two Mininet hosts: loss, rate and the bottleneck queue (its RTT:
+:mod:`testbed.measure.ping`).
 
 Every probe runs in the hosts' own namespaces (``node.popen``/``node.cmd``): the receiver of
 :mod:`testbed.measure.linkprobe` on ``dst``, its sender on ``src``. Used by ``cdnlab bench links`` and by
@@ -8,7 +9,6 @@ the link tests of both link modes (netem and the relay), so the two are measured
 from __future__ import annotations
 
 import json
-import re
 import sys
 import tempfile
 from dataclasses import dataclass
@@ -61,13 +61,6 @@ def run_probe(src, dst, dst_ip: str, count: int, pps: float, size: int = 1000,
             rx.kill()
             rx.wait()
     return Probe(json.loads(s_out.read_text()), json.loads(r_out.read_text()))
-
-
-def ping_rtts_ms(src, dst_ip: str, count: int = 20, interval: float = 0.05) -> list[float]:
-    """RTTs of ``count`` pings (each its own ``ping -c 1``: the summary line has microsecond precision)."""
-    src.cmd(f"ping -n -q -c 3 -i 0.05 -W 2 {dst_ip} >/dev/null")  # ARP, switch learning
-    out = src.cmd(f"for i in $(seq {count}); do ping -n -q -c 1 -W 2 {dst_ip} | tail -n 1; sleep {interval}; done")
-    return [float(x) for x in re.findall(r"= ([0-9.]+)/", out)]
 
 
 @dataclass

@@ -42,7 +42,7 @@ from testbed.net.containment import (
 )
 from testbed.net.spec import BUILDER_NODE_NAMES, Role, Topology
 from testbed.net.state import RunState
-from testbed.util import free_port, tcp_open, wait_until
+from testbed.util import free_port, stop_process, tcp_open, wait_until
 
 log = logging.getLogger(__name__)
 
@@ -477,25 +477,16 @@ class CdnNet:
         return p
 
     def _terminate(self, p: subprocess.Popen, name: str, timeout: float = 5.0) -> None:
-        if p.poll() is None:
-            p.terminate()
-            try:
-                p.wait(timeout)
-            except subprocess.TimeoutExpired:
-                log.warning("%s did not stop on SIGTERM; killing", name)
-                p.kill()
-                p.wait(5)
+        if stop_process(p, timeout) is None:
+            log.warning("%s could not be reaped", name)
         if self.state is not None:
             self.state.forget_pid(p.pid)
 
     def ping_rtt_ms(self, src: str, dst_ip: str, count: int = 5, interval: float = 0.05) -> float | None:
         """Median RTT in ms of ``count`` pings from ``src`` to ``dst_ip`` (None if none answered)."""
-        out = self.host(src).cmd(f"ping -n -c {count} -i {interval} -W 2 {dst_ip}")
-        times = sorted(float(w.split("=")[1]) for w in out.split() if w.startswith("time="))
-        if not times:
-            return None
-        mid = len(times) // 2
-        return times[mid] if len(times) % 2 else (times[mid - 1] + times[mid]) / 2
+        from testbed.measure import ping
+
+        return ping.median(ping.rtts(self.host(src), dst_ip, count, interval))
 
     def reachable_from(self, src: str, dsts: list[str], wait_s: float = 2.0) -> set[str]:
         """Names among ``dsts`` that answer one ping from ``src`` (all pinged in parallel)."""

@@ -37,6 +37,7 @@ import secrets
 import signal
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,7 +45,7 @@ from typing import Any
 from testbed.net.build import CdnNet
 from testbed.net.netmap import NetworkMaps, network_maps, rtt_to_edges
 from testbed.net.spec import Role, Topology
-from testbed.util import wait_until
+from testbed.util import StopWaiting, wait_until
 
 CDN_NAME = "a73.g.cdnlab.net"
 CUSTOMER_NAME = "www.customer.example"
@@ -399,19 +400,43 @@ class CdnServices:
                   "redirector": lambda: self.redirector_config(host)}[role]
         self._start(host, SERVICE_MODULES[role], config(), role)
 
+    def _alive(self, host: str, role: str) -> None:
+        """Raise StopWaiting, with its log's tail, if ``host``'s service process has exited."""
+        p = self.cn.procs.get(f"{host}:{role}")
+        if p is None or p.poll() is None:
+            return
+        log = self.cn.run_dir / "logs" / f"{host}-{role}.out" if self.cn.run_dir else None
+        try:
+            tail = log.read_text(errors="replace")[-1500:].strip() if log else ""
+        except OSError:
+            tail = ""
+        raise StopWaiting(f"{role} {host} exited (status {p.returncode}) before answering; "
+                          f"its log ({log}) ends:\n{tail or '(empty)'}")
+
     def _wait_ready(self, host: str, what: str = "") -> None:
-        """Wait until ``host``'s service answers as its role should (``what`` names the wait in errors)."""
+        """Wait until ``host``'s service answers as its role should (``what`` names the wait in errors); if
+        the process exits first, fail at once with its log's tail."""
         role, ip, probe, t = self.cn.topo.host(host).role.value, self.cn.ip(host), self._probe_host(), \
             self.opts.ready_timeout
+
+        def answering(check: Callable[[], bool]) -> Callable[[], bool]:
+            def alive_and_answering() -> bool:
+                self._alive(host, role)
+                return check()
+
+            return alive_and_answering
+
         if role in ("origin", "edge", "redirector"):
             path = {"origin": "/_origin/health", "edge": "/_cdn/health", "redirector": "/_redirector/health"}[role]
-            wait_until(lambda: self._http_ready(probe, ip, path), t, 0.1, what=what or f"{role} {host} answering")
+            wait_until(answering(lambda: self._http_ready(probe, ip, path)), t, 0.1,
+                       what=what or f"{role} {host} answering")
         elif role == "dns":
             # the high-level server answers its own zone; the referral for g.cdnlab.net has no answer
             q = "ns1.cdnlab.net" if self.dns[host] == "high" and self._low_servers() else CDN_NAME
-            wait_until(lambda: self._dns_ready(probe, ip, q), t, 0.1, what=what or f"DNS {host} answering {q}")
+            wait_until(answering(lambda: self._dns_ready(probe, ip, q)), t, 0.1,
+                       what=what or f"DNS {host} answering {q}")
         elif role == "resolver":
-            wait_until(lambda: self._dns_ready(probe, ip, CUSTOMER_NAME), t, 0.2,
+            wait_until(answering(lambda: self._dns_ready(probe, ip, CUSTOMER_NAME)), t, 0.2,
                        what=what or f"resolver {host} resolving {CUSTOMER_NAME}")
 
     def start(self) -> CdnServices:

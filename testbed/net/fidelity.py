@@ -35,6 +35,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from testbed.measure import ping
+
 MAX_LATE_FRACTION = 0.01
 MAX_MEAN_LATE_MS = 0.5
 MIN_FRAMES_FOR_FRACTION = 100  # fewer frames are judged as if there were this many (one late frame is fine)
@@ -176,7 +178,6 @@ def pressure_pct(since: tuple[float, int] | None, now: tuple[float, int] | None)
 # -- the emulation's own latency: a path's measured RTT against the one its links add up to -------------
 RTT_ABS_MS = 1.0  # a path may take this much longer than its links' delays ...
 RTT_REL = 0.02  # ... or this share of them, whichever is larger (issue #11's target for connect times)
-_PING_RTT = re.compile(r"time=([0-9.]+) ms")
 
 
 def longest_path(topo: Any) -> tuple[str, str, list[str]] | None:
@@ -231,8 +232,7 @@ def probe_path_rtt(cn: Any, count: int = 10) -> dict[str, Any] | None:
     if found is None:
         return None
     src, dst, path = found
-    out = cn.host(src).cmd(f"ping -n -c {count} -i 0.05 -W 2 {cn.ip(dst)}")
-    rtts = sorted(float(x) for x in _PING_RTT.findall(out))
+    rtts = sorted(ping.rtts(cn.host(src), cn.ip(dst), count))
     expected = path_rtt_ms(cn.topo, path)
     best = rtts[0] if rtts else None
     hops = len(path) - 1
@@ -274,4 +274,29 @@ def collect(cn: Any, timeout: float = 10.0, since: tuple[float, int] | None = No
             v["measured"] = True
     v["worst_links"] = [asdict(c) for c in sorted(counters, key=lambda c: (c.socket_drops, c.late_frames),
                                                   reverse=True)[:5] if c.socket_drops or c.late_frames]
+    from testbed.net.links import NetemLink
+
+    netem = [ln for ln in links if isinstance(ln, NetemLink)]
+    if netem:  # the kernel's own counters of the netem links (no relay to ask)
+        v["netem"] = netem_totals([intf.node.cmd(f"tc -s qdisc show dev {intf.name}")
+                                   for ln in netem for intf in (ln.intf1, ln.intf2)])
     return v
+
+
+_QDISC_STATS = re.compile(r"^qdisc (\w+) [^\n]*\n\s*Sent \d+ bytes (\d+) pkt \(dropped (\d+)", re.MULTILINE)
+
+
+def netem_totals(tc_outputs: Sequence[str]) -> dict[str, int]:
+    """Totals over ``tc -s qdisc show`` of every netem link end: ``directions``, ``frames`` (sent on by
+    netem), ``dropped`` (by netem: random loss, and frames its rate limiter's queue refused) and
+    ``queue_drops`` (the ``pfifo`` bottleneck queue, the spec's own tail drop)."""
+    out = {"directions": 0, "frames": 0, "dropped": 0, "queue_drops": 0}
+    for text in tc_outputs:
+        for kind, pkts, dropped in _QDISC_STATS.findall(text):
+            if kind == "netem":
+                out["directions"] += 1
+                out["frames"] += int(pkts)
+                out["dropped"] += int(dropped)
+            elif kind == "pfifo":
+                out["queue_drops"] += int(dropped)
+    return out

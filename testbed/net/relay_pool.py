@@ -18,7 +18,6 @@ from __future__ import annotations
 import itertools
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -26,6 +25,8 @@ import threading
 import time
 from pathlib import Path
 from typing import Any
+
+from testbed.util import stop_process
 
 _REPO_ROOT = Path(__file__).resolve().parents[2]
 _numbers = itertools.count(1)
@@ -170,12 +171,7 @@ class RelayProcess:
             self.sock.close()
         except OSError:
             pass
-        if p.poll() is None:
-            try:
-                p.wait(timeout=3)
-            except subprocess.TimeoutExpired:
-                p.send_signal(signal.SIGKILL)
-                p.wait(timeout=5)
+        stop_process(p, timeout=3, first=None)  # closing the socket told it to stop
         if self.state is not None:
             self.state.forget_pid(p.pid)
         self.proc = None

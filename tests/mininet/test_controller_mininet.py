@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from controller.examples import triangle
-from controller.minibuild import HTTP_SERVER, build
+from controller.minibuild import HTTP_SERVER, build, dump_flows
 from testbed.util import free_port, timeout_scale, wait_tcp, wait_until
 
 pytestmark = [pytest.mark.mininet, pytest.mark.vm]
@@ -214,7 +214,8 @@ def test_link_down_reroutes(env: Env) -> None:
             5,
             what="link hc2-hc3 seen down",
         )
-        assert env.rest("/anycast")["services"]["web"]["choice"]["hc2"] == "hch4"
+        wait_until(lambda: env.rest("/anycast")["services"]["web"]["choice"]["hc2"] == "hch4", 5,
+                   what="hc2's choice recomputed")  # the topology view can be a moment ahead of the choice
         assert env.converges("hch2", "hch4")
         assert _ping(env, "hch2", "hch3")  # via hc1
     finally:
@@ -274,6 +275,14 @@ def test_multicast_reaches_joined_members_only(env: Env) -> None:
 def test_established_connection_across_drain(env: Env, mode: str) -> None:
     """affinity: a drained member keeps serving its established connection; destination: it breaks."""
     env.rest("/anycast/mode", {"mode": mode})
+    vmac = env.view.anycast[0].vmac.lower()
+
+    def ingress_modes() -> set[str]:  # what hch1's switch does with a new connection to the VIP
+        rules = [f for f in dump_flows("hc1") if f"nw_dst={VIP}" in f and f"dl_dst={vmac}" in f]
+        return {"affinity" if "CONTROLLER" in f else "destination" for f in rules}
+
+    # the REST answer comes before the switches have the new rules: connect only once they do
+    wait_until(lambda: ingress_modes() == {mode}, 10, what=f"{mode} ingress rules on hc1")
     client = env.net.get("hch1").popen(
         [sys.executable, "-c", KEEPALIVE_CLIENT, VIP, str(3 * timeout_scale())],
         stdin=subprocess.PIPE,

@@ -97,7 +97,7 @@ def test_ttfb_reflects_the_nearest_edge(selection) -> None:
 
 
 @pytest.mark.vm
-def test_selection_quick_on_mini_end_to_end_in_the_sessions_link_mode(tmp_path, emulation) -> None:
+def test_selection_quick_on_mini_end_to_end_in_the_sessions_link_mode(tmp_path, emulation, exact_timing) -> None:
     """The experiment as a student runs it, on the smallest topology (the VM tier's experiment: under TCG
     globe takes minutes per build). What holds in every mode: it completes, every method answers every
     request, anycast and redirect pick the nearest edge, and the run says how it was emulated."""
@@ -110,7 +110,13 @@ def test_selection_quick_on_mini_end_to_end_in_the_sessions_link_mode(tmp_path, 
     assert res["meta"]["link_mode"] == emulation.links and res["meta"]["datapath"] == emulation.datapath
     for m in ("anycast", "dns", "redirect"):
         s = res["methods"][m]
-        assert s["requests"] > 10 and s["errors"] == 0, (m, s)
+        # under TCG a request may miss its deadline (the emulated CPU is ten times slower): one in ten
+        assert s["requests"] > 10 and s["errors"] <= (0 if exact_timing else s["requests"] // 10), (m, s)
     assert res["methods"]["anycast"]["optimal_edge_fraction"] == 1.0
     assert res["methods"]["redirect"]["optimal_edge_fraction"] == 1.0
     assert (out / "report.md").stat().st_size > 0
+    emu = res["meta"]["emulation"]
+    if emulation.links == "netem":  # the kernel's counters of the netem links, as the relays' otherwise
+        assert emu["netem"]["directions"] >= 2 and emu["netem"]["frames"] > 0, emu.get("netem")
+    else:
+        assert emu["relayed_link_directions"] >= 2 and emu["frames"] > 0, emu

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import pytest
 
+from testbed.measure import ping
 from testbed.net import links
 from testbed.util import free_port, wait_until
 
@@ -109,10 +110,7 @@ def emunet(link_params: list[dict], cls_name: str = "RelayLink", tmp_path: Path 
 
 
 def _pings(host, ip: str, count: int, interval: float = 0.05) -> list[float]:
-    out = host.cmd(
-        f"for i in $(seq {count}); do ping -n -q -c 1 -W 1 {ip} | tail -n 1; sleep {interval}; done"
-    )
-    return [float(x) for x in re.findall(r"= ([0-9.]+)/", out)]
+    return ping.precise_rtts(host, ip, count, interval, warmup=0)
 
 
 def _received(host, ip: str, count: int) -> int:

@@ -117,3 +117,25 @@ def test_a_path_slower_than_its_links_by_more_than_max_1ms_or_2pct_is_a_problem(
     assert rtt_problem("a", "b", 9, 200.0, 203.9) is None  # 2 % of 200 ms is 4 ms
     assert rtt_problem("a", "b", 9, 200.0, 204.5) is not None
     assert "no ping" in (rtt_problem("a", "b", 9, 200.0, None) or "")
+
+
+NETEM_TC = """qdisc netem 1: root refcnt 2 limit 10000 delay 500ms
+ Sent 123456 bytes 120 pkt (dropped 31, overlimits 0 requeues 0)
+ backlog 0b 0p requeues 0
+qdisc htb 5: parent 1:1 r2q 10 default 0x1 direct_packets_stat 0 direct_qlen 1000
+ Sent 100000 bytes 89 pkt (dropped 30, overlimits 120 requeues 0)
+ backlog 0b 0p requeues 0
+qdisc pfifo 10: parent 5:1 limit 20p
+ Sent 100000 bytes 89 pkt (dropped 30, overlimits 0 requeues 0)
+ backlog 0b 0p requeues 0
+"""
+
+
+def test_netem_counters_from_tc_stats() -> None:
+    from testbed.net.fidelity import netem_totals
+
+    lossy = ("qdisc netem 1: root refcnt 2 limit 10000 delay 0ms loss 1%\n"
+             " Sent 10 bytes 10 pkt (dropped 1, overlimits 0 requeues 0)\n")
+    assert netem_totals([NETEM_TC, lossy]) == {"directions": 2, "frames": 130, "dropped": 32, "queue_drops": 30}
+    plain = "qdisc noqueue 0: root refcnt 2\n Sent 0 bytes 0 pkt (dropped 0, overlimits 0 requeues 0)\n"
+    assert netem_totals([plain]) == {"directions": 0, "frames": 0, "dropped": 0, "queue_drops": 0}

@@ -165,3 +165,4 @@ def test_on_an_imported_graph_dns_maps_the_resolver_and_ecs_the_client(tmp_path,
         wrong_ecs += got_ecs not in _nearest(svc, h.name)
     assert wrong_ecs == 0
     assert wrong_plain > 0
+

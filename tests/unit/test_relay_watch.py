@@ -1,0 +1,55 @@
+"""Seeing the relays of running networks from outside (``cdnlab doctor``): counter lines summed, and a
+relay signalled only once it can take the signal."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+from testbed.net import relay_watch
+from testbed.net.relay import COUNTERS_PREFIX
+from testbed.util import wait_until
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _line(link: int, tx: int, late: int = 0, qdrop: int = 0) -> str:
+    d = {"tx": tx, "late_frames": late, "queue_drop": qdrop, "tx_error": 1, "socket_drops": 0, "lost": 2}
+    return COUNTERS_PREFIX + json.dumps({"link": link, "a_to_b": d, "b_to_a": d, "final": False})
+
+
+def test_counter_lines_of_every_link_are_summed_and_other_lines_ignored():
+    lines = ["relay: SCHED_FIFO not available", _line(1, 100, late=1), _line(2, 50, qdrop=3), "garbage {"]
+    t = relay_watch.totals([*lines, COUNTERS_PREFIX + "{not json"])
+    assert t == {"links": 2, "tx": 300, "late_frames": 2, "queue_drop": 6, "tx_error": 4, "socket_drops": 0,
+                 "lost": 8}
+    assert relay_watch.keeping_up({**t, "tx": 300, "late_frames": 2})  # 0.7 %
+    assert not relay_watch.keeping_up({**t, "late_frames": 5})  # 1.7 %
+    assert not relay_watch.keeping_up({**t, "socket_drops": 1})
+    assert "2 links, 300 frames sent, 2 late, 6 queue drops, 4 send errors" in relay_watch.describe(
+        {"run_id": "mini-1", "procs": 1, "realtime": 0, **t})
+
+
+def test_a_relay_is_signalled_only_once_it_catches_sigusr1(tmp_path):
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    log = (tmp_path / "relay.log").open("wb")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "testbed.net.relay", "--control-fd", "0", "--rt-priority", "0"],
+        stdin=theirs.fileno(), stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
+        env=dict(os.environ, PYTHONPATH=str(ROOT)),
+    )
+    theirs.close()
+    try:
+        assert relay_watch.catches_sigusr1(os.getpid()) is False  # pytest does not catch it
+        wait_until(lambda: relay_watch.catches_sigusr1(proc.pid), 10, what="the relay's SIGUSR1 handler")
+        assert relay_watch.relay_counters(proc.pid, timeout_s=0.5) == []  # no links: nothing logged
+        assert proc.poll() is None  # and the signal did not kill it
+        assert relay_watch.realtime(proc.pid) is False
+    finally:
+        ours.close()  # the relay exits when its control socket closes
+        proc.wait(10)
+        log.close()
