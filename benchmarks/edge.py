@@ -1,10 +1,14 @@
 """``cdnlab bench edge``: cache-hit throughput of the cdnlab edge vs nginx ``proxy_cache``, same run.
 
 Both proxies front the same cdnlab origin serving N objects of 1 KiB, each with one worker (the edge is a
-single asyncio process; nginx runs ``worker_processes 1``), both warmed first so every measured request
-is a cache hit, both loaded by the same ``wrk`` command cycling over the same object URLs. Prints a small
-table; the last line is one JSON object with ``edge_rps``, ``nginx_rps``, ``ratio`` (edge / nginx),
-``edge_p99_ms`` and ``nginx_p99_ms``. Everything started here is stopped by its tracked PID.
+single asyncio process; nginx runs ``worker_processes 1`` with its usual production settings: sendfile,
+``open_file_cache``, long keep-alive), both warmed until every object is a hit (a run whose warm-up does
+not reach that fails), both loaded by the same ``wrk`` command cycling over the same object URLs. Each
+of ``--runs`` rounds (default 3) loads both, alternating which goes first; the figures are the medians.
+A round with any non-2xx answer or socket error fails the benchmark. Prints a small table; the last line
+is one JSON object with ``edge_rps``, ``nginx_rps``, ``ratio`` (median edge / median nginx), ``ratios``
+(per round), ``edge_p99_ms``, ``nginx_p99_ms``, ``runs`` and ``errors`` (always 0 when it prints).
+Everything started here is stopped by its tracked PID.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import os
 import re
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -35,6 +40,14 @@ error_log {d}/error.log warn;
 events {{ worker_connections 1024; }}
 http {{
     access_log off;
+    sendfile on;
+    tcp_nopush on;
+    tcp_nodelay on;
+    keepalive_timeout 65;
+    keepalive_requests 100000;
+    open_file_cache max=10000 inactive=60s;
+    open_file_cache_valid 60s;
+    open_file_cache_errors on;
     client_body_temp_path {d}/client_body;
     proxy_temp_path {d}/proxy_temp;
     fastcgi_temp_path {d}/fastcgi_temp;
@@ -88,20 +101,38 @@ def _warm(port: int, paths: list[str]) -> int:
                 raise RuntimeError(f"warm-up GET {p} on port {port} answered {status}")
             hits += h.get("x-cache") == "HIT"
         if hits == len(paths):
-            break
-    return hits
+            return hits
+    raise RuntimeError(f"warm-up on port {port}: {hits} of {len(paths)} objects are hits after 3 passes")
 
 
 _UNITS = {"us": 1e-3, "ms": 1.0, "s": 1000.0}
 
 
+class LoadErrors(RuntimeError):
+    """wrk saw non-2xx/3xx answers or socket errors: the figures are not of cache hits."""
+
+
 def parse_wrk(out: str) -> tuple[float, float]:
-    """(requests/s, p99 latency in ms) from ``wrk --latency`` output."""
+    """(requests/s, p99 latency in ms) from ``wrk --latency`` output; :class:`LoadErrors` when wrk counted
+    non-2xx/3xx responses or socket errors."""
+    errors = wrk_errors(out)
+    if errors:
+        raise LoadErrors(", ".join(f"{k} {v}" for k, v in errors.items()))
     rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
     p99 = re.search(r"^\s*99(?:\.000)?%\s+([\d.]+)(us|ms|s)\s*$", out, re.M)
     if not rps or not p99:
         raise RuntimeError(f"cannot parse wrk output:\n{out}")
     return float(rps.group(1)), float(p99.group(1)) * _UNITS[p99.group(2)]
+
+
+def wrk_errors(out: str) -> dict[str, int]:
+    """wrk's error counters that are not zero: ``non-2xx``, ``connect``, ``read``, ``write``, ``timeout``."""
+    errors: dict[str, int] = {}
+    if m := re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out):
+        errors["non-2xx"] = int(m.group(1))
+    if m := re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out):
+        errors.update(zip(("connect", "read", "write", "timeout"), map(int, m.groups()), strict=True))
+    return {k: v for k, v in errors.items() if v}
 
 
 def _wrk(port: int, script: Path, args: argparse.Namespace) -> tuple[float, float]:
@@ -153,7 +184,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--connections", type=int, default=32)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--objects", type=int, default=100, help="number of 1 KiB objects cycled through")
+    ap.add_argument("--runs", type=int, default=3, help="rounds, alternating which server goes first")
     args = ap.parse_args(argv)
+    if args.runs < 1:
+        ap.error("--runs must be at least 1")
     missing = [t for t in ("wrk", NGINX) if not shutil.which(t)]
     if missing:
         print(
@@ -205,9 +239,17 @@ def main(argv: list[str] | None = None) -> int:
             paths = [f"/img/img{i:04d}.jpg" for i in range(args.objects)]
             (d / "paths.lua").write_text(WRK_SCRIPT.format(paths=", ".join(json.dumps(p) for p in paths)))
             warm = {name: _warm(port, paths) for name, port in (("edge", edge_port), ("nginx", nginx_port))}
-            results = {}
-            for name, port in (("edge", edge_port), ("nginx", nginx_port)):
-                results[name] = _wrk(port, d / "paths.lua", args)
+            rounds: list[dict[str, tuple[float, float]]] = []
+            servers = [("edge", edge_port), ("nginx", nginx_port)]
+            for i in range(args.runs):
+                order = servers if i % 2 == 0 else servers[::-1]
+                rounds.append({name: _wrk(port, d / "paths.lua", args) for name, port in order})
+        except LoadErrors as e:
+            print(
+                f"cdnlab bench edge: requests failed under load ({e}): the figures would not be hits",
+                file=sys.stderr,
+            )
+            return 1
         except (RuntimeError, OSError, TimeoutError, subprocess.SubprocessError) as e:
             print(f"cdnlab bench edge: {e}", file=sys.stderr)
             for name in ("o", "e", "n"):
@@ -217,9 +259,14 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         finally:
             procs.stop_all()
-    (edge_rps, edge_p99), (nginx_rps, nginx_p99) = results["edge"], results["nginx"]
+    edge_rps = statistics.median(r["edge"][0] for r in rounds)
+    nginx_rps = statistics.median(r["nginx"][0] for r in rounds)
+    edge_p99 = statistics.median(r["edge"][1] for r in rounds)
+    nginx_p99 = statistics.median(r["nginx"][1] for r in rounds)
+    ratios = [round(r["edge"][0] / r["nginx"][0], 3) if r["nginx"][0] else 0.0 for r in rounds]
     print(
-        f"cache hits of {args.objects} x 1 KiB objects, wrk -t{args.threads} -c{args.connections} -d{args.duration}s"
+        f"cache hits of {args.objects} x 1 KiB objects, wrk -t{args.threads} -c{args.connections} -d{args.duration}s,"
+        f" median of {args.runs} rounds (order alternated); per-round ratios {ratios}"
     )
     print(f"{'server':<8} {'warm hits':>9} {'req/s':>10} {'p99 ms':>8}")
     print(f"{'edge':<8} {warm['edge']:>9} {edge_rps:>10.0f} {edge_p99:>8.2f}")
@@ -232,6 +279,9 @@ def main(argv: list[str] | None = None) -> int:
         "ratio": round(ratio, 3),
         "edge_p99_ms": round(edge_p99, 3),
         "nginx_p99_ms": round(nginx_p99, 3),
+        "ratios": ratios,
+        "runs": args.runs,
+        "errors": 0,
     }
     print(json.dumps(out))
     return 0

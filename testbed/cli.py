@@ -1,6 +1,6 @@
 """The ``cdnlab`` command line.
 
-Subcommands: doctor, up, clean, topo, controller, bench NAME, run NAME, report DIR, demo, grade LAB.
+Subcommands: doctor, up, clean, topo, controller, bench NAME, run NAME, report DIR, demo, grade LAB, lab.
 Each subcommand lives in its own module and is imported only when used, so ``cdnlab doctor`` works even
 when optional pieces (Ryu, Mininet) are missing.
 """
@@ -22,7 +22,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "run": ("experiments.cli", "run an experiment: cdnlab run NAME [--topo T] [--quick] [--out DIR] [--seed N] [--subnet B]"),
     "report": ("experiments.report_cli", "rebuild plots and report.md of an experiment from its raw data"),
     "demo": ("experiments.demo", "what `make demo` runs"),
-    "grade": ("testbed.grade", "grade a lab: cdnlab grade LAB [--solution PATH]"),
+    "grade": ("testbed.grade", "grade a lab: cdnlab grade LAB [--solution PATH] [--format gradescope --out F]"),
+    "lab": ("testbed.lab_export", "instructors: cdnlab lab export LAB DIR writes a lab's student copy"),
 }
 
 

@@ -1,4 +1,5 @@
-"""``cdnlab grade LAB [--solution PATH] [--verbose]``: run a lab's checks against a student's code.
+"""``cdnlab grade LAB [--solution PATH] [--verbose] [--format plain|gradescope] [--out F]``: run a lab's
+checks against a student's code.
 
 Labs live in ``assignments/<lab>/`` (handout ``README.md``, ``starter/``, ``solution/``, ``grader.py``).
 A grader module defines ``TITLE``, ``MODULE`` (the file stem students fill in, e.g. ``freshness``) and
@@ -10,14 +11,19 @@ unique module name, :data:`STUDENT_PREFIX` + lab, so testbed code that loads plu
 Every check runs under a time limit (SIGALRM in the main thread, else a watchdog thread), so an endless
 loop in student code fails that check instead of hanging the grader; an exception raised by student code
 is a failed check reporting the exception's last traceback line and the student's file and line.
-Output: one ``PASS``/``FAIL`` line per check with what was expected, what came back and a hint (lecture
-slide / RFC section), then ``score: N/M``. Exit status 0 only when every check passes.
+Output (``--format plain``, the default): one ``PASS``/``FAIL`` line per check with what was expected,
+what came back and a hint (lecture slide / RFC section), then ``score: N/M``; exit status 0 only when every
+check passes. ``--format gradescope`` writes Gradescope's autograder ``results.json`` (top-level ``score``,
+``max_score``, ``execution_time``, ``output``, ``tests[]`` with ``name``, ``score``, ``max_score``,
+``output``, ``visibility``) to ``--out`` (default: standard output, the plain report then goes to standard
+error); its exit status is 0 whenever the results were written, since a low score is a grade, not an error.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib.util
+import json
 import os
 import signal
 import sys
@@ -63,6 +69,9 @@ class Check:
     fn: Callable[[ModuleType], str | None]
     hint: str = ""
     timeout: float = DEFAULT_TIMEOUT
+    points: float = 1.0
+    #: Gradescope visibility: ``visible``, ``hidden``, ``after_due_date`` or ``after_published``
+    visibility: str = "visible"
 
 
 @dataclass
@@ -73,6 +82,8 @@ class Result:
     hint: str = ""
     detail: str = ""  # full traceback for --verbose
     seconds: float = 0.0
+    points: float = 1.0
+    visibility: str = "visible"
 
 
 @dataclass
@@ -208,7 +219,16 @@ def run_check(check: Check, mod: ModuleType, student_file: Path | None) -> Resul
     t0 = time.monotonic()
     try:
         detail = call_with_limit(lambda: check.fn(mod), check.timeout)
-        return Result(check.name, True, detail or "", check.hint, seconds=time.monotonic() - t0)
+        return Result(
+            check.name,
+            True,
+            detail or "",
+            check.hint,
+            "",
+            time.monotonic() - t0,
+            check.points,
+            check.visibility,
+        )
     except Fail as e:
         msg = str(e)
         tb = traceback.format_exc()
@@ -218,7 +238,9 @@ def run_check(check: Check, mod: ModuleType, student_file: Path | None) -> Resul
     except Exception as e:  # noqa: BLE001 - student code may raise anything
         msg = "your code raised " + describe_exception(e, student_file)
         tb = traceback.format_exc()
-    return Result(check.name, False, msg, check.hint, tb, time.monotonic() - t0)
+    return Result(
+        check.name, False, msg, check.hint, tb, time.monotonic() - t0, check.points, check.visibility
+    )
 
 
 def grade(lab: Lab, solution: str | Path | None = None) -> tuple[list[Result], Path | None]:
@@ -226,9 +248,22 @@ def grade(lab: Lab, solution: str | Path | None = None) -> tuple[list[Result], P
     checks: list[Check] = lab.grader.checks()
 
     def all_failed(first: str, tb: str = "") -> list[Result]:
-        out = [Result(c.name, False, "not run: " + first, c.hint) for c in checks]
+        out = [
+            Result(c.name, False, "not run: " + first, c.hint, points=c.points, visibility=c.visibility)
+            for c in checks
+        ]
         if out:
-            out[0] = Result(checks[0].name, False, first, "fix this first; no check can run before", tb)
+            c0 = checks[0]
+            out[0] = Result(
+                c0.name,
+                False,
+                first,
+                "fix this first; no check can run before",
+                tb,
+                0.0,
+                c0.points,
+                c0.visibility,
+            )
         return out
 
     try:
@@ -250,6 +285,36 @@ def grade(lab: Lab, solution: str | Path | None = None) -> tuple[list[Result], P
             sys.path.remove(str(path.parent))
         except ValueError:
             pass
+
+
+GRADESCOPE_VISIBILITY = frozenset({"visible", "hidden", "after_due_date", "after_published"})
+
+
+def gradescope_results(lab: Lab, results: list[Result], seconds: float, report: str) -> dict[str, Any]:
+    """Gradescope's autograder ``results.json`` for one graded submission."""
+    tests = []
+    for r in results:
+        text = (
+            r.message if r.ok else "\n".join(filter(None, [r.message, f"hint: {r.hint}" if r.hint else ""]))
+        )
+        tests.append(
+            {
+                "name": r.name,
+                "score": r.points if r.ok else 0.0,
+                "max_score": r.points,
+                "output": text,
+                "visibility": r.visibility if r.visibility in GRADESCOPE_VISIBILITY else "visible",
+            }
+        )
+    return {
+        "score": sum(t["score"] for t in tests),
+        "max_score": sum(t["max_score"] for t in tests),
+        "execution_time": round(seconds, 3),
+        "output": report,
+        "visibility": "visible",
+        "stdout_visibility": "hidden",
+        "tests": tests,
+    }
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -277,10 +342,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--solution", "-s", help="your .py file or a directory holding it (default: the starter)")
     ap.add_argument("--verbose", "-v", action="store_true", help="details of passing checks, full tracebacks")
     ap.add_argument("--list", action="store_true", help="list the labs and exit")
+    ap.add_argument("--format", choices=["plain", "gradescope"], default="plain", help="report format")
+    ap.add_argument(
+        "--out", default="-", help="with --format gradescope: where results.json goes (- = stdout)"
+    )
     args = ap.parse_args(argv)
+    to_stdout = args.format == "gradescope" and args.out == "-"
+    lines: list[str] = []
 
     def out(text: str = "") -> None:
-        print(text, flush=True)
+        lines.append(text)
+        print(text, flush=True, file=sys.stderr if to_stdout else sys.stdout)
 
     if args.list:
         _print_labs(out)
@@ -295,7 +367,9 @@ def main(argv: list[str] | None = None) -> int:
         _print_labs(out)
         return 2
     out(f"cdnlab grade {lab.name}: {lab.title}")
+    t0 = time.monotonic()
     results, path = grade(lab, args.solution)
+    seconds = time.monotonic() - t0
     out(f"solution: {path if path is not None else args.solution}")
     for r in results:
         mark = "PASS" if r.ok else "FAIL"
@@ -306,6 +380,17 @@ def main(argv: list[str] | None = None) -> int:
             out("      " + r.detail.rstrip().replace("\n", "\n      "))
     passed = sum(r.ok for r in results)
     out(f"score: {passed}/{len(results)}")
+    if args.format == "gradescope":
+        data = json.dumps(gradescope_results(lab, results, seconds, "\n".join(lines)), indent=2)
+        if to_stdout:
+            print(data, flush=True)
+        else:
+            try:
+                Path(args.out).write_text(data + "\n")
+            except OSError as e:
+                print(f"cdnlab grade: cannot write {args.out}: {e}", file=sys.stderr)
+                return 2
+        return 0
     return 0 if passed == len(results) else 1
 
 

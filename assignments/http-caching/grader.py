@@ -72,7 +72,7 @@ LIFETIME_EXPIRES = [
     ("Expires before Date is 0, never negative", ({"Date": DATE, "Expires": MINUS_1H},), {}),
     ("invalid Expires means already expired", ({"Date": DATE, "Expires": "0"},), {}),
     (
-        "invalid max-age is ignored, Expires used",
+        "invalid max-age makes the response stale (Expires is not used)",
         ({"Cache-Control": "max-age=soon", "Date": DATE, "Expires": PLUS_1H},),
         {},
     ),
@@ -106,7 +106,9 @@ STORABLE = [
     ),
     ("no-cache IS storable", ("GET", 200, {}, {"Cache-Control": "no-cache", "ETag": '"v1"'}), {}),
     ("POST is not stored", ("POST", 200, {}, {"Cache-Control": "max-age=60"}), {}),
-    ("500 is not stored", ("GET", 500, {}, {"Cache-Control": "max-age=60"}), {}),
+    ("500 without explicit freshness is not stored", ("GET", 500, {}, {}), {}),
+    ("500 with max-age is stored (any final status)", ("GET", 500, {}, {"Cache-Control": "max-age=60"}), {}),
+    ("206 is not stored (partial)", ("GET", 206, {}, {"Cache-Control": "max-age=60"}), {}),
     ("404 is storable", ("GET", 404, {}, {}), {}),
     ("Vary: * is never stored", ("GET", 200, {}, {"Cache-Control": "max-age=60", "Vary": "*"}), {}),
     (

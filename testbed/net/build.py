@@ -42,9 +42,16 @@ from testbed.net.containment import (
 )
 from testbed.net.spec import BUILDER_NODE_NAMES, Role, Topology
 from testbed.net.state import RunState
-from testbed.util import free_port, stop_process, tcp_open, wait_until
+from testbed.util import free_port, stop_process, tcp_open, timeout_scale, wait_until
 
 log = logging.getLogger(__name__)
+
+
+#: the controller's liveness probes of anycast members (controller/liveness.py): every 20 ms, 60 ms to
+#: answer. Both stretch with the platform's slowness (``CDNLAB_TIMEOUT_SCALE``; 4 under TCG), where a SYN
+#: round trip through switch and controller can take longer and a live member would be withdrawn.
+ANYCAST_PROBE_INTERVAL_MS = 20.0
+ANYCAST_PROBE_TIMEOUT_MS = 60.0
 
 
 @dataclass
@@ -377,9 +384,12 @@ class CdnNet:
                 "name": h.name, "mac": self.macs[h.name], "ip": self.addresses[h.name],
                 "switch": h.switch, "port": sw.ports[isw], "delay_ms": h.link.delay_ms,
             })
+        scale = timeout_scale()
+        probe = {"interval_ms": ANYCAST_PROBE_INTERVAL_MS * scale, "timeout_ms": ANYCAST_PROBE_TIMEOUT_MS * scale}
         for i, a in enumerate(self.topo.anycast):
             view["anycast"].append({
                 "name": a.name, "vip": a.vip, "vmac": vmac_for(i), "port": a.port, "members": list(a.members),
+                "probe": dict(probe),
             })
         return view
 

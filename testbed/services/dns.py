@@ -19,7 +19,11 @@ EDNS Client Subnet (validated, echoed with the SCOPE PREFIX-LENGTH the policy de
 Malformed queries get FORMERR when the header is readable and are dropped otherwise; both are counted.
 
 Hot path: the full wire response (without the 2-byte ID) is cached per (query bytes after the ID,
-transport, source address) and dropped whenever the health checker's generation changes.
+transport, source address) and dropped whenever the health checker's generation changes. The mapping path
+itself has a fast path (:meth:`MappingDns._fast_mapped`): a plain ``aN.<zone> IN A`` query, with at most
+one OPT record (EDNS version 0, optionally ECS), is parsed and answered with ``struct`` instead of dnslib,
+byte for byte what the general path would send (a test compares the two); anything else takes the
+general path.
 """
 
 from __future__ import annotations
@@ -319,6 +323,8 @@ class MappingDns:
         self.ecs_seen: deque[tuple[str, str]] = deque(maxlen=1000)  # (qname, client subnet) as received
         self._cache: dict[tuple[bytes, bool, str], tuple[bytes, str]] = {}
         self._gen = getattr(state, "generation", 0)
+        self._ns_names = {fqdn(s.name) for s in cfg.mapped.nameservers} if cfg.mapped else set()
+        self._mapped_suffix = "." + self.mapped_zone if self.mapped_zone else None
 
     # ---- wire level -----------------------------------------------------------------------------------
     def handle(self, data: bytes, src: str, tcp: bool) -> bytes | None:
@@ -341,6 +347,15 @@ class MappingDns:
         if data[2] & 0x80:  # a response, not a query: never answer (no reflection loops)
             st["dropped"] += 1
             return None
+        fast = self._fast_mapped(data, src, tcp) if self._mapped_suffix else None
+        if fast is not None:
+            resp, qname = fast
+            self.by_name[qname] += 1
+            if self.cfg.answer_cache_size:
+                if len(self._cache) >= self.cfg.answer_cache_size:
+                    self._cache.clear()
+                self._cache[key] = (resp[2:], qname)
+            return resp
         try:
             req = DNSRecord.parse(data)
         except (DNSError, struct.error, ValueError, IndexError, UnicodeError) as e:
@@ -370,6 +385,100 @@ class MappingDns:
                 self._cache.clear()
             self._cache[key] = (resp[2:], qname)
         return resp
+
+    def _fast_mapped(self, data: bytes, src: str, tcp: bool) -> tuple[bytes, str] | None:
+        """The mapping answer for a plain ``<label>.<mapped zone> IN A`` query built with ``struct``, or
+        None to take the general path (anything unusual: other flags, types, zones, EDNS versions, options
+        other than ECS, trailing bytes, a malformed ECS, no live edge, truncation)."""
+        qid, flags, qd, an, ns, ar = struct.unpack_from("!6H", data)
+        if flags & 0xFEFF or qd != 1 or an or ns or ar > 1:  # only RD may be set; one question
+            return None
+        labels: list[str] = []
+        i, n = 12, len(data)
+        while True:
+            if i >= n:
+                return None
+            ln = data[i]
+            if ln == 0:
+                i += 1
+                break
+            if ln > 63 or i + 1 + ln > n:
+                return None
+            labels.append(data[i + 1 : i + 1 + ln].decode("ascii", "replace"))
+            i += 1 + ln
+        if i + 4 > n:
+            return None
+        qtype, qclass = struct.unpack_from("!HH", data, i)
+        qend = i + 4
+        if qtype != QTYPE.A or qclass != CLASS.IN or (not ar and qend != n):
+            return None
+        qname = ".".join(labels) + "."
+        if not qname.islower():  # mixed case (0x20): the general path names the answers in lower case
+            return None
+        suffix = self._mapped_suffix
+        assert suffix is not None and self.mapped is not None and self.policy is not None
+        if not qname.endswith(suffix) or qname in self._ns_names or "\\" in qname:
+            return None
+        label = qname[: -len(suffix)]
+        if "." in label or not (self.mapped_re and self.mapped_re.fullmatch(label)):
+            return None
+        if self._find_zone(qname) != "mapped":
+            return None
+        ecs: Ecs | None = None
+        udp_limit = 512
+        if ar:  # exactly one OPT: root name, type 41, version 0, options ECS or ignored ones
+            if qend + 11 > n or data[qend] != 0:
+                return None
+            rtype, rclass, ttl, rdlen = struct.unpack_from("!HHIH", data, qend + 1)
+            if rtype != QTYPE.OPT or (ttl >> 16) & 0xFF or qend + 11 + rdlen != n:
+                return None
+            j = qend + 11
+            while j < n:
+                if j + 4 > n:
+                    return None
+                code, olen = struct.unpack_from("!HH", data, j)
+                if j + 4 + olen > n:
+                    return None
+                if code == ECS_CODE:
+                    if ecs is not None:
+                        return None
+                    try:
+                        ecs = Ecs.parse(data[j + 4 : j + 4 + olen])
+                    except QueryError:
+                        return None
+                j += 4 + olen
+            udp_limit = max(512, min(rclass, self.cfg.max_udp_payload))
+        decision = self.policy.choose(
+            MapRequest(qname, ipaddress.ip_address(src), ecs.network if ecs is not None else None),
+            self.state,
+            self.mapped.answers,
+        )
+        if not decision.edges:
+            return None  # the general path answers SERVFAIL and counts it
+        out = [
+            struct.pack("!6H", qid, 0x8400 | (flags & 0x0100), 1, len(decision.edges), 0, 1 if ar else 0),
+            data[12:qend],
+        ]
+        rr_head = b"\xc0\x0c" + struct.pack("!HHIH", QTYPE.A, CLASS.IN, self.mapped.ttl, 4)
+        out.extend(rr_head + e.address.packed for e in decision.edges)
+        if ar:
+            opt = b""
+            if ecs is not None:
+                scope = decision.scope_prefix
+                body = struct.pack("!HBB", ecs.family, ecs.source, scope) + ecs.address
+                opt = struct.pack("!HH", ECS_CODE, len(body)) + body
+            out.append(b"\x00" + struct.pack("!HHIH", QTYPE.OPT, self.cfg.max_udp_payload, 0, len(opt)) + opt)
+        wire = b"".join(out)
+        if not tcp and len(wire) > udp_limit:
+            return None  # the general path truncates
+        st = self.stats
+        st["queries"] += 1
+        if ecs is not None:
+            self.ecs_seen.append((qname, str(ecs.network)))
+            st["ecs_queries"] += 1
+        st[f"region_{decision.region}"] += 1
+        st["rcode_noerror"] += 1
+        return wire, qname
 
     def _formerr(self, data: bytes) -> bytes:
         """FORMERR echoing the ID and opcode, with no sections (RFC 1035 §4.1.1)."""

@@ -1,11 +1,28 @@
 """A CDN edge cache: a caching reverse proxy with HTTP caching semantics (RFC 9111) and cache cooperation.
 
-Caching (RFC 9111, shared cache): freshness from ``s-maxage``/``max-age``/``Expires`` with no heuristic
-freshness; ``no-store`` and ``private`` are never stored; ``no-cache`` is stored and revalidated on every
-use; stale entries are revalidated with ``If-None-Match``/``If-Modified-Since`` and a 304 refreshes the
-stored headers; ``Age`` is computed per §4.2.3; ``Vary`` selects a stored variant (secondary key).
-Only a fixed set of request headers is forwarded upstream (``Accept*``, ``User-Agent``, ``Cookie``,
-``Authorization``), so unkeyed headers such as ``X-Forwarded-Host`` cannot poison stored responses.
+Caching (RFC 9111, shared cache, rules in :mod:`testbed.services.freshness`): freshness from
+``s-maxage``/``max-age``/``Expires``, else heuristic freshness (§4.2.2, ``heuristic_fraction`` of the time
+since ``Last-Modified``); any final status with explicit freshness is stored; ``no-store`` and unqualified
+``private`` are never stored, qualified ``no-cache="f"``/``private="f"`` store the response without those
+fields; ``no-cache`` is stored and revalidated on every use; stale entries are revalidated with
+``If-None-Match``/``If-Modified-Since`` and a 304 refreshes the stored headers (§3.2, §4.3.4); ``Age`` is
+computed per §4.2.3; ``Vary`` selects a stored variant (secondary key); request ``max-age``, ``min-fresh``,
+``max-stale``, ``no-cache``, ``only-if-cached`` (504) and ``Pragma: no-cache`` are honoured (§5.2.1).
+Partial content (RFC 9111 §3.3-3.4, ``range_requests: parts``, the default): a Range request that misses
+goes upstream with its range, and the 206 is stored as a part (:mod:`testbed.services.partial`); later
+ranges inside the stored parts are served from them, and parts of one representation (equal strong
+validators) that cover the object become a complete stored response. ``range_requests: whole`` fetches
+the whole object on a Range miss instead (nginx's way). Targeted cache control (RFC 9213): the first of ``targeted_fields`` present (default
+``Cdnlab-Cache-Control``, then ``CDN-Cache-Control``) replaces ``Cache-Control`` and ``Expires`` for this
+edge, and is removed from what the edge sends downstream.
+
+Forwarding (RFC 9110 §7.6): every end-to-end request field goes upstream; hop-by-hop fields and the fields
+named in ``Connection`` are removed in both directions. On the cached path the edge makes its own
+conditional and range requests, so the client's ``Range``/``If-*`` fields are answered from the stored
+object, not forwarded. A response that depends on a request field must say so with ``Vary``; the cache key
+honours it (that is the defence against cache poisoning through unkeyed fields). Unsafe methods pass
+through, and a non-error answer invalidates the target URI and same-origin ``Location`` and
+``Content-Location`` URIs (RFC 9111 §4.4).
 Concurrent misses for one object are collapsed into one upstream fetch. ``stale-if-error`` (RFC 5861)
 serves a stale copy (``X-Cache: STALE``) when the upstream is unreachable or answers 5xx.
 
@@ -38,13 +55,14 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 import sys
 import time
 from collections import Counter, defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
-from urllib.parse import urlsplit
+from typing import Any, Literal
+from urllib.parse import urljoin, urlsplit
 
 import aiohttp
 from aiohttp import web
@@ -60,13 +78,18 @@ from testbed.services.freshness import (
     format_http_date,
     freshness_lifetime,
     has_explicit_freshness,
+    heuristic_lifetime,
     is_storable,
     needs_revalidation,
     not_modified,
+    omitted_fields,
     parse_cache_control,
     parse_http_date,
     parse_range,
+    policy_headers,
+    precondition_failed,
     stale_if_error_window,
+    stale_while_revalidate_window,
     vary_key,
     vary_names,
 )
@@ -79,32 +102,50 @@ from testbed.services.mcast.cdn import (
     publisher_stats,
     run_publisher,
 )
+from testbed.services.partial import PartialObject, parse_content_range, parse_range_spec, resolve, validator
 from testbed.services.store import ObjectStore
 
 log = logging.getLogger(__name__)
 
 PEER_HEADER = "X-CDN-Peer"
-#: request headers forwarded upstream; everything else (X-Forwarded-Host, ...) is dropped
-FORWARD_HEADERS = ("Accept", "Accept-Encoding", "Accept-Language", "User-Agent", "Cookie", "Authorization")
-#: response headers never stored or relayed (hop-by-hop, recomputed, or per-user)
-DROP_RESPONSE = frozenset(
+#: hop-by-hop fields (RFC 9110 §7.6.1), never forwarded in either direction
+HOP_BY_HOP = frozenset(
     {
         "connection",
         "keep-alive",
+        "proxy-connection",
         "proxy-authenticate",
         "proxy-authorization",
         "te",
         "trailer",
         "transfer-encoding",
         "upgrade",
-        "content-length",
-        "x-cache",
-        "x-served-by",
     }
 )
+#: request fields the edge sets itself (Host and Content-Length by the client library, Via appended; the
+#: body is already read, so an Expect: 100-continue has been answered)
+NOT_FORWARDED = HOP_BY_HOP | {"host", "content-length", "expect", "via", PEER_HEADER.lower()}
+#: request fields the cached path answers itself from the whole stored object instead of forwarding
+ANSWERED_HERE = frozenset(
+    {"range", "if-range", "if-none-match", "if-modified-since", "if-match", "if-unmodified-since"}
+)
+#: RFC 9110 §9.2.1: methods that do not invalidate stored responses
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
+#: the secondary key under which an object's stored parts live (no Vary value can equal it: it holds a NUL)
+PARTS = ("\x00parts",)
+_ENTITY_TAG = re.compile(r'(W/)?"[\x21\x23-\x7e\x80-\xff]*"')
+_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+#: response headers never stored or relayed (hop-by-hop, recomputed, or per-user)
+DROP_RESPONSE = HOP_BY_HOP | {"content-length", "x-cache", "x-served-by"}
 NOT_STORED = frozenset({"set-cookie"})
 SERVER_ERRORS = frozenset({500, 502, 503, 504})
-_CONDITIONAL_OR_RANGE = ("Range", "If-None-Match", "If-Modified-Since")  # looked up case-insensitively
+_CONDITIONAL_OR_RANGE = (
+    "Range",
+    "If-None-Match",
+    "If-Modified-Since",
+    "If-Match",
+    "If-Unmodified-Since",
+)  # looked up case-insensitively
 
 
 class ClusterMember(BaseModel):
@@ -144,6 +185,13 @@ class EdgeConfig(ServiceConfig):
     #: freshness given to objects pushed in with admit() that carry no explicit lifetime
     admit_ttl_s: int = Field(3600, ge=0)
     upstream_timeout_s: float = Field(10.0, gt=0)
+    #: RFC 9111 §4.2.2 heuristic freshness: this fraction of the time since Last-Modified (0 turns it off)
+    heuristic_fraction: float = Field(0.1, ge=0, le=1)
+    #: a Range request that misses: ``parts`` forwards the range and stores the 206 as a part (RFC 9111
+    #: §3.3-3.4; parts that cover the object become a complete response); ``whole`` fetches the whole object
+    range_requests: Literal["parts", "whole"] = "parts"
+    #: RFC 9213 targeted cache-control fields this edge obeys, first present wins; never sent downstream
+    targeted_fields: list[str] = Field(default_factory=lambda: ["Cdnlab-Cache-Control", "CDN-Cache-Control"])
     #: bytes of request line / one header field beyond which a request is refused with 400
     max_field_size: int = Field(8190, ge=256)
     #: multicast ingest: objects and invalidations from the origin's group go straight into this cache
@@ -155,6 +203,14 @@ class EdgeConfig(ServiceConfig):
     @classmethod
     def _check_eviction(cls, v: str) -> str:
         load_policy_class(v)
+        return v
+
+    @field_validator("targeted_fields")
+    @classmethod
+    def _check_fields(cls, v: list[str]) -> list[str]:
+        bad = [f for f in v if not _TOKEN.fullmatch(f)]
+        if bad:
+            raise ValueError(f"not HTTP field names: {bad}")
         return v
 
     @field_validator("origin_url", "parent_url")
@@ -178,6 +234,9 @@ class Entry:
     no_cache: bool
     sie: float  # stale-if-error window
     size: int
+    policy: Mapping[str, str]  # the headers this edge decides with (RFC 9213: its targeted field)
+    heuristic: bool = False  # lifetime from RFC 9111 §4.2.2, not from the response
+    swr: float = 0.0  # stale-while-revalidate window (RFC 5861 §3)
     hit_headers: CIMultiDict[str] | None = None  # response headers of a plain hit, built on first use
 
     def age(self, now: float) -> float:
@@ -199,13 +258,32 @@ class UpstreamError(Exception):
     pass
 
 
+def _asks_more(rh: Mapping[str, str]) -> bool:
+    """Does the request ask for more than a fresh response (no-cache, max-age, min-fresh, Pragma)?"""
+    cc = parse_cache_control(rh.get("Cache-Control"))
+    return bool({"no-cache", "max-age", "min-fresh"} & cc.keys()) or (
+        "Cache-Control" not in rh and rh.get("Pragma") == "no-cache"
+    )
+
+
+def connection_named(headers: Mapping[str, str]) -> frozenset[str]:
+    """Lower-cased field names listed in ``Connection`` (RFC 9110 §7.6.1): hop-by-hop for this message."""
+    names: set[str] = set()
+    for k, v in headers.items():
+        if k.lower() == "connection":
+            names.update(t.strip().lower() for t in v.split(",") if t.strip())
+    return frozenset(names)
+
+
 def _strip(headers: Mapping[str, str]) -> tuple[CIMultiDict[str], CIMultiDict[str]]:
-    """Split upstream headers into (storable, per-user) case-insensitive dicts, joining repeated fields."""
+    """Split upstream headers into (storable, per-user) case-insensitive dicts, joining repeated fields;
+    hop-by-hop fields and those named in ``Connection`` are dropped."""
     keep: CIMultiDict[str] = CIMultiDict()
     private: CIMultiDict[str] = CIMultiDict()
+    named = connection_named(headers)
     for k, v in headers.items():
         lk = k.lower()
-        if lk in DROP_RESPONSE:
+        if lk in DROP_RESPONSE or lk in named:
             continue
         target = private if lk in NOT_STORED else keep
         if lk in NOT_STORED:
@@ -228,6 +306,8 @@ class Edge:
         ] = {}
         self.revalidating: dict[tuple[str, tuple[str, ...]], asyncio.Event] = {}
         self.via = f"1.1 {cfg.name} (cdnlab)"
+        self.targets = tuple(cfg.targeted_fields)
+        self._origin_netloc = urlsplit(cfg.origin_url).netloc.lower()
         hosts = list(cfg.origin_hostnames)
         origin_host = urlsplit(cfg.origin_url).hostname
         if origin_host and origin_host not in hosts:
@@ -250,6 +330,7 @@ class Edge:
         self._mcast_failures: list[str] = []
         self._mcast_stop = asyncio.Event()
         self._mcast_tasks: list[asyncio.Task] = []
+        self._background: set[asyncio.Task] = set()  # stale-while-revalidate refreshes
         # control endpoints; everything else is proxied. A low-level aiohttp Server (no router) keeps
         # the hit path short.
         self._control = {
@@ -265,6 +346,9 @@ class Edge:
             auto_decompress=False,
             timeout=aiohttp.ClientTimeout(total=self.cfg.upstream_timeout_s),
             connector=aiohttp.TCPConnector(limit=256),
+            # forward what the client sent, and nothing it did not (an added Accept-Encoding would store
+            # compressed variants under the key of clients that cannot decode them)
+            skip_auto_headers=("Accept", "Accept-Encoding", "User-Agent"),
         )
         if self.cfg.icp_port is not None:
             self._icp_transport, self.icp_server = await icp.start_server(
@@ -298,6 +382,8 @@ class Edge:
         return f"http://{self.cfg.host}:{self.port}"
 
     async def close(self) -> None:
+        for t in list(self._background):
+            t.cancel()
         self._mcast_stop.set()
         if self._mcast_tasks:
             await asyncio.wait(self._mcast_tasks, timeout=5)
@@ -334,23 +420,37 @@ class Edge:
         path = self.map_path(path)
         return f"{path}?{qs}" if sep and qs else path
 
+    def _policy(self, headers: Mapping[str, str]) -> Mapping[str, str]:
+        """The headers this edge decides with: its targeted field in place of Cache-Control (RFC 9213)."""
+        return policy_headers(headers, self.targets) if self.targets else headers
+
     def _make_entry(
         self, status: int, headers: Mapping[str, str], body: bytes, req_t: float, resp_t: float
     ) -> Entry:
         initial_age = current_age(headers, req_t, resp_t, resp_t)
-        headers = CIMultiDict((k, v) for k, v in headers.items() if k.lower() != "age")  # recomputed per hit
-        cc = parse_cache_control(headers.get("Cache-Control"))
+        omit = omitted_fields(self._policy(headers)) | {"age"}  # Age is recomputed per hit
+        headers = CIMultiDict((k, v) for k, v in headers.items() if k.lower() not in omit)
+        policy = self._policy(headers)
+        cc = parse_cache_control(policy.get("Cache-Control"))
         size = len(body) + sum(len(k) + len(v) + 4 for k, v in headers.items())
+        lifetime = freshness_lifetime(policy)
+        heuristic = False
+        if not has_explicit_freshness(policy):
+            h = heuristic_lifetime(status, policy, self.cfg.heuristic_fraction, resp_t)
+            heuristic, lifetime = h > 0, max(lifetime, h)
         return Entry(
             status,
             headers,
             body,
             resp_t,
             initial_age,
-            freshness_lifetime(headers),
-            "no-cache" in cc,
-            stale_if_error_window(headers, self.cfg.stale_if_error_s),
+            lifetime,
+            "no-cache" in cc and not cc["no-cache"],
+            stale_if_error_window(policy, self.cfg.stale_if_error_s),
             size,
+            policy,
+            heuristic,
+            stale_while_revalidate_window(policy),
         )
 
     def _store(
@@ -360,6 +460,7 @@ class Edge:
         if old is not None and old != names:  # the variant set changed: drop the old variants
             self._remove_key(key)
         self.vary[key] = names
+        self.store.remove((key, PARTS))  # a complete response makes stored parts useless
         self.store.put(skey, entry, entry.size)
 
     def _remove_key(self, key: str) -> bool:
@@ -424,6 +525,8 @@ class Edge:
         extra: Mapping[str, str] | None = None,
     ) -> web.StreamResponse:
         headers = entry.headers.copy()
+        for t in self.targets:  # RFC 9213: the targeted field is for this edge only
+            headers.popall(t, None)
         if extra:
             headers.update(extra)
         headers["Via"] = f"{headers['Via']}, {self.via}" if "Via" in headers else self.via
@@ -433,8 +536,16 @@ class Edge:
             headers["Age"] = str(int(age))
         status, body = entry.status, entry.body
         rh = request.headers
+        if status == 200 and ("If-Match" in rh or "If-Unmodified-Since" in rh):
+            lm = parse_http_date(headers.get("Last-Modified"))
+            if precondition_failed(rh, headers.get("ETag"), lm):
+                return web.Response(status=412, headers=headers)
         if status == 200 and ("If-None-Match" in rh or "If-Modified-Since" in rh):
-            if not_modified(rh, headers.get("ETag"), parse_http_date(headers.get("Last-Modified"))):
+            # RFC 9111 §4.3.2: Last-Modified, else Date, else when the response was received
+            lm = parse_http_date(headers.get("Last-Modified")) or parse_http_date(headers.get("Date"))
+            if lm is None and isinstance(entry, Entry):
+                lm = entry.response_time
+            if not_modified(rh, headers.get("ETag"), lm):
                 return web.Response(status=304, headers=headers)
         if status == 200 and "Range" in rh:
             try:
@@ -452,6 +563,8 @@ class Edge:
         h = entry.hit_headers
         if h is None:
             h = entry.hit_headers = entry.headers.copy()
+            for t in self.targets:
+                h.popall(t, None)
             h["Via"] = f"{h['Via']}, {self.via}" if "Via" in h else self.via
             h["X-Cache"] = "HIT"
             h["X-Served-By"] = self.name
@@ -499,7 +612,9 @@ class Edge:
         if entry is not None:
             age = entry.age(now)
             if "Cache-Control" in rh or "Pragma" in rh:
-                stale = needs_revalidation(entry.headers, age, rh)
+                stale = needs_revalidation(entry.policy, age, rh)
+                if entry.heuristic and stale and age < entry.lifetime and not _asks_more(rh):
+                    stale = False  # fresh by heuristics, and the request asks nothing stricter
                 only_if_cached = "only-if-cached" in parse_cache_control(rh.get("Cache-Control"))
             else:
                 stale = entry.no_cache or age >= entry.lifetime
@@ -509,12 +624,91 @@ class Edge:
                 if entry.status == 200 and not any(h in rh for h in _CONDITIONAL_OR_RANGE):
                     return self._plain_hit(entry, age)
                 return self._respond(request, entry, "HIT", age)
+            if entry.swr > 0 and age - entry.lifetime <= entry.swr and not _asks_more(rh):
+                # RFC 5861 §3: serve it stale now, revalidate once in the background
+                self._refresh_in_background(key, skey, entry, rh)
+                self._count(key, "stale", len(entry.body))
+                return self._respond(request, entry, "STALE", age)
             if only_if_cached:
                 return web.Response(status=504, text="not cached (only-if-cached)\n")
             return await self._revalidate_collapsed(request, key, skey, entry, names)
         if "only-if-cached" in parse_cache_control(rh.get("Cache-Control")):
             return web.Response(status=504, text="not cached (only-if-cached)\n")
+        if method == "GET" and self.cfg.range_requests == "parts" and "Range" in rh and not names:
+            spec = parse_range_spec(rh["Range"])
+            if spec is not None and "If-Range" not in rh:
+                return await self._partial(request, key, skey, spec)
         return await self._miss(request, key, skey, cooperative)
+
+    async def _partial(
+        self,
+        request: web.BaseRequest,
+        key: str,
+        skey: tuple[str, tuple[str, ...]],
+        spec: tuple[int | None, int | None],
+    ) -> web.StreamResponse:
+        """A Range request with no complete stored response (RFC 9111 §3.3-3.4): answered from stored parts
+        when they hold the range and are fresh, else the range goes upstream and a 206 is stored as a part
+        (combined with the stored ones when the strong validators match; whole parts become a complete
+        response)."""
+        rh = request.headers
+        pkey = (key, PARTS)
+        now = time.time()
+        p: PartialObject | None = self.store.get(pkey)
+        if p is not None:
+            policy = self._policy(p.headers)
+            age = current_age(p.headers, p.response_time, p.response_time, now)
+            r = resolve(spec, p.total)
+            if r is not None and p.covers(*r) and not needs_revalidation(policy, age, rh):
+                self._count(key, "hits", r[1] - r[0] + 1)
+                headers = CIMultiDict(p.headers)
+                for t in self.targets:
+                    headers.popall(t, None)
+                headers["Content-Range"] = f"bytes {r[0]}-{r[1]}/{p.total}"
+                headers["Via"] = f"{headers['Via']}, {self.via}" if "Via" in headers else self.via
+                headers["X-Cache"] = "HIT"
+                headers["X-Served-By"] = self.name
+                headers["Age"] = str(int(age))
+                return web.Response(status=206, body=p.slice(*r), headers=headers)
+        base = self.cfg.parent_url or self.cfg.origin_url
+        source = "parent" if self.cfg.parent_url else "origin"
+        try:
+            f = await self._get(base + key, self._fwd(rh, {"Range": rh["Range"]}), source)
+        except UpstreamError as e:
+            self.counters["upstream_errors"] += 1
+            return web.Response(status=502, text=f"upstream failed: {e}\n")
+        self._count(key, "misses")
+        names = vary_names(f.headers)
+        if f.status == 206 and names == ():
+            self._store_part(key, p, f, rh)
+        elif f.status == 200 and names is not None and is_storable("GET", 200, rh, self._policy(f.headers)):
+            # the upstream ignored the Range: store the whole response, answer the range from it
+            entry = self._make_entry(200, f.headers, f.body, f.request_time, f.response_time)
+            self._store(key, (key, vary_key(names, rh) if names else ()), entry, names)
+        age = current_age(f.headers, f.request_time, f.response_time, time.time())
+        return self._respond(request, f, "MISS", age, f.extra)
+
+    def _store_part(self, key: str, p: PartialObject | None, f: Fetched, rh: Mapping[str, str]) -> None:
+        cr = parse_content_range(f.headers.get("Content-Range"))
+        if cr is None or cr[2] is None or len(f.body) != cr[1] - cr[0] + 1:
+            return  # no complete length, or a body that does not match its range: not stored
+        if not is_storable("GET", 200, rh, self._policy(f.headers)):
+            return
+        headers = {k: v for k, v in f.headers.items() if k.lower() not in ("content-range", "age")}
+        v = validator(f.headers.get("ETag"), f.headers.get("Last-Modified"))
+        if p is None or v is None or p.validator != v or p.total != cr[2]:
+            p = PartialObject(cr[2], v, headers, f.response_time)  # another representation: start over
+        else:
+            p.headers, p.response_time = headers, f.response_time
+        p.add(cr[0], f.body)
+        whole = p.complete()
+        if whole is not None:  # RFC 9111 §3.4: the parts make the whole response
+            entry = self._make_entry(200, headers, whole, f.request_time, f.response_time)
+            self._store(key, (key, ()), entry, ())
+            self.counters["parts_combined"] += 1
+            return
+        size = p.size + sum(len(k) + len(v) + 4 for k, v in headers.items())
+        self.store.put((key, PARTS), p, size)
 
     async def _miss(
         self, request: web.BaseRequest, key: str, skey: tuple[str, tuple[str, ...]], cooperative: bool
@@ -530,7 +724,7 @@ class Edge:
             names = vary_names(f.headers)
             if (
                 names is not None
-                and is_storable("GET", f.status, rh, f.headers)
+                and is_storable("GET", f.status, rh, self._policy(f.headers))
                 and vary_key(names, rh) == vary_key(names, leader_rh)
             ):
                 self._count(key, "misses")
@@ -553,7 +747,7 @@ class Edge:
                 del self.inflight[skey]
         self._count(key, "misses")
         names = vary_names(f.headers)
-        if names is not None and is_storable("GET", f.status, rh, f.headers):
+        if names is not None and is_storable("GET", f.status, rh, self._policy(f.headers)):
             entry = self._make_entry(f.status, f.headers, f.body, f.request_time, f.response_time)
             vkey = (key, vary_key(names, rh) if names else ())
             self._store(key, vkey, entry, names)
@@ -597,15 +791,8 @@ class Edge:
         names: tuple[str, ...],
     ) -> web.StreamResponse:
         rh = request.headers
-        cond: dict[str, str] = {}
-        if "ETag" in entry.headers:
-            cond["If-None-Match"] = entry.headers["ETag"]
-        if "Last-Modified" in entry.headers:
-            cond["If-Modified-Since"] = entry.headers["Last-Modified"]
-        base = self.cfg.parent_url or self.cfg.origin_url
-        source = "parent" if self.cfg.parent_url else "origin"
         try:
-            f = await self._get(base + key, self._fwd(rh, cond), source)
+            f = await self._conditional_get(key, entry, rh)
         except UpstreamError as e:
             f = None
             err = str(e)
@@ -620,34 +807,96 @@ class Edge:
                 return web.Response(status=502, text=f"upstream failed: {err}\n")
             self._count(key, "misses")
             return self._respond(request, f, "MISS", None)
-        if f.status == 304:
-            # RFC 9111 §4.3.4: update the stored headers with those of the 304
-            headers = entry.headers.copy()
-            headers.update(f.headers)
-            new = self._make_entry(entry.status, headers, entry.body, f.request_time, f.response_time)
-            self.store.replace_value(skey, new)
+        new = self._update_from(key, skey, entry, f, rh)
+        if f.status == 304 and new is not None:
             self._count(key, "revalidated", len(entry.body))
-            return self._respond(request, new, "REVALIDATED", new.age(time.time()))
+            return self._respond(request, new, "REVALIDATED", new.age(time.time()), f.extra)
         self._count(key, "misses")
-        new_names = vary_names(f.headers)
-        if new_names is not None and is_storable("GET", f.status, rh, f.headers):
-            e = self._make_entry(f.status, f.headers, f.body, f.request_time, f.response_time)
-            self._store(key, (key, vary_key(new_names, rh) if new_names else ()), e, new_names)
-        else:
-            self.store.remove(skey)
         return self._respond(
             request, f, "MISS", current_age(f.headers, f.request_time, f.response_time, time.time()), f.extra
         )
 
-    def _fwd(self, rh: Mapping[str, str], extra: Mapping[str, str] | None = None) -> dict[str, str]:
-        h = {k: rh[k] for k in FORWARD_HEADERS if k in rh}
-        via = rh.get("Via")
+    async def _conditional_get(self, key: str, entry: Entry, rh: Mapping[str, str]) -> Fetched:
+        """Ask the parent or origin whether ``entry`` is still current (RFC 9111 §4.3.1)."""
+        cond: dict[str, str] = {}
+        etag = entry.headers.get("ETag", "").strip()
+        if _ENTITY_TAG.fullmatch(etag):  # RFC 9110 §8.8.3: only a well-formed entity-tag is a validator
+            cond["If-None-Match"] = etag
+        lm = entry.headers.get("Last-Modified")
+        if lm is not None and parse_http_date(lm) is not None:
+            cond["If-Modified-Since"] = lm
+        base = self.cfg.parent_url or self.cfg.origin_url
+        source = "parent" if self.cfg.parent_url else "origin"
+        return await self._get(base + key, self._fwd(rh, cond), source)
+
+    def _update_from(
+        self, key: str, skey: tuple[str, tuple[str, ...]], entry: Entry, f: Fetched, rh: Mapping[str, str]
+    ) -> Entry | None:
+        """The store after a validation answer: a 304 updates the stored headers (RFC 9111 §3.2, §4.3.4;
+        its Set-Cookie is in ``f.extra``, relayed but never stored), a storable answer replaces the entry,
+        anything else removes it. Returns the entry now stored for the answer, if any."""
+        if f.status == 304:
+            headers = entry.headers.copy()
+            headers.update(f.headers)
+            new = self._make_entry(entry.status, headers, entry.body, f.request_time, f.response_time)
+            self.store.replace_value(skey, new)
+            return new
+        new_names = vary_names(f.headers)
+        if new_names is not None and is_storable("GET", f.status, rh, self._policy(f.headers)):
+            e = self._make_entry(f.status, f.headers, f.body, f.request_time, f.response_time)
+            self._store(key, (key, vary_key(new_names, rh) if new_names else ()), e, new_names)
+            return e
+        self.store.remove(skey)
+        return None
+
+    def _refresh_in_background(
+        self, key: str, skey: tuple[str, tuple[str, ...]], entry: Entry, rh: Mapping[str, str]
+    ) -> None:
+        """One background revalidation per stored response (RFC 5861 §3); later requests in the window
+        keep getting the stale copy until it lands."""
+        if skey in self.revalidating:
+            return
+        done = self.revalidating[skey] = asyncio.Event()
+        headers = CIMultiDict(rh)
+
+        async def run() -> None:
+            try:
+                f = await self._conditional_get(key, entry, headers)
+                if f.status not in SERVER_ERRORS:
+                    self._update_from(key, skey, entry, f, headers)
+            except UpstreamError as e:
+                self.counters["upstream_errors"] += 1
+                log.info("background revalidation of %s failed: %s", key, e)
+            finally:
+                done.set()
+                if self.revalidating.get(skey) is done:
+                    del self.revalidating[skey]
+
+        self.counters["background_revalidations"] += 1
+        task = asyncio.create_task(run())
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    def _fwd(
+        self, rh: Mapping[str, str], extra: Mapping[str, str] | None = None, cached: bool = True
+    ) -> CIMultiDict[str]:
+        """The request fields sent upstream (RFC 9110 §7.6): every end-to-end field the client sent, minus
+        hop-by-hop ones and those named in ``Connection``; on the ``cached`` path also minus the client's
+        ``Range``/``If-*`` fields, which the edge answers itself from the whole object."""
+        named = connection_named(rh)
+        h: CIMultiDict[str] = CIMultiDict()
+        for k, v in rh.items():
+            lk = k.lower()
+            if lk in NOT_FORWARDED or lk in named or (cached and lk in ANSWERED_HERE):
+                continue
+            h.add(k, v)
+        via = ", ".join(v for k, v in rh.items() if k.lower() == "via")
         h["Via"] = f"{via}, {self.via}" if via else self.via
         if extra:
             h.update(extra)
         return h
 
-    async def _get(self, url: str, headers: dict[str, str], source: str) -> Fetched:
+    async def _get(self, url: str, headers: Mapping[str, str], source: str) -> Fetched:
         assert self.session is not None
         t0 = time.time()
         try:
@@ -674,7 +923,9 @@ class Edge:
             if home is not None and home != self.name and home in self.member_urls:
                 self.counters["peer_fetches"] += 1
                 try:
-                    f = await self._get(self.member_urls[home] + key, {**fwd, PEER_HEADER: self.name}, "peer")
+                    peer_h = fwd.copy()
+                    peer_h[PEER_HEADER] = self.name
+                    f = await self._get(self.member_urls[home] + key, peer_h, "peer")
                     if f.status not in SERVER_ERRORS:
                         return f
                 except UpstreamError as e:
@@ -688,7 +939,9 @@ class Edge:
                 sib = addrs.get(hit) or next((s for s in self.cfg.siblings if s.icp_port == hit[1]), None)
                 if sib is not None:
                     self.counters["sibling_fetches"] += 1
-                    headers = {**fwd, PEER_HEADER: self.name, "Cache-Control": "only-if-cached"}
+                    headers = fwd.copy()
+                    headers[PEER_HEADER] = self.name
+                    headers["Cache-Control"] = "only-if-cached"
                     try:
                         f = await self._get(sib.http_url.rstrip("/") + key, headers, "sibling")
                         if f.status == 200:
@@ -705,12 +958,11 @@ class Edge:
         return await self._get(self.cfg.origin_url + key, fwd, "origin")
 
     async def _pass_through(self, request: web.BaseRequest, key: str) -> web.StreamResponse:
-        """Unsafe methods go to the origin uncached and invalidate the stored URL (RFC 9111 §4.4)."""
+        """Other methods go to the origin uncached; a non-error answer to an unsafe one invalidates the
+        target URI and same-origin ``Location``/``Content-Location`` URIs (RFC 9111 §4.4)."""
         assert self.session is not None
         body = await request.read()
-        headers = self._fwd(request.headers)
-        if "Content-Type" in request.headers:
-            headers["Content-Type"] = request.headers["Content-Type"]
+        headers = self._fwd(request.headers, cached=False)
         try:
             async with self.session.request(
                 request.method, self.cfg.origin_url + key, headers=headers, data=body, allow_redirects=False
@@ -720,14 +972,30 @@ class Edge:
                 status = r.status
         except (aiohttp.ClientError, TimeoutError, OSError) as e:
             return web.Response(status=502, text=f"upstream failed: {e}\n")
-        if status < 400:
+        if 200 <= status < 400 and request.method not in SAFE_METHODS:
             self._remove_key(key)
+            for field in ("Location", "Content-Location"):
+                other = self._same_origin_key(request, keep.get(field))
+                if other is not None:
+                    self._remove_key(other)
         self.counters["passed_through"] += 1
         keep.update(private)
+        for t in self.targets:
+            keep.popall(t, None)
         keep["Via"] = self.via
         keep["X-Served-By"] = self.name
         keep["X-Cache"] = "MISS"
         return web.Response(status=status, body=rbody, headers=keep)
+
+    def _same_origin_key(self, request: web.BaseRequest, ref: str | None) -> str | None:
+        """The cache key of a URI reference in a response when it is same-origin (this edge's or the
+        origin's authority, RFC 9111 §4.4); None otherwise."""
+        if not ref:
+            return None
+        u = urlsplit(urljoin(f"http://{request.host}{request.path}", ref.strip()))
+        if u.scheme != "http" or u.netloc.lower() not in (request.host.lower(), self._origin_netloc):
+            return None
+        return self.cache_key((u.path or "/") + (f"?{u.query}" if u.query else ""))
 
     # ---- control endpoints ---------------------------------------------------------------------------
     def stats(self) -> dict[str, Any]:
@@ -738,6 +1006,8 @@ class Edge:
             "misses": c["misses"],
             "revalidated": c["revalidated"],
             "stale": c["stale"],
+            "parts_combined": c["parts_combined"],
+            "background_revalidations": c["background_revalidations"],
             "collapsed": c["collapsed"],
             "uncachable": c["uncachable"],
             "upstream_errors": c["upstream_errors"],

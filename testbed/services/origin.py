@@ -39,7 +39,7 @@ from collections import Counter
 from typing import Any
 
 from aiohttp import web
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from testbed.services import hashing
 from testbed.services.base import ServiceConfig, service_main
@@ -80,12 +80,22 @@ class OriginConfig(ServiceConfig):
     catalog: CatalogConfig = Field(default_factory=CatalogConfig)
     #: Cache-Control per object class (html, image, js, css, video); missing classes use the defaults
     cache_control: dict[str, str] = Field(default_factory=dict)
+    #: ``CDN-Cache-Control`` per object class (RFC 9213): the edges' lifetime apart from the browsers'
+    cdn_cache_control: dict[str, str] = Field(default_factory=dict)
     #: also send an HTTP/1.0 ``Expires`` for objects with a max-age
     send_expires: bool = True
     #: max bytes of request line / one header field (longer -> 400)
     max_field_size: int = Field(8190, ge=256)
     #: multicast ingest sender: POST /_origin/push, and updates multicast as invalidations (or pushes)
     ingest: OriginIngestConfig | None = None
+
+    @field_validator("cache_control", "cdn_cache_control")
+    @classmethod
+    def _check_classes(cls, v: dict[str, str]) -> dict[str, str]:
+        unknown = sorted(set(v) - set(DEFAULT_CACHE_CONTROL))
+        if unknown:
+            raise ValueError(f"unknown object classes {unknown}; known: {sorted(DEFAULT_CACHE_CONTROL)}")
+        return v
 
 
 def _bad_path(raw_path: str, path: str) -> bool:
@@ -248,6 +258,8 @@ class Origin:
         }
         if self.cfg.send_expires and "max-age" in parse_cache_control(cc):
             h["Expires"] = format_http_date(time.time() + freshness_lifetime(h, shared=False))
+        if obj.cls in self.cfg.cdn_cache_control:
+            h["CDN-Cache-Control"] = self.cfg.cdn_cache_control[obj.cls]
         return h
 
     # ---- handlers ----------------------------------------------------------------------------------

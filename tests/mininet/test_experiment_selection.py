@@ -112,8 +112,11 @@ def test_selection_quick_on_mini_end_to_end_in_the_sessions_link_mode(tmp_path, 
         s = res["methods"][m]
         # under TCG a request may miss its deadline (the emulated CPU is ten times slower): one in ten
         assert s["requests"] > 10 and s["errors"] <= (0 if exact_timing else s["requests"] // 10), (m, s)
-    assert res["methods"]["anycast"]["optimal_edge_fraction"] == 1.0
-    assert res["methods"]["redirect"]["optimal_edge_fraction"] == 1.0
+    # under TCG a liveness probe (controller) or health probe (redirector) can still miss its stretched
+    # deadline once and steer a request to the next edge: one in ten; exact platforms must be exact
+    nearest = 1.0 if exact_timing else 0.9
+    for m in ("anycast", "redirect"):
+        assert res["methods"][m]["optimal_edge_fraction"] >= nearest, (m, res["methods"][m])
     assert (out / "report.md").stat().st_size > 0
     emu = res["meta"]["emulation"]
     if emulation.links == "netem":  # the kernel's counters of the netem links, as the relays' otherwise

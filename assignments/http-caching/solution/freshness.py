@@ -3,9 +3,11 @@
 Implements RFC 9111 (HTTP Caching) for a *shared* cache (a CDN edge):
 
 * :func:`freshness_lifetime` - §4.2.1: ``s-maxage`` (shared caches only), then ``max-age``, then
-  ``Expires`` minus ``Date``; an invalid ``Expires`` means "already expired"; no heuristic freshness.
+  ``Expires`` minus ``Date``; an invalid ``max-age``/``s-maxage`` makes the response stale, an invalid
+  ``Expires`` means "already expired"; no heuristic freshness.
 * :func:`current_age` - §4.2.3: corrected initial age plus resident time.
-* :func:`is_storable` - §3 (and §3.5 for requests carrying ``Authorization``).
+* :func:`is_storable` - §3 (and §3.5 for requests carrying ``Authorization``): any final status with
+  explicit freshness or ``public``, else only the statuses in ``STORABLE_STATUS``.
 * :func:`needs_revalidation` - §4.2 and §5.2: stale, ``no-cache`` in the response or the request,
   ``Pragma: no-cache`` (HTTP/1.0, §5.4), or older than the request's ``max-age``.
 
@@ -33,24 +35,26 @@ def header(headers: Headers, name: str) -> str | None:
     return None
 
 
+INVALID = -1
+
+
 def delta_seconds(cc: Mapping[str, str | None], name: str) -> int | None:
-    """A directive's delta-seconds value; a missing or invalid value counts as absent (RFC 9111 §1.2.2)."""
-    v = cc.get(name)
-    if v is None:
+    """A directive's delta-seconds value (RFC 9111 §1.2.2): None when absent, INVALID unless it is plain
+    digits, clamped to 2^31."""
+    if name not in cc:
         return None
-    try:
-        return max(0, int(v))
-    except ValueError:
-        return None
+    v = cc[name]
+    if v is None or not v.isascii() or not v.isdigit():
+        return INVALID
+    return min(int(v), 2**31)
 
 
 def freshness_lifetime(headers: Headers, shared: bool = True) -> float:
     """Seconds the response stays fresh (RFC 9111 §4.2.1); 0.0 without explicit freshness."""
     cc = parse_cache_control(header(headers, "Cache-Control"))
-    if shared and (s := delta_seconds(cc, "s-maxage")) is not None:
-        return float(s)
-    if (m := delta_seconds(cc, "max-age")) is not None:
-        return float(m)
+    for name in ("s-maxage", "max-age") if shared else ("max-age",):
+        if (v := delta_seconds(cc, name)) is not None:
+            return 0.0 if v == INVALID else float(v)  # §4.2.1: invalid freshness information -> stale
     raw = header(headers, "Expires")
     if raw is not None:
         expires = parse_http_date(raw)
@@ -65,10 +69,8 @@ def current_age(headers: Headers, request_time: float, response_time: float, now
     """RFC 9111 §4.2.3 (all times are POSIX seconds)."""
     date = parse_http_date(header(headers, "Date"))
     apparent_age = max(0.0, response_time - date) if date is not None else 0.0
-    try:
-        age_value = max(0, int(header(headers, "Age") or 0))
-    except ValueError:
-        age_value = 0
+    raw_age = (header(headers, "Age") or "").strip()
+    age_value = int(raw_age) if raw_age.isascii() and raw_age.isdigit() else 0  # §5.1
     response_delay = max(0.0, response_time - request_time)
     corrected_initial_age = max(apparent_age, age_value + response_delay)
     return corrected_initial_age + max(0.0, now - response_time)
@@ -78,7 +80,7 @@ def is_storable(
     method: str, status: int, request_headers: Headers, response_headers: Headers, shared: bool = True
 ) -> bool:
     """May this cache store the response at all (RFC 9111 §3)?"""
-    if method not in ("GET", "HEAD") or status not in STORABLE_STATUS:
+    if method not in ("GET", "HEAD") or status < 200 or status in (206, 304):
         return False
     req_cc = parse_cache_control(header(request_headers, "Cache-Control"))
     cc = parse_cache_control(header(response_headers, "Cache-Control"))
@@ -92,8 +94,9 @@ def is_storable(
     if shared and header(request_headers, "Authorization") is not None:
         if not {"must-revalidate", "public", "s-maxage"} & cc.keys():  # §3.5
             return False
-    # every status left is heuristically cacheable, so no explicit freshness is needed to store it
-    return True
+    # §3: explicit freshness (or public) makes any final status storable; else a heuristically cacheable one
+    explicit = {"max-age", "s-maxage"} & cc.keys() or header(response_headers, "Expires") is not None
+    return bool("public" in cc or explicit or status in STORABLE_STATUS)
 
 
 def needs_revalidation(
@@ -115,6 +118,6 @@ def needs_revalidation(
         ):
             return True  # §5.4
         max_age = delta_seconds(req_cc, "max-age")  # §5.2.1.1
-        if max_age is not None and age > max_age:
+        if max_age is not None and max_age != INVALID and age > max_age:
             return True
     return False

@@ -37,7 +37,8 @@ def freshness_lifetime(headers: Headers, shared: bool = True) -> float:
     TODO:
     * in a shared cache ``s-maxage`` wins, then ``max-age``, then ``Expires`` minus ``Date``
       (use time.time() when there is no Date); a private cache (shared=False) ignores s-maxage;
-    * an invalid delta-seconds value (``max-age=abc``) counts as absent (§1.2.2);
+    * an invalid delta-seconds value (``max-age=abc``, ``1.5``, ``-1``: anything but digits) makes the
+      response stale -> 0.0 (§4.2.1), without looking further (not at Expires);
     * an invalid ``Expires`` (e.g. ``Expires: 0``) means "already expired" (§5.3) -> 0.0;
     * never negative; no heuristic freshness (§4.2.2): no explicit lifetime -> 0.0.
     """
@@ -51,7 +52,8 @@ def current_age(headers: Headers, request_time: float, response_time: float, now
 
     TODO: apparent_age = max(0, response_time - Date); corrected_age_value = Age + response_delay
     (response_delay = response_time - request_time); corrected_initial_age = max of the two;
-    result = corrected_initial_age + (now - response_time). Missing/invalid Date or Age count as 0.
+    result = corrected_initial_age + (now - response_time). Missing/invalid Date or Age count as 0
+    (Age is a non-negative integer, §5.1).
     """
     raise NotImplementedError("TODO current_age: RFC 9111 §4.2.3 age calculation")
 
@@ -61,7 +63,9 @@ def is_storable(
 ) -> bool:
     """May this cache store the response at all (RFC 9111 §3)?
 
-    TODO: only GET/HEAD and a status in STORABLE_STATUS; never with ``no-store`` (request or response);
+    TODO: only GET/HEAD and a final status (not 1xx, 206 or 304); a status in STORABLE_STATUS, or any
+    final status when the response has explicit freshness (``max-age``, ``s-maxage``, ``Expires``) or
+    ``public``; never with ``no-store`` (request or response);
     a shared cache never stores ``private``; ``Vary: *`` is never stored (§4.1); a request with
     ``Authorization`` only if the response says ``public``, ``s-maxage`` or ``must-revalidate`` (§3.5).
     ``no-cache`` responses ARE storable (they are revalidated on every use).
