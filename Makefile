@@ -63,6 +63,9 @@ demo: setup
 
 test: setup
 	$(VENV)/bin/cdnlab clean --quiet
+	@t0=$$(date +%s); if ! $(VENV)/bin/lint-imports --no-cache >/dev/null; then \
+	  $(VENV)/bin/lint-imports --no-cache; exit 1; fi; \
+	  echo "time per tier: import contracts $$(( $$(date +%s) - t0 )) s (lint-imports: every contract kept)"
 	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
 
 vm-tools: venv
@@ -78,7 +81,8 @@ test-unit: venv
 	$(VENV)/bin/python -m pytest -m "not mininet" $(PYTEST_ARGS)
 
 lint: venv
-	$(VENV)/bin/ruff check testbed controller experiments benchmarks tests
+	$(VENV)/bin/ruff check contract testbed controller experiments benchmarks tests
+	$(VENV)/bin/lint-imports
 
 doctor: venv
 	$(VENV)/bin/cdnlab doctor

@@ -15,7 +15,7 @@ import signal
 import sys
 import time
 
-from testbed.config import ConfigError
+from contract.config import ConfigError
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -51,8 +51,8 @@ def wait_for_file(path: str, timeout: float) -> bool:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(list(sys.argv[1:] if argv is None else argv))
+    from contract.netview import load_view
     from controller import ryu_adapter as ra
-    from controller.netview import load_view
 
     # the framework's imports first (most of the start-up time): with --view-wait they overlap the
     # builder's work, which writes the view once the network's port numbers are known

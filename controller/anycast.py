@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from contract.netview import AnycastView, NetView
 from controller.flows import (
     ETH_IP,
     OFPP_CONTROLLER,
@@ -34,7 +35,6 @@ from controller.flows import (
     affinity_cookie,
     match,
 )
-from controller.netview import AnycastView, NetView
 from controller.routing import Routes
 
 PRIO_VIP_INGRESS = 600

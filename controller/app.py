@@ -8,10 +8,10 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from contract.netview import NetView
 from controller import ryu_adapter as ra
 from controller.core import ControllerCore
 from controller.flows import Message, to_ryu
-from controller.netview import NetView
 
 log = logging.getLogger("cdnlab.controller")
 

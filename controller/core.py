@@ -18,6 +18,7 @@ import time
 from collections import deque
 from typing import Any
 
+from contract.netview import NetView
 from controller import packets as pk
 from controller.anycast import ServiceState, affinity_flow, anycast_flows, choose
 from controller.flows import (
@@ -61,7 +62,6 @@ from controller.multicast import (
     parse_igmp,
     tree_flows,
 )
-from controller.netview import NetView
 from controller.routing import compute_routes, unicast_flows
 
 log = logging.getLogger(__name__)

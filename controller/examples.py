@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import random
 
-from controller.netview import NetView
+from contract.netview import NetView
 
 
 def _mac(i: int) -> str:

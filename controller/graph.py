@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import networkx as nx
 
-from controller.netview import LinkView, NetView
+from contract.netview import LinkView, NetView
 
 
 @dataclass(frozen=True)

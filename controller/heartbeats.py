@@ -1,6 +1,6 @@
 """Anycast member liveness from the CDN's multicast control channel (pure; the core feeds it packet-ins).
 
-Every edge multicasts a HEARTBEAT (name, role, load; :mod:`testbed.services.mcast.wire`) to the control
+Every edge multicasts a HEARTBEAT (name, role, load; :mod:`contract.mcast_wire`) to the control
 group every interval (:class:`testbed.services.mcast.control.HeartbeatPublisher`). The controller sees
 the data plane only through OpenFlow, so on the switch where each anycast member attaches a rule copies
 the member's control-group datagrams to the controller (:func:`copy_flows`: the same multicast group
@@ -11,7 +11,7 @@ JACM 1996): a member silent for ``miss_limit`` intervals is suspected (withdrawn
 restored by its next heartbeat. The core OR-combines this with the SYN probes of
 :mod:`controller.liveness` (down if either says down); a member never heard from is judged by probes alone.
 
-Datagrams are verified with :func:`testbed.services.mcast.wire.decode` (HMAC-SHA-256 when the view has a
+Datagrams are verified with :func:`contract.mcast_wire.decode` (HMAC-SHA-256 when the view has a
 key); bad ones are counted by reason and ignored: ``malformed``/``version``/``auth`` (wire), and
 ``wrong_session``, ``not_heartbeat``, ``unknown_sender`` (name and source IP name no member),
 ``sender_mismatch`` (the name is a member but the datagram came from another member's address),
@@ -23,6 +23,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from contract import mcast_wire as wire
+from contract.netview import ControlView, NetView
 from controller.flows import (
     ETH_IP,
     OFPP_CONTROLLER,
@@ -34,8 +36,6 @@ from controller.flows import (
     match,
 )
 from controller.multicast import Tree
-from controller.netview import ControlView, NetView
-from testbed.services.mcast import wire
 
 PRIO_HEARTBEAT_COPY = 550  # above the (S,G) rules (500), below anycast ingress (600; disjoint matches)
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from controller.netview import ProbeView
+from contract.netview import ProbeView
 
 TOKEN_MIN, TOKEN_MAX = 20000, 60000
 

@@ -19,7 +19,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from controller.netview import NetView
+from contract.netview import NetView
 
 
 def offloads_off(net: Any) -> None:

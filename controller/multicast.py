@@ -19,6 +19,7 @@ import ipaddress
 import struct
 from dataclasses import dataclass, field
 
+from contract.netview import NetView
 from controller.flows import (
     ETH_IP,
     OFPP_CONTROLLER,
@@ -31,7 +32,6 @@ from controller.flows import (
     Output,
     match,
 )
-from controller.netview import NetView
 from controller.packets import PacketError
 from controller.routing import Routes
 

@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 
 import networkx as nx
 
+from contract.netview import NetView
 from controller.flows import ETH_IP, TABLE_FORWARD, FlowEntry, Output, match
-from controller.netview import NetView
 
 PRIO_HOST = 100
 

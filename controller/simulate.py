@@ -12,6 +12,7 @@ import ipaddress
 from dataclasses import dataclass, field
 from typing import Any
 
+from contract.netview import NetView
 from controller.flows import (
     COOKIE_NS,
     COOKIE_NS_MASK,
@@ -29,7 +30,6 @@ from controller.flows import (
     SetField,
     StateRequest,
 )
-from controller.netview import NetView
 
 
 def _field_matches(value: Any, want: Any) -> bool:

@@ -7,7 +7,7 @@ import sys
 import time
 from pathlib import Path
 
-from testbed.config import ConfigError
+from contract.config import ConfigError
 
 
 def build_flags(args: argparse.Namespace) -> dict:

@@ -13,7 +13,7 @@ import sys
 import time
 from pathlib import Path
 
-from testbed.config import ConfigError
+from contract.config import ConfigError
 
 
 def comparison(sel: dict, fo: dict) -> str:

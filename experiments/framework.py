@@ -28,7 +28,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from testbed.config import ConfigError, load_model
+from contract.config import ConfigError, load_model
 from testbed.net import fidelity
 from testbed.net.spec import Topology, load_topology
 
@@ -216,6 +216,8 @@ def write_report(out: Path, title: str, results: Mapping[str, Any], sections: li
     lines.append(f"Topology `{meta.get('topology')}`, seed {meta.get('seed')}"
                  f"{', quick mode' if meta.get('quick') else ''}; links {meta.get('link_mode', '-')}, "
                  f"controller {meta.get('controller_mode', '-')}; took {meta.get('duration_s')} s.")
+    if meta.get("emulation"):  # a network was built: say whether its links were measured
+        lines += ["", fidelity.links_sentence(meta["emulation"])]
     warn = fidelity.warning(meta.get("emulation"))
     if warn:
         lines[2:2] = [f"> {warn}", ""]

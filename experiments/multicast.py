@@ -36,9 +36,9 @@ from typing import Any
 
 import networkx as nx
 
-from benchmarks.ingest import DRIVER, MPORT, TPORT, UNICAST_SINK
 from experiments.common import emulate
 from experiments.framework import Run, md_table, plt, read_results, write_report
+from testbed.measure.replication import DRIVER, MPORT, TPORT, UNICAST_SINK
 from testbed.net.spec import Role, Topology
 from testbed.util import stop_process, wait_until
 

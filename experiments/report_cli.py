@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from testbed.config import ConfigError
+from contract.config import ConfigError
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -2,7 +2,8 @@
 
 Checks: root, Open vSwitch running and the datapath cdnlab will use (kernel or user), netem, whether the
 link relays may take real-time priority (SCHED_FIFO; ``relay_realtime``), the relays of networks running
-now (``relays``: their counters, late frames, queue drops, send errors, socket drops), Mininet,
+now (``relays``: their counters, late frames, queue drops, send errors, socket drops) or their netem links
+(``netem_links``: the kernel's ``tc -s`` counters), Mininet,
 Ryu (importable through the adapter, and its version), scapy, unbound, the tools experiments call, and
 whether a shipped topology's addresses clash with a network of this machine (then it needs ``--subnet``).
 With ``--json`` the last printed line is one JSON object with at least ``root``, ``ovs_running``,
@@ -18,8 +19,9 @@ import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 
-from testbed.net import host_env, relay_watch
+from testbed.net import host_env, netem_watch, relay_watch
 
 SETUP = "sudo make setup"
 
@@ -42,32 +44,36 @@ def _module_version(mod: str) -> str | None:
         return None
 
 
+RYU_PROBE = """
+import warnings
+warnings.filterwarnings("ignore", message=".*[Ee]ventlet.*")
+import controller.ryu_adapter
+from importlib.metadata import version
+try:
+    print(version(controller.ryu_adapter.FRAMEWORK.replace("_", "-")))
+except Exception:
+    print("unknown")
+"""
+
+
 def _ryu_version() -> tuple[str | None, str]:
-    """Ryu's version if it imports through the adapter, else (None, why)."""
-    import warnings
-
-    warnings.filterwarnings("ignore", message=".*[Ee]ventlet.*")
+    """The OpenFlow framework's version if it imports through the controller's adapter (with the eventlet
+    compatibility shim), else (None, why). Asked in a child process: the testbed never imports the
+    controller."""
     try:
-        import controller.ryu_adapter as adapter  # noqa: F401
-    except ModuleNotFoundError as e:
-        if e.name == "controller.ryu_adapter":
-            try:  # the adapter module is not there yet: try Ryu with the same compatibility name
-                import warnings
-
-                warnings.filterwarnings("ignore", module="eventlet")
-                warnings.filterwarnings("ignore", message=".*[Ee]ventlet.*")
-                import eventlet.wsgi
-
-                if not hasattr(eventlet.wsgi, "ALREADY_HANDLED"):
-                    eventlet.wsgi.ALREADY_HANDLED = object()
-                import ryu  # noqa: F401
-            except Exception as e2:  # noqa: BLE001
-                return None, f"{type(e2).__name__}: {e2}"
-        else:
-            return None, f"{type(e).__name__}: {e}"
-    except Exception as e:  # noqa: BLE001
+        r = subprocess.run(
+            [sys.executable, "-c", RYU_PROBE],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            cwd=Path(__file__).resolve().parent.parent,
+        )
+    except (OSError, subprocess.TimeoutExpired) as e:
         return None, f"{type(e).__name__}: {e}"
-    return _module_version("ryu") or "unknown", "imports with the eventlet compatibility shim"
+    if r.returncode != 0:
+        last = (r.stderr.strip().splitlines() or ["no output"])[-1]
+        return None, last
+    return r.stdout.strip() or "unknown", "imports with the eventlet compatibility shim"
 
 
 def netem_check() -> bool:
@@ -162,6 +168,9 @@ def gather() -> tuple[list[Check], dict]:
                             relay_watch.describe(r),
                             "the machine is too busy for the relays: see docs/troubleshooting.md "
                             "(\"No netem: links use the relay\")", required=False))
+    netem_runs = netem_watch.running_netem() if root and netem else []
+    for r in netem_runs:  # the netem links of networks running now: the kernel's counters
+        checks.append(Check(f"netem {r['run_id']}", True, netem_watch.describe(r), required=False))
     clashes = address_clashes()
     checks.append(Check(
         "addresses", not clashes,
@@ -176,6 +185,7 @@ def gather() -> tuple[list[Check], dict]:
         "link_mode": "netem" if netem else "relay",
         "relay_realtime": realtime,
         "relays": relays,
+        "netem_links": netem_runs,
         "mininet": mininet_ok,
         "ryu_version": ryu_version,
         "scapy_version": scapy_v,

@@ -18,13 +18,13 @@ from typing import Any
 
 import controller.anycast as anycast_mod
 import controller.core as core_mod
+from contract.netview import NetView
 from controller.anycast import ServiceState
 from controller.anycast import choose as ref_choose
 from controller.core import ControllerCore
 from controller.examples import random_view, triangle
 from controller.graph import SwitchGraph
 from controller.liveness import Transition
-from controller.netview import NetView
 from controller.routing import compute_routes
 from controller.simulate import FakeNet, connect_all, ip_packet, port_event
 from testbed.grade import Check, Fail

@@ -19,12 +19,12 @@ from typing import Any
 import networkx as nx
 
 import controller.multicast as mc
+from contract.netview import NetView
 from controller import packets as pk
 from controller.core import ControllerCore
 from controller.examples import random_view, triangle
 from controller.graph import SwitchGraph
 from controller.multicast import build_tree as ref_build_tree
-from controller.netview import NetView
 from controller.routing import compute_routes
 from controller.simulate import FakeNet, connect_all, port_event
 from testbed.grade import Check, Fail

@@ -19,7 +19,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from testbed.config import ConfigError, load_model
+from contract.config import ConfigError, load_model
 from testbed.measure.fetch import Target, fetch
 
 

@@ -1,6 +1,6 @@
 """Scapy layers for cdnlab's own protocols, so captures of the testbed dissect in Scapy.
 
-- :class:`CDNMcast` and one body layer per message type of :mod:`testbed.services.mcast.wire`
+- :class:`CDNMcast` and one body layer per message type of :mod:`contract.mcast_wire`
   (OBJECT_META, OBJECT_DATA, MANIFEST, NACK, REPAIR, INVALIDATE, HEARTBEAT, SENDER_REPORT), bound to the
   ingest and control UDP ports (7400, 7401 by default; :func:`bind_mcast_layers` adds others).
   ``bytes(layer)`` is byte-for-byte what the codec in ``wire`` produces: ``length`` and the unkeyed
@@ -41,7 +41,7 @@ from scapy.layers.l2 import Ether
 from scapy.packet import Packet, bind_layers
 from scapy.utils import rdpcap, wrpcap
 
-from testbed.services.mcast import wire
+from contract import mcast_wire as wire
 
 __all__ = [
     # what a student needs next to cdnlab's layers to read a capture (docs/tutorial.md: `capture`)
@@ -78,7 +78,7 @@ _TAG_OFF = wire.HEADER_LEN - wire.TAG_LEN  # 20
 
 
 class CDNMcast(Packet):
-    """The 36-byte common header of every cdnlab multicast message (see :mod:`testbed.services.mcast.wire`)."""
+    """The 36-byte common header of every cdnlab multicast message (see :mod:`contract.mcast_wire`)."""
 
     name = "CDNMcast"
     fields_desc = [

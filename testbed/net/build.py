@@ -19,6 +19,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import logging
 import os
@@ -66,7 +67,7 @@ class BuildOptions:
     connect_timeout: float = 30.0
     relay_procs: int | None = None  # relay processes for the delayed links (None: one per CPU)
     verify_links: bool = False  # measure a twin of each link class after the build (testbed.net.linkverify)
-    #: ``extra["control"]`` (True or a dict of ``controller.netview.ControlView`` fields, ``key`` as the
+    #: ``extra["control"]`` (True or a dict of ``contract.netview.ControlView`` fields, ``key`` as the
     #: services' text key): the controller consumes the CDN's heartbeats (see ``CdnNet.control_view``)
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -104,11 +105,11 @@ def reachable_ips(node, ips: list[str], wait_s: float = 2.0) -> set[str]:
 
 
 def ryu_available() -> bool:
-    try:
-        import controller.ryu_adapter  # noqa: F401
-    except Exception:  # noqa: BLE001 - any import failure means "not usable"
-        return False
-    return True
+    """Is the OpenFlow framework the controller runs on installed (``CDNLAB_OF_FRAMEWORK``: ryu or os_ken)?
+    Asked without importing it (the testbed never imports the controller); a framework that is installed
+    but broken makes the controller process exit, and the build says so with its log."""
+    framework = os.environ.get("CDNLAB_OF_FRAMEWORK", "ryu")
+    return framework in ("ryu", "os_ken") and importlib.util.find_spec(framework) is not None
 
 
 def link_kwargs(p) -> dict[str, Any]:
@@ -354,7 +355,7 @@ class CdnNet:
 
     # -- controller --------------------------------------------------------------------------------
     def netview(self) -> dict[str, Any]:
-        """The JSON view of the built network handed to the controller (schema: controller.netview)."""
+        """The JSON view of the built network handed to the controller (schema: contract.netview)."""
         assert self.net is not None
         dpids = self.topo.dpids()
         view: dict[str, Any] = {

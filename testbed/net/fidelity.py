@@ -141,7 +141,30 @@ def merge(verdicts: Iterable[dict[str, Any]]) -> dict[str, Any]:
                                 default=None),
         "problems": [f"network {i + 1}: {p}" for i, v in enumerate(vs) for p in v["problems"]],
         "networks": len(vs),
+        **({"links_verified": merge_link_checks([v.get("links_verified") for v in vs])}
+           if any(v.get("links_verified") for v in vs) else {}),
     }
+
+
+def merge_link_checks(summaries: Iterable[dict[str, Any] | None]) -> dict[str, Any]:
+    """One ``links_verified`` for several networks (``None``: a network built without verification)."""
+    got = [s for s in summaries if s]
+    return {"classes": sum(s["classes"] for s in got), "ok": all(s["ok"] for s in got),
+            "checks": [c for s in got for c in s["checks"]]}
+
+
+def links_sentence(verdict: dict[str, Any] | None) -> str:
+    """What a report says about the links' measurement (``--verify-links``): within spec, which link
+    classes were off and by how much, or that they were not measured."""
+    lv = (verdict or {}).get("links_verified")
+    if not lv:
+        return "Links were not verified by measurement (run with `--verify-links` to measure each link class)."
+    if lv["ok"]:
+        return (f"Links verified by measurement (`--verify-links`): {lv['classes']} link "
+                f"class{'es' if lv['classes'] != 1 else ''}, each within its spec.")
+    bad = [c for c in lv["checks"] if c.get("problems")]
+    return ("> **Links unlike their spec** (measured with `--verify-links`): " + "; ".join(
+        f"{c['link_class']} ({', '.join(c['links'])}): {', '.join(c['problems'])}" for c in bad) + ".")
 
 
 def warning(verdict: dict[str, Any] | None) -> str | None:

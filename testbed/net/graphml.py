@@ -19,7 +19,7 @@ from typing import Any
 
 import networkx as nx
 
-from testbed.config import ConfigError
+from contract.config import ConfigError
 from testbed.net.spec import BUILDER_NODE_NAMES, DEFAULT_SUBNET
 
 FIBRE_KM_PER_MS = 200.0

@@ -16,7 +16,7 @@ from typing import Annotated, Any
 import networkx as nx
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
-from testbed.config import ConfigError, read_data, validate
+from contract.config import ConfigError, read_data, validate
 
 TOPOLOGY_DIR = Path(__file__).resolve().parents[2] / "topologies"
 #: the address block of a spec that names none, and of imported graphs: clear of the networks VMs and

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import yaml
 
-from testbed.config import ConfigError
+from contract.config import ConfigError
 from testbed.net.graphml import import_graphml
 from testbed.net.spec import DEFAULT_SUBNET, list_topologies, load_topology, parse_topology
 

@@ -12,7 +12,7 @@ import sys
 import time
 from pathlib import Path
 
-from testbed.config import ConfigError
+from contract.config import ConfigError
 from testbed.net.build import BuildOptions, CdnNet
 from testbed.net.spec import load_topology
 

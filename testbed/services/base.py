@@ -20,7 +20,7 @@ from typing import TypeVar
 
 from pydantic import BaseModel, ConfigDict
 
-from testbed.config import ConfigError, load_model
+from contract.config import ConfigError, load_model
 
 log = logging.getLogger(__name__)
 

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
+from contract.netview import NetView
 from controller.examples import triangle
 from controller.minibuild import HTTP_SERVER, build, dump_flows
-from controller.netview import NetView
 from testbed.util import free_port, timeout_scale, wait_tcp, wait_until
 
 pytestmark = [pytest.mark.mininet, pytest.mark.vm]

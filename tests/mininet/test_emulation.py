@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from testbed.net import host_env
+from testbed.net import host_env, netem_watch, relay_watch
 from testbed.net.containment import guard_routes
 from testbed.net.spec import load_topology, parse_topology
 from testbed.net.state import all_states
@@ -98,6 +98,15 @@ def test_link_down_and_up(cdn_net) -> None:
     assert cn.reachable_from("c1", ["e2", "e1"]) == {"e1"}
     cn.net.configLinkStatus("s1", "s2", "up")
     wait_until(lambda: cn.reachable_from("c1", ["e2"]) == {"e2"}, 30, 0.2, what="c1 reaches e2 again")
+    # `cdnlab doctor` sees this running network's links from outside: the kernel's netem counters, or the
+    # relays' own
+    if cn.link_mode == "netem":
+        runs = {r["run_id"]: r for r in netem_watch.running_netem()}
+        seen = runs[cn.state.run_id]
+        assert seen["directions"] >= 2 * len(cn.topo.links) and seen["frames"] > 0, seen
+    else:
+        runs = {r["run_id"]: r for r in relay_watch.running_relays()}
+        assert runs[cn.state.run_id]["tx"] > 0, runs
 
 
 def _alive(pids: set[int]) -> set[int]:

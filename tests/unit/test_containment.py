@@ -14,7 +14,7 @@ from pathlib import Path
 import networkx as nx
 import pytest
 
-from testbed.config import ConfigError
+from contract.config import ConfigError
 from testbed.net.containment import (
     USUAL_MACHINE_NETWORKS,
     GuardRoute,

@@ -16,11 +16,11 @@ import dns.rdatatype
 import pytest
 from cdn_dns_fixtures import REGIONS, StandInEdge, dns_config
 
-from testbed.config import ConfigError, validate
+from contract import mcast_wire as wire
+from contract.config import ConfigError, validate
 from testbed.services.dns import DnsConfig, DnsServer
 from testbed.services.health import HealthChecker, HealthConfig
 from testbed.services.mapping import EdgeSpec
-from testbed.services.mcast import wire
 from testbed.services.mcast.consumer import ControlConsumerConfig, ControlFeed
 from testbed.services.mcast.control import ControlListener
 from testbed.services.redirector import Redirector, RedirectorConfig

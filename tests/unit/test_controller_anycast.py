@@ -5,12 +5,12 @@ from __future__ import annotations
 import networkx as nx
 import pytest
 
+from contract.netview import NetView
 from controller import packets as pk
 from controller.core import ControllerCore
 from controller.examples import random_view, triangle
 from controller.flows import PacketOut
 from controller.graph import SwitchGraph
-from controller.netview import NetView
 from controller.simulate import FakeNet, connect_all, ip_packet, port_event
 
 VIP, VMAC = "10.0.0.100", "02:cd:1a:00:01:00"

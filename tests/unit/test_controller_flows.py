@@ -132,7 +132,7 @@ def test_probe_ip_is_derived_on_link_and_unused() -> None:
     assert derive_probe_ip(v) == "10.0.0.254"
     data = v.model_dump(mode="json")
     data["hosts"][0]["ip"] = "10.0.0.254"
-    from controller.netview import NetView
+    from contract.netview import NetView
 
     assert derive_probe_ip(NetView.model_validate(data)) == "10.0.0.253"
 

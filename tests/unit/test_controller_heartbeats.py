@@ -13,15 +13,15 @@ from pathlib import Path
 
 import pytest
 
+from contract import mcast_wire as wire
+from contract.config import ConfigError
+from contract.mcast_wire import Role
+from contract.netview import ControlView, NetView, load_view
 from controller import packets as pk
 from controller.core import ControllerCore
 from controller.examples import triangle
 from controller.flows import OFPP_CONTROLLER, FlowMod, PacketOut
-from controller.netview import ControlView, NetView, load_view
 from controller.simulate import FakeNet, connect_all, ip_packet
-from testbed.config import ConfigError
-from testbed.services.mcast import wire
-from testbed.services.mcast.wire import Role
 
 VIP, VMAC = "10.0.0.100", "02:cd:1a:00:01:00"
 GROUP, PORT = "239.10.0.2", 7401

@@ -15,6 +15,7 @@ with warnings.catch_warnings():  # the contrib IGMP layers are deprecated but st
     warnings.simplefilter("ignore", DeprecationWarning)
     from scapy.contrib.igmp import IGMP
     from scapy.contrib.igmpv3 import IGMPv3gr, IGMPv3mr
+from contract.netview import NetView
 from controller.core import ControllerCore
 from controller.examples import random_view, triangle
 from controller.flows import PacketOut
@@ -30,7 +31,6 @@ from controller.multicast import (
     IgmpSnooper,
     parse_igmp,
 )
-from controller.netview import NetView
 from controller.simulate import FakeNet, connect_all, port_event
 
 G = "239.2.2.2"

@@ -12,6 +12,7 @@ import socket
 
 import pytest
 
+from contract.netview import NetView
 from controller import packets as pk
 from controller.core import ControllerCore
 from controller.examples import triangle
@@ -33,7 +34,6 @@ from controller.flows import (
     proactive_cookie,
     stale_cleanup,
 )
-from controller.netview import NetView
 from controller.simulate import FakeNet, connect_all, ip_packet, normalised_tables
 
 VIP, VMAC = "10.0.0.100", "02:cd:1a:00:01:00"

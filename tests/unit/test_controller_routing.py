@@ -7,14 +7,14 @@ import json
 
 import pytest
 
+from contract.config import ConfigError
+from contract.netview import NetView, load_view
 from controller.core import ControllerCore
 from controller.examples import random_view, triangle
 from controller.flows import cookie_generation
 from controller.graph import SwitchGraph, compare_links
-from controller.netview import NetView, load_view
 from controller.routing import compute_routes, host_path
 from controller.simulate import FakeNet, answer_state, connect_all, ip_packet, normalised_tables, port_event
-from testbed.config import ConfigError
 
 
 def _all_pairs_ok(view: NetView, net: FakeNet, skip: set[str] = frozenset()) -> None:

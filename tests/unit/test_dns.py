@@ -19,7 +19,7 @@ import pytest
 import yaml
 from cdn_dns_fixtures import StandInEdge, dns_config
 
-from testbed.config import ConfigError, validate
+from contract.config import ConfigError, validate
 from testbed.services.dns import DnsConfig, DnsServer, free_dns_port
 from testbed.util import async_wait_until, free_port, wait_until
 

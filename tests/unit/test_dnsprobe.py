@@ -13,7 +13,7 @@ import dns.message
 import pytest
 from cdn_dns_fixtures import StandInEdge, dns_config
 
-from testbed.config import validate
+from contract.config import validate
 from testbed.measure.dnsprobe import ProbeError, build_query, parse_reply, probe
 from testbed.services.dns import DnsConfig, DnsServer
 from testbed.util import free_port

@@ -9,7 +9,6 @@ import subprocess
 import sys
 import time
 
-import aiohttp
 import pytest
 from aiohttp import web
 from cdn_helpers import Upstream, raw_http, start_edge, start_origin, status_of
@@ -19,23 +18,10 @@ from testbed.util import async_wait_until, free_port, tcp_open
 
 
 @pytest.fixture
-async def http():
-    async with aiohttp.ClientSession() as s:
-        yield s
-
-
-@pytest.fixture
 async def origin():
     o = await start_origin()
     yield o
     await o.close()
-
-
-@pytest.fixture
-async def up():
-    u = await Upstream().start()
-    yield u
-    await u.close()
 
 
 @pytest.fixture

@@ -13,23 +13,10 @@ import time
 import aiohttp
 import pytest
 from aiohttp import web
-from cdn_helpers import Upstream, raw_http, start_edge, status_of
+from cdn_helpers import raw_http, start_edge, status_of
 
 from testbed.services.edge import EdgeConfig
 from testbed.services.freshness import format_http_date
-
-
-@pytest.fixture
-async def http():
-    async with aiohttp.ClientSession() as s:
-        yield s
-
-
-@pytest.fixture
-async def up():
-    u = await Upstream().start()
-    yield u
-    await u.close()
 
 
 @pytest.fixture

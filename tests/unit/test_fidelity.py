@@ -139,3 +139,18 @@ def test_netem_counters_from_tc_stats() -> None:
     assert netem_totals([NETEM_TC, lossy]) == {"directions": 2, "frames": 130, "dropped": 32, "queue_drops": 30}
     plain = "qdisc noqueue 0: root refcnt 2\n Sent 0 bytes 0 pkt (dropped 0, overlimits 0 requeues 0)\n"
     assert netem_totals([plain]) == {"directions": 0, "frames": 0, "dropped": 0, "queue_drops": 0}
+
+
+def test_reports_say_what_link_verification_found() -> None:
+    from testbed.net.fidelity import links_sentence
+
+    ok = {"classes": 2, "ok": True, "checks": [{"link_class": "a", "links": ["s1-s2"], "problems": []}] * 2}
+    bad = {"classes": 1, "ok": False,
+           "checks": [{"link_class": "20ms/50Mbit", "links": ["s1-s2", "s2-s3"], "problems": ["RTT 48 ms, not 40"]}]}
+    assert "not verified" in links_sentence(None) and "not verified" in links_sentence(assess([lc()]))
+    assert links_sentence({"links_verified": ok}).endswith("2 link classes, each within its spec.")
+    s = links_sentence({"links_verified": bad})
+    assert s.startswith("> **Links unlike their spec**") and "20ms/50Mbit (s1-s2, s2-s3): RTT 48 ms, not 40" in s
+    m = merge([{**assess([lc()]), "links_verified": ok}, {**assess([lc()]), "links_verified": bad}, assess([lc()])])
+    assert m["links_verified"]["classes"] == 3 and m["links_verified"]["ok"] is False
+    assert "links_verified" not in merge([assess([lc()]), assess([lc()])])

@@ -7,8 +7,8 @@ from pathlib import Path
 import networkx as nx
 import pytest
 
+from contract.config import ConfigError
 from testbed.cli import main as cdnlab
-from testbed.config import ConfigError
 from testbed.net.graphml import great_circle_km, import_graphml
 from testbed.net.spec import load_topology, parse_topology
 

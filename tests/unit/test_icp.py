@@ -7,7 +7,6 @@ import socket
 import struct
 from collections import Counter
 
-import aiohttp
 import pytest
 from cdn_helpers import start_edge, start_origin
 
@@ -169,12 +168,6 @@ async def origin():
     o = await start_origin()
     yield o
     await o.close()
-
-
-@pytest.fixture
-async def http():
-    async with aiohttp.ClientSession() as s:
-        yield s
 
 
 async def get(http, url, **kw):

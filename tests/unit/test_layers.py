@@ -9,9 +9,9 @@ import pytest
 from scapy.layers.inet import IP, UDP
 from scapy.packet import Packet, Raw
 
+from contract import mcast_wire as wire
+from contract.mcast_wire import InvalAction, Match, Role
 from testbed.measure import layers as L
-from testbed.services.mcast import wire
-from testbed.services.mcast.wire import InvalAction, Match, Role
 
 D = wire.sha256(b"body")
 

@@ -6,7 +6,7 @@ import ipaddress
 
 import pytest
 
-from testbed.config import ConfigError, validate
+from contract.config import ConfigError, validate
 from testbed.services.mapping import (
     AllUp,
     EcsAware,

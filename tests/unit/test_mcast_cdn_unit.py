@@ -15,7 +15,7 @@ import aiohttp
 import pytest
 from cdn_helpers import start_edge, start_origin
 
-from testbed.config import ConfigError, validate
+from contract.config import ConfigError, validate
 from testbed.services.edge import EdgeConfig
 from testbed.services.mcast.cdn import EdgeIngest, EdgeLoad, OriginIngest
 from testbed.services.origin import OriginConfig

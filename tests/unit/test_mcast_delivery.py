@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from testbed.services.mcast import wire
+from contract import mcast_wire as wire
 from testbed.services.mcast.control import ControlListener, LoadTable
 from testbed.services.mcast.receiver import IngestReceiver, MemorySink
 from testbed.services.mcast.sender import IngestSender

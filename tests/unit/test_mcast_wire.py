@@ -8,8 +8,8 @@ import struct
 
 import pytest
 
-from testbed.services.mcast import wire
-from testbed.services.mcast.wire import InvalAction, Match, Role, WireError
+from contract import mcast_wire as wire
+from contract.mcast_wire import InvalAction, Match, Role, WireError
 
 DIGEST = wire.sha256(b"hello")
 

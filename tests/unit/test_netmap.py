@@ -9,7 +9,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from testbed.config import ConfigError, validate
+from contract.config import ConfigError, validate
 from testbed.net.cdn import CdnOptions, CdnServices, resolver_of
 from testbed.net.graphml import import_graphml
 from testbed.net.netmap import network_maps, rtt_to_edges

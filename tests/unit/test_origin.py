@@ -5,7 +5,6 @@ from __future__ import annotations
 import subprocess
 import sys
 
-import aiohttp
 import pytest
 from cdn_helpers import raw_http, start_origin, status_of
 
@@ -18,12 +17,6 @@ async def origin():
     o = await start_origin(cdn_hostnames=["a73.g.cdnlab.test", "a74.g.cdnlab.test"])
     yield o
     await o.close()
-
-
-@pytest.fixture
-async def http():
-    async with aiohttp.ClientSession() as s:
-        yield s
 
 
 def first(o, cls):

@@ -13,7 +13,7 @@ import pytest
 import yaml
 from cdn_dns_fixtures import REGIONS, StandInEdge
 
-from testbed.config import validate
+from contract.config import validate
 from testbed.services.redirector import Redirector, RedirectorConfig
 from testbed.util import async_wait_until, free_port, wait_tcp
 

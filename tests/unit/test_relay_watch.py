@@ -53,3 +53,31 @@ def test_a_relay_is_signalled_only_once_it_catches_sigusr1(tmp_path):
         ours.close()  # the relay exits when its control socket closes
         proc.wait(10)
         log.close()
+
+
+def test_doctor_reads_netem_counters_of_a_running_network_on_both_link_ends(monkeypatch):
+    """``netem_watch``: switch ports of the run's bridges (root namespace) and the hosts' namespaces."""
+    from testbed.net import netem_watch
+    from testbed.net.state import RunState, TrackedPid, proc_start_time
+
+    me = os.getpid()
+    st = RunState(run_id="mini-7", owner_pid=me, created=0.0, owner_start=proc_start_time(me), bridges=["s1"])
+    st.pids = [TrackedPid(me, proc_start_time(me), "host c1"), TrackedPid(me, proc_start_time(me), "relay")]
+    qdisc = ("qdisc netem 10: root refcnt 2 limit 10000 delay 5ms\n Sent 1200 bytes 12 pkt (dropped 1, overlimits 0)\n"
+             "qdisc pfifo 20: parent 10:1 limit 100p\n Sent 1200 bytes 12 pkt (dropped 2, overlimits 0)\n")
+    calls: list[list[str]] = []
+
+    def fake_run(cmd: list[str]) -> str:
+        calls.append(cmd)
+        if cmd[:2] == ["ovs-vsctl", "--timeout=5"]:
+            return "s1-eth1\ns1-eth2\n"
+        return qdisc
+
+    monkeypatch.setattr(netem_watch, "_run", fake_run)
+    monkeypatch.setattr(netem_watch, "all_states", lambda: [st])
+    monkeypatch.setattr(netem_watch, "owner_alive", lambda s: True)
+    [r] = netem_watch.running_netem()
+    assert r == {"run_id": "mini-7", "directions": 3, "frames": 36, "dropped": 3, "queue_drops": 6}
+    assert ["nsenter", "-t", str(me), "-n", "tc", "-s", "qdisc", "show"] in calls  # the host's namespace
+    assert not any("relay" in " ".join(c) for c in calls)
+    assert "3 netem link directions, 36 frames" in netem_watch.describe(r)

@@ -17,7 +17,7 @@ import pytest
 import yaml
 from cdn_dns_fixtures import dns_config
 
-from testbed.config import validate
+from contract.config import validate
 from testbed.services.dns import DnsConfig, DnsServer, free_dns_port, free_loopback_address
 from testbed.services.resolver import Resolver, ResolverConfig, ResolverError, render_unbound_conf
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from testbed.config import ConfigError
+from contract.config import ConfigError
 from testbed.net.spec import list_topologies, load_topology, parse_topology
 
 

@@ -13,8 +13,8 @@ Instructors: this file is the answer key; strip ``solution/`` directories before
 
 from __future__ import annotations
 
+from contract.netview import NetView
 from controller.anycast import ServiceState
-from controller.netview import NetView
 from controller.routing import Routes
 
 

@@ -4,7 +4,7 @@ Fill in the two TODOs. The grader puts your ``choose`` into the controller (in p
 ``controller.anycast.choose``), builds the OpenFlow rules from it on a fake network
 (``controller/simulate.py``) and walks packets from every client to the VIP.
 
-What you get (read controller/netview.py, controller/routing.py, controller/anycast.py):
+What you get (read contract/netview.py, controller/routing.py, controller/anycast.py):
 
 * ``view.switches`` (each has ``.name``), ``view.host(name)`` -> HostView with ``.switch`` (the switch it
   hangs off) and ``.delay_ms`` (its access link's one-way delay);
@@ -18,8 +18,8 @@ Grade with ``cdnlab grade anycast-failover --solution path/to/anycast_choice.py`
 
 from __future__ import annotations
 
+from contract.netview import NetView
 from controller.anycast import ServiceState
-from controller.netview import NetView
 from controller.routing import Routes
 
 

@@ -17,8 +17,8 @@ Instructors: this file is the answer key; strip ``solution/`` directories before
 
 from __future__ import annotations
 
+from contract.netview import NetView
 from controller.multicast import Tree
-from controller.netview import NetView
 from controller.routing import Routes
 
 

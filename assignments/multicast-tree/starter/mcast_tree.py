@@ -5,7 +5,7 @@ controller turns your Tree into OpenFlow rules (controller/multicast.py ``tree_f
 ``out_ports``, packets of (S, G) arriving on ``in_port[switch]`` are copied to every port of
 ``out_ports[switch]`` (an OpenFlow ALL group); (S, G) packets arriving on any other port are dropped.
 
-What you get (read controller/netview.py and controller/routing.py):
+What you get (read contract/netview.py and controller/routing.py):
 
 * ``view.host(name)`` -> HostView with ``.switch`` and ``.port`` (its port on that switch);
 * ``routes.reachable(a, b)``; ``routes.path[a][b]`` - the switches from a to b, *taken from the Dijkstra
@@ -16,8 +16,8 @@ Grade with ``cdnlab grade multicast-tree --solution path/to/mcast_tree.py``.
 
 from __future__ import annotations
 
+from contract.netview import NetView
 from controller.multicast import Tree
-from controller.netview import NetView
 from controller.routing import Routes
 
 

@@ -31,7 +31,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from testbed.services.mcast import wire
+from contract import mcast_wire as wire
 from testbed.services.mcast.control import CONTROL_GROUP, HeartbeatPublisher, LoadSample
 from testbed.services.mcast.net import EndpointRunner, GroupConfig
 from testbed.services.mcast.receiver import IngestReceiver, ObjectSink

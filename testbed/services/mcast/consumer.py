@@ -29,7 +29,7 @@ from typing import Any, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from testbed.services.mcast import wire
+from contract import mcast_wire as wire
 from testbed.services.mcast.control import CONTROL_GROUP, ControlListener, NodeState
 from testbed.services.mcast.net import GroupConfig
 

@@ -1,6 +1,6 @@
 """The CDN's internal multicast control channel: load heartbeats and failure detection.
 
-Every edge (and any other node) multicasts a HEARTBEAT (:class:`~testbed.services.mcast.wire.Heartbeat`:
+Every edge (and any other node) multicasts a HEARTBEAT (:class:`~contract.mcast_wire.Heartbeat`:
 name, role, service address, requests/s, bytes served, cache fill) every ``interval`` seconds on the
 control group. Any service that needs the CDN's current state (the mapping DNS's load-aware policy, the
 redirector, the controller) runs a :class:`ControlListener` and reads :meth:`ControlListener.nodes`:
@@ -29,10 +29,10 @@ from typing import Literal
 
 from pydantic import Field
 
+from contract import mcast_wire as wire
+from contract.mcast_wire import Role
 from testbed.services.base import ServiceConfig, service_main
-from testbed.services.mcast import wire
 from testbed.services.mcast.net import GroupConfig, open_group_socket
-from testbed.services.mcast.wire import Role
 
 log = logging.getLogger(__name__)
 

@@ -35,10 +35,10 @@ from typing import Literal, Protocol, runtime_checkable
 
 from pydantic import Field
 
+from contract import mcast_wire as wire
+from contract.mcast_wire import Match
 from testbed.services.base import ServiceConfig, service_main
-from testbed.services.mcast import wire
 from testbed.services.mcast.net import EndpointRunner, GroupConfig
-from testbed.services.mcast.wire import Match
 
 log = logging.getLogger(__name__)
 

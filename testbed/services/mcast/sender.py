@@ -30,10 +30,10 @@ from pathlib import Path
 
 from pydantic import Field
 
+from contract import mcast_wire as wire
+from contract.mcast_wire import InvalAction, Match
 from testbed.services.base import ServiceConfig, service_main
-from testbed.services.mcast import wire
 from testbed.services.mcast.net import EndpointRunner, GroupConfig
-from testbed.services.mcast.wire import InvalAction, Match
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """The network view: the JSON file the topology builder writes after building a network.
 
 It is the only interface between the builder (``testbed/net/``) and the controller. Validated with
-pydantic (unknown fields are errors) via :func:`testbed.config.load_model`; :func:`load_view` also checks
+pydantic (unknown fields are errors) via :func:`contract.config.load_model`; :func:`load_view` also checks
 cross references (link ends, host switches, anycast members, ports used twice).
 """
 
@@ -13,7 +13,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from testbed.config import ConfigError, load_model
+from contract.config import ConfigError, load_model
 
 MAC_RE = r"^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$"
 
@@ -84,7 +84,7 @@ class MulticastStaticView(_Strict):
 class ControlView(_Strict):
     """The CDN's multicast control channel the controller listens to (controller/heartbeats.py).
 
-    Anycast members multicast HEARTBEATs (testbed/services/mcast/wire.py) to ``group``:``port``; the
+    Anycast members multicast HEARTBEATs (contract/mcast_wire.py) to ``group``:``port``; the
     member's switch copies them to the controller, which withdraws a member whose heartbeats stop for
     ``miss_limit`` intervals. ``key``: the session's HMAC key as hex of its bytes (a service's text key
     ``k`` is ``k.encode().hex()``); None: tags are not authenticated. ``interval_ms``: the expected
