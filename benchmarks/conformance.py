@@ -164,16 +164,7 @@ def main(argv: list[str] | None = None) -> int:
                 "npm_config_protocol": "http",
                 "npm_config_pidfile": str(d / "server.pid"),
             }
-            f = (d / "server.log").open("wb")
-            procs.procs.append(
-                (
-                    "suite",
-                    subprocess.Popen(
-                        [node, str(paths["server"])], stdout=f, stderr=subprocess.STDOUT, env=env
-                    ),
-                )
-            )
-            f.close()
+            procs.start("suite", [node, str(paths["server"])], d / "server.log", env=env)
             (d / "edge.json").write_text(
                 json.dumps(
                     {"name": "edge", "port": edge_port, "origin_url": f"http://localhost:{server_port}"}

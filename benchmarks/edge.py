@@ -158,9 +158,11 @@ class Procs:
     def __init__(self) -> None:
         self.procs: list[tuple[str, subprocess.Popen[bytes]]] = []
 
-    def start(self, name: str, cmd: list[str], log: Path) -> subprocess.Popen[bytes]:
+    def start(
+        self, name: str, cmd: list[str], log: Path, env: dict[str, str] | None = None
+    ) -> subprocess.Popen[bytes]:
         f = log.open("wb")
-        p = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT)
+        p = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, env=env)
         f.close()
         self.procs.append((name, p))
         return p

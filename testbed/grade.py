@@ -224,10 +224,9 @@ def run_check(check: Check, mod: ModuleType, student_file: Path | None) -> Resul
             True,
             detail or "",
             check.hint,
-            "",
-            time.monotonic() - t0,
-            check.points,
-            check.visibility,
+            seconds=time.monotonic() - t0,
+            points=check.points,
+            visibility=check.visibility,
         )
     except Fail as e:
         msg = str(e)
@@ -239,7 +238,14 @@ def run_check(check: Check, mod: ModuleType, student_file: Path | None) -> Resul
         msg = "your code raised " + describe_exception(e, student_file)
         tb = traceback.format_exc()
     return Result(
-        check.name, False, msg, check.hint, tb, time.monotonic() - t0, check.points, check.visibility
+        check.name,
+        False,
+        msg,
+        check.hint,
+        tb,
+        seconds=time.monotonic() - t0,
+        points=check.points,
+        visibility=check.visibility,
     )
 
 
@@ -260,9 +266,8 @@ def grade(lab: Lab, solution: str | Path | None = None) -> tuple[list[Result], P
                 first,
                 "fix this first; no check can run before",
                 tb,
-                0.0,
-                c0.points,
-                c0.visibility,
+                points=c0.points,
+                visibility=c0.visibility,
             )
         return out
 

@@ -79,6 +79,8 @@ def _get(headers: Headers, name: str) -> str | None:
 
 def _split_list(value: str) -> list[str]:
     """Split a comma-separated field value, keeping commas inside quoted strings (RFC 9110 §5.6.1)."""
+    if '"' not in value:  # the common case, and the hit path of Vary'd objects: no quoted strings
+        return value.split(",")
     parts: list[str] = []
     cur: list[str] = []
     quoted = escaped = False
