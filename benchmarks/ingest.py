@@ -349,10 +349,9 @@ def emulated(args: argparse.Namespace) -> int:
             return {"time_s": dt, "origin_bytes": origin_b, "link_bytes": link, **extra}
 
         def received(e: str) -> int:
-            out = cn.host(e).cmd(f"curl -s -m 5 http://{cn.ip(e)}:{HTTP_PORT}/_cdn/stats")
             try:
-                return int(json.loads(out[out.index("{") :])["ingest"]["objects_received"])
-            except (ValueError, KeyError, TypeError):
+                return int(svc.service_stats(e)["ingest"]["objects_received"])
+            except (RuntimeError, KeyError, TypeError, ValueError):
                 return -1
 
         def multicast() -> dict:
@@ -364,7 +363,7 @@ def emulated(args: argparse.Namespace) -> int:
                 )
             except Exception:  # noqa: BLE001 - reported as incomplete
                 ok = False
-            ost = json.loads(cn.host(origin).cmd(f"curl -s http://{cn.ip(origin)}:{HTTP_PORT}/_origin/stats"))
+            ost = svc.service_stats(origin)
             ing = ost["ingest"]
             return {"complete": ok and len(res["pushed"]) == n, "repairs": ing["repair_packets"],
                     "nacks": ing["nacks_received"]}  # fmt: skip
@@ -379,7 +378,7 @@ def emulated(args: argparse.Namespace) -> int:
             ok = all(p.wait(120) == 0 for p in procs)
             misses = 0
             for e in svc.edges:
-                st = json.loads(cn.host(e).cmd(f"curl -s http://{cn.ip(e)}:{HTTP_PORT}/_cdn/stats"))
+                st = svc.service_stats(e)
                 misses += st["fetches"].get("origin", 0)
             return {"complete": ok and misses == n * k}
 

@@ -3,7 +3,9 @@
 * :mod:`contract.config` - loading typed configuration with errors that name the file and the field;
 * :mod:`contract.netview` - the network view the builder hands the controller (JSON schema, pydantic);
 * :mod:`contract.mcast_wire` - the multicast wire format (NORM-style data, manifests, invalidations,
-  heartbeats) spoken by the services and read by the controller.
+  heartbeats) spoken by the services and read by the controller;
+* :mod:`contract.replay_window` - the anti-replay window (RFC 4303 §3.4.3 style) every receiver of
+  multicast control messages applies after the tag check.
 
 Imports go one way (``pyproject.toml``, ``[tool.importlinter]``, checked by ``lint-imports`` in
 ``make test``): this package imports none of ``testbed``, ``controller``, ``experiments``, ``benchmarks``;

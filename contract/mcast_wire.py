@@ -26,6 +26,11 @@ UTF-8. The reliable ingest scheme (META + DATA chunks, NACK ranges, multicast RE
 SENDER_REPORT that works as NORM's FLUSH/announcement) is modelled on NORM, RFC 5740, reduced to what
 a CDN's origin-to-edge push needs. Decoding is strict: any inconsistency raises :class:`WireError`
 with a ``reason`` that receivers count (``malformed``, ``auth``, ``version``...).
+
+The tag authenticates but does not make a datagram fresh: the control messages (:data:`CONTROL_TYPES`)
+also pass a per-(session, sender) anti-replay window over the header's sequence number,
+:mod:`contract.replay_window` (after RFC 4303 §3.4.3), so a captured INVALIDATE or HEARTBEAT sent again
+later is dropped and counted as ``replayed``.
 """
 
 from __future__ import annotations
@@ -197,6 +202,21 @@ class SenderReport:
 
 
 Message = ObjectMeta | ObjectData | Repair | Manifest | Nack | Invalidate | Heartbeat | SenderReport
+
+#: Control messages: receivers act on them once per transmission, so each passes an anti-replay window
+#: (:mod:`contract.replay_window`, RFC 4303 §3.4.3) after its tag is verified. Content (META, DATA,
+#: REPAIR, MANIFEST) is idempotent: chunks are deduplicated and every object is digest-checked.
+CONTROL_TYPES = frozenset({MsgType.NACK, MsgType.INVALIDATE, MsgType.HEARTBEAT, MsgType.SENDER_REPORT})
+
+
+def send_time_us(msg: Message) -> int | None:
+    """The sender's wall-clock transmission time carried by ``msg`` (HEARTBEAT, SENDER_REPORT), else None.
+
+    An INVALIDATE's ``sent_at_us`` is its first issue time: its repeats and repairs carry the same value,
+    so it does not order transmissions."""
+    if isinstance(msg, Heartbeat | SenderReport):
+        return msg.timestamp_us
+    return None
 
 
 @dataclass(frozen=True)

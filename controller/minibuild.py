@@ -40,7 +40,9 @@ def offloads_off(net: Any) -> None:
 def build(view: NetView, of_port: int, prefix_check: str = "hc", datapath: str = "user") -> Any:
     """Build and start the network; returns the started Mininet object. ``datapath``: 'user' or 'kernel'."""
     from mininet.net import Mininet
-    from mininet.node import OVSSwitch, RemoteController
+    from mininet.node import OVSSwitch
+
+    from testbed.net.build import waited_remote_controller
 
     for n in [s.name for s in view.switches] + [h.name for h in view.hosts]:
         if not n.startswith(prefix_check):
@@ -56,7 +58,7 @@ def build(view: NetView, of_port: int, prefix_check: str = "hc", datapath: str =
         switch=partial(OVSSwitch, datapath=datapath, protocols="OpenFlow13"),
     )
     net.addController(
-        f"{prefix_check}ctl{of_port}", controller=RemoteController, ip="127.0.0.1", port=of_port
+        f"{prefix_check}ctl{of_port}", controller=waited_remote_controller(), ip="127.0.0.1", port=of_port
     )
     for s in view.switches:
         net.addSwitch(s.name, dpid=f"{s.dpid:016x}", failMode="secure")

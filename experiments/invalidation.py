@@ -24,7 +24,6 @@ edge applied the purge that still got the old version (must be 0).
 
 from __future__ import annotations
 
-import json
 import re
 import threading
 import time
@@ -33,7 +32,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from experiments.common import catalog_paths, host_json, run_drivers, save_samples
+from experiments.common import catalog_paths, run_drivers, save_samples
 from experiments.framework import Run, md_table, plt, read_csv, read_results, write_report
 from testbed.net import fidelity
 from testbed.net.build import BuildOptions, CdnNet
@@ -90,7 +89,6 @@ def _run_phase(r: Run, phase: str) -> tuple[list[dict[str, Any]], dict[str, Any]
     with _emulate(r, phase, _options(p, phase)) as (cn, svc):
         assert svc.origin is not None
         clients = [h.name for h in cn.topo.hosts_with(Role.client)]
-        probe = clients[0]
         paths = catalog_paths(cn, svc, classes=(str(p["object_class"]),))
         if not paths:
             raise RuntimeError(f"the origin's catalog has no {p['object_class']} object")
@@ -98,7 +96,7 @@ def _run_phase(r: Run, phase: str) -> tuple[list[dict[str, Any]], dict[str, Any]
         if phase == "multicast":
             wait_until(
                 lambda: all(
-                    (host_json(cn, probe, f"http://{cn.ip(e)}/_cdn/stats").get("ingest") or {}).get("running")
+                    (svc.service_stats(e).get("ingest") or {}).get("running")
                     for e in svc.edges
                 ),
                 20,
@@ -126,12 +124,11 @@ def _run_phase(r: Run, phase: str) -> tuple[list[dict[str, Any]], dict[str, Any]
         def update_later() -> None:
             time.sleep(max(0.0, start_at + update_at - time.time()))
             t0 = time.time()
-            out = cn.host(svc.origin).cmd(f"curl -s -m 5 -X POST http://{origin_ip}/_origin/update{path}")
-            upd.update(t_update=t0, t_done=time.time())
             try:
-                upd["response"] = json.loads(out[out.index("{") :])
-            except ValueError:
-                upd["error"] = out.strip()[-300:]
+                upd["response"] = svc.control(svc.origin, f"http://{origin_ip}/_origin/update{path}", "POST")
+            except RuntimeError as e:
+                upd["error"] = str(e)
+            upd.update(t_update=t0, t_done=time.time())
 
         th = threading.Thread(target=update_later, name="origin-update", daemon=True)
         th.start()
@@ -142,8 +139,8 @@ def _run_phase(r: Run, phase: str) -> tuple[list[dict[str, Any]], dict[str, Any]
         if "response" not in upd:
             raise RuntimeError(f"{phase}: the origin update failed: {upd.get('error', 'no answer')}")
         stats = {
-            "edges": {e: host_json(cn, probe, f"http://{cn.ip(e)}/_cdn/stats") for e in svc.edges},
-            "origin": host_json(cn, probe, f"http://{origin_ip}/_origin/stats"),
+            "edges": {e: svc.service_stats(e) for e in svc.edges},
+            "origin": svc.service_stats(svc.origin),
         }
     for row in rows:
         row["phase"] = phase

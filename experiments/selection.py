@@ -16,7 +16,6 @@ from typing import Any
 from experiments.common import (
     catalog_paths,
     emulate,
-    host_json,
     nearest_edges,
     pct,
     run_drivers,
@@ -84,12 +83,12 @@ def run(r: Run) -> dict[str, Any]:
         for m in p["methods"]:
             reqs = zipf_workload(clients, paths, alpha=float(p["alpha"]), rate_per_s=float(p["rate_per_client"]),
                                  duration_s=float(p["duration_s"]), seed=r.seed)
-            origin_before = host_json(cn, clients[0], f"http://{cn.ip(svc.origin)}/_origin/stats")
+            origin_before = svc.service_stats(svc.origin)
             configs = {c: {"target": _target(cn, svc, c),
                            "schedule": [{"at": q.at, "via": m, "path": q.path} for q in reqs if q.client == c]}
                        for c in clients}
             rows = run_drivers(cn, configs, timeout=float(p["duration_s"]) + 60)
-            origin_after = host_json(cn, clients[0], f"http://{cn.ip(svc.origin)}/_origin/stats")
+            origin_after = svc.service_stats(svc.origin)
             for x in rows:
                 near = nearest[x["client"]]
                 x.update(method=m, region=region[x["client"]], nearest=near[0],

@@ -19,6 +19,7 @@
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import json
 import logging
@@ -127,6 +128,21 @@ def link_kwargs(p) -> dict[str, Any]:
         kw["max_queue_size"] = p.queue_pkts
     return kw
 
+
+
+@functools.cache
+def waited_remote_controller() -> type:
+    """Mininet's ``RemoteController`` without its own listening check, for a controller the caller has
+    already waited for. That check runs ``telnet`` to the OpenFlow port and reads what comes back through
+    Mininet's strict UTF-8 decoder; when the controller's OFPT_HELLO (a random 32-bit xid) arrives before
+    telnet exits, the decoder raises UnicodeDecodeError and the build fails."""
+    from mininet.node import RemoteController
+
+    class WaitedRemoteController(RemoteController):
+        def checkListening(self) -> None:
+            return None
+
+    return WaitedRemoteController
 
 class CdnNet:
     """A built, running emulated CDN. Use as a context manager so it always stops."""
@@ -417,8 +433,6 @@ class CdnNet:
     def _publish_view(self) -> None:
         """Write the network view (whole, by rename) for the waiting controller and wait until it listens."""
         assert self.run_dir is not None and self.net is not None
-        from mininet.node import RemoteController
-
         view_path = self.run_dir / "netview.json"
         tmp = view_path.with_suffix(".json.tmp")
         tmp.write_text(json.dumps(self.netview(), indent=1))
@@ -431,7 +445,8 @@ class CdnNet:
 
         wait_until(listening, self.opts.connect_timeout, 0.02, what="controller listening for OpenFlow")
         # registered by name too: Mininet's CLI walks every node, controllers included
-        self.net.addController(CONTROLLER_NODE, controller=RemoteController, ip="127.0.0.1", port=self.of_port)
+        self.net.addController(CONTROLLER_NODE, controller=waited_remote_controller(), ip="127.0.0.1",
+                               port=self.of_port)
 
     def rest(self, path: str, method: str = "GET", body: dict | None = None) -> Any:
         """Call the controller's REST API (loopback only)."""

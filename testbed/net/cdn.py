@@ -34,6 +34,7 @@ import json
 import math
 import os
 import secrets
+import shlex
 import signal
 import subprocess
 import sys
@@ -45,6 +46,7 @@ from typing import Any
 from testbed.net.build import CdnNet
 from testbed.net.netmap import NetworkMaps, network_maps, rtt_to_edges
 from testbed.net.spec import Role, Topology
+from testbed.services import admin
 from testbed.util import StopWaiting, wait_until
 
 CDN_NAME = "a73.g.cdnlab.net"
@@ -107,6 +109,14 @@ class CdnOptions:
     origin_cache_control: dict[str, str] = field(default_factory=dict)  # class -> Cache-Control at the origin
 
 
+def _write_private(path: Path, text: str) -> None:
+    """Write ``text`` to ``path``, readable by its owner only (configs and the header file hold keys)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        os.fchmod(fd, 0o600)  # an existing file keeps its mode through O_CREAT
+        f.write(text)
+
+
 def _py(module: str, cfg_path: Path) -> list[str]:
     return [sys.executable, "-m", module, "--config", str(cfg_path)]
 
@@ -132,6 +142,11 @@ class CdnServices:
         self._rows: dict[str, dict[str, float]] | None = None
         # HMAC key of this run's multicast sessions; the builder's when its controller verifies heartbeats
         self.mcast_key = getattr(cn, "mcast_key", None) or secrets.token_hex(16)
+        # the run's management token (testbed.services.admin): in the configs of the services with control
+        # endpoints, and in a curl header file the CLI, experiments and benchmarks send control requests with
+        self.admin_token = secrets.token_urlsafe(24)
+        self.admin_header_file = cn.run_dir / "admin-header"
+        _write_private(self.admin_header_file, admin.header_line(self.admin_token) + "\n")
         self.ingest_group, self.control_group = self.mcast_groups()
         ctl = getattr(cn, "control", None)
         want = (self.control_group, MCAST_CONTROL_PORT, 2)  # the edges' heartbeats (edge_config)
@@ -203,8 +218,50 @@ class CdnServices:
 
     def _write(self, name: str, cfg: dict[str, Any]) -> Path:
         p = self.cfg_dir / f"{name}.json"
-        p.write_text(json.dumps(cfg, indent=1))
+        _write_private(p, json.dumps(cfg, indent=1))  # it holds the run's keys
         return p
+
+    # -- the management plane --------------------------------------------------------------------------
+    def admin_curl(self) -> str:
+        """curl options that authorise a control request: the run's token from its header file (mode 0600),
+        so the token is on no command line."""
+        return f"-H @{self.admin_header_file}"
+
+    def control(self, via: str, url: str, method: str = "GET", body: Any = None, timeout_s: float = 5) -> Any:
+        """A control request (stats, purge, update, fault, push) with the run's token, sent by curl inside
+        host ``via``'s namespace; the JSON answer. A refusal or a non-JSON answer raises RuntimeError."""
+        data = ""
+        if body is not None:
+            data = f"-H 'Content-Type: application/json' --data {shlex.quote(json.dumps(body))} "
+        out = self.cn.host(via).cmd(
+            f"curl -s -m {timeout_s:g} -X {method} {self.admin_curl()} {data}-w '\\n%{{http_code}}' {url}")
+        text, _, code = out.strip().rpartition("\n")
+        try:
+            doc = json.loads(text[text.index("{"):]) if "{" in text else None
+        except ValueError:
+            doc = None
+        if doc is None or not code.strip().isdigit() or int(code) >= 500 or int(code) == 403:
+            raise RuntimeError(f"{method} {url} from {via}: HTTP {code.strip() or '?'}: {text.strip()[:300]}")
+        return doc
+
+    def service_stats(self, host: str) -> dict[str, Any]:
+        """``host``'s service counters (edge, origin or redirector), asked inside ``host`` itself: management
+        traffic does not cross the emulated network."""
+        role = self.cn.topo.host(host).role.value
+        path = {"edge": "/_cdn/stats", "origin": "/_origin/stats", "redirector": "/_redirector/stats"}.get(role)
+        if path is None:
+            raise ValueError(f"{host} is a {role}: only edges, the origin and redirectors have stats")
+        return self.control(host, f"http://{self.cn.ip(host)}:{HTTP_PORT}{path}")
+
+    def purge(self, paths: list[str], edges: list[str] | None = None) -> dict[str, Any]:
+        """``POST /_cdn/purge`` of ``paths`` on ``edges`` (default: every edge), each asked inside its own
+        host with the run's token: edge -> its answer (``purged``, ``not_found``)."""
+        out: dict[str, Any] = {}
+        for e in edges or self.edges:
+            if e not in self.edges:
+                raise ValueError(f"{e} is not an edge (edges: {', '.join(self.edges)})")
+            out[e] = self.control(e, f"http://{self.cn.ip(e)}:{HTTP_PORT}/_cdn/purge", "POST", {"paths": paths})
+        return out
 
     # -- multicast -----------------------------------------------------------------------------------
     def mcast_groups(self) -> tuple[str | None, str]:
@@ -249,16 +306,14 @@ class CdnServices:
         """``POST /_origin/push`` (``paths``, or the whole catalog) from host ``via`` (default: a client)."""
         assert self.origin
         via = via or next(h.name for h in self.cn.topo.hosts_with(Role.client))
-        body = json.dumps({"paths": paths} if paths is not None else {"all": True})
-        out = self.cn.host(via).cmd(
-            f"curl -s -m 30 -X POST -H 'Content-Type: application/json' --data '{body}' "
-            f"http://{self.cn.ip(self.origin)}:{HTTP_PORT}/_origin/push")
-        return json.loads(out[out.index("{"):])
+        body = {"paths": paths} if paths is not None else {"all": True}
+        return self.control(via, f"http://{self.cn.ip(self.origin)}:{HTTP_PORT}/_origin/push", "POST", body, 30)
 
     # -- per role ------------------------------------------------------------------------------------
     def origin_config(self) -> dict[str, Any]:
         assert self.origin
         cfg: dict[str, Any] = {"name": self.origin, "host": "0.0.0.0", "port": HTTP_PORT,
+                               "admin_token": self.admin_token,
                                "log_file": str(self.log_dir / f"{self.origin}.log"),
                                "cdn_hostnames": [CDN_NAME], "catalog": dict(self.opts.catalog)}
         if self.opts.origin_cache_control:
@@ -274,6 +329,7 @@ class CdnServices:
         o = self.opts
         cfg: dict[str, Any] = {
             "name": e, "host": "0.0.0.0", "port": HTTP_PORT, "log_file": str(self.log_dir / f"{e}.log"),
+            "admin_token": self.admin_token,
             "origin_url": f"http://{self.cn.ip(self.origin)}:{HTTP_PORT}",
             "capacity_bytes": o.edge_capacity_bytes, "eviction": o.eviction,
             "stale_if_error_s": o.stale_if_error_s,
@@ -335,7 +391,7 @@ class CdnServices:
     def dns_config(self, name: str) -> dict[str, Any]:
         level = self.dns[name]
         o = self.opts
-        cfg: dict[str, Any] = {"name": name, "host": self.cn.ip(name), "port": 53,
+        cfg: dict[str, Any] = {"name": name, "host": self.cn.ip(name), "port": 53, "admin_token": self.admin_token,
                                "log_file": str(self.log_dir / f"{name}.log"),
                                "mapping": self.mapping(o.mapping_policy), "health": self.health()}
         if level in ("high", "both"):
@@ -366,6 +422,7 @@ class CdnServices:
 
     def redirector_config(self, r: str) -> dict[str, Any]:
         cfg = {"name": r, "host": "0.0.0.0", "port": HTTP_PORT, "log_file": str(self.log_dir / f"{r}.log"),
+               "admin_token": self.admin_token,
                "mapping": self.mapping(self.opts.redirect_policy, "redirector"), "health": self.health()}
         control = self.control_consumer_config(r)
         if control:

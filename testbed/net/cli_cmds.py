@@ -1,7 +1,8 @@
 """CDN commands in Mininet's CLI (``cdnlab up``): look at and poke the running CDN.
 
 ``cdn``, ``fetch CLIENT URL [--via anycast|dns|redirect]``, ``fail HOST [process|host|link]``,
-``recover HOST``, ``dig CLIENT NAME``, ``capture LINK [SECONDS]``, ``rtt SRC DST``; ``help CMD`` explains each.
+``recover HOST``, ``dig CLIENT NAME``, ``capture LINK [SECONDS]``, ``rtt SRC DST``, ``stats HOST``,
+``purge PATH [EDGE ...]``; ``help CMD`` explains each.
 Every Mininet command (``pingall``, ``c_eu1 curl ...``, ``xterm``) still works.
 """
 
@@ -30,6 +31,8 @@ CDN_COMMANDS = {
     "recover": "undo `fail` and wait until the host's service answers again",
     "rtt": "measured ping RTT between two hosts, next to the configured path delay",
     "capture": "capture the packets on a link to a pcap (open it with Scapy or Wireshark)",
+    "stats": "a service's counters (edge, origin or redirector), asked with the run's management token",
+    "purge": "purge objects from every edge (or the edges named), with the run's management token",
 }
 
 
@@ -109,7 +112,6 @@ class CdnCLI(CLI):
         """One dict per edge (stats, catchment, the controller's view of it), and the controller's
         ``GET /anycast`` (empty without the REST API)."""
         t = self.cn.topo
-        probe = next((h.name for h in t.hosts_with("client")), t.hosts[0].name)
         anycast: dict = {}
         if self.cn.controller_mode == "ryu":
             try:
@@ -128,10 +130,9 @@ class CdnCLI(CLI):
                          "failed": self.failed.get(e.name), "catchment": sorted(catch.get(e.name, [])),
                          "controller": members.get(e.name)}
             if self.svc is not None and not row["failed"]:
-                out = self.cn.host(probe).cmd(f"curl -s -m 2 http://{self.cn.ip(e.name)}/_cdn/stats")
                 try:
-                    row["stats"] = json.loads(out[out.index("{"):])
-                except ValueError:
+                    row["stats"] = self.svc.service_stats(e.name)
+                except RuntimeError:
                     row["stats"] = None
             rows.append(row)
         return rows, anycast
@@ -285,6 +286,44 @@ class CdnCLI(CLI):
             return
         self.failed.pop(host, None)
         print(f"{host}: recovered")
+
+    def do_stats(self, line: str) -> None:
+        """stats HOST: the counters of HOST's service (an edge's hits, misses, cache and purges; the
+        origin's requests and faults; a redirector's redirects and edge health) as JSON. Control endpoints
+        answer only requests with the run's management token, which this command sends from HOST itself; a
+        client's own `curl .../_cdn/stats` gets 403."""
+        args = self._args(line, 1, "stats HOST")
+        if not args or not self._host(args[0]):
+            return
+        if self.svc is None:
+            print("*** no CDN services running (cdnlab up without --no-services)")
+            return
+        try:
+            print(json.dumps(self.svc.service_stats(args[0]), indent=1, sort_keys=True))
+        except (RuntimeError, ValueError, KeyError) as e:
+            print(f"*** {e}")
+
+    def do_purge(self, line: str) -> None:
+        """purge PATH [EDGE ...]: remove PATH (an object's path, e.g. /img/img0001.jpg) from every edge's
+        cache, or from the edges named, with the run's management token; prints each edge's answer. The
+        next request for it is a miss. A client's own `PURGE` is refused (403)."""
+        args = self._args(line, 1, "purge PATH [EDGE ...]")
+        if not args:
+            return
+        if self.svc is None:
+            print("*** no CDN services running (cdnlab up without --no-services)")
+            return
+        path, edges = args[0], args[1:] or None
+        if not path.startswith("/"):
+            print(f"*** {path!r} is not a path: it starts with / (e.g. /img/img0001.jpg)")
+            return
+        try:
+            answers = self.svc.purge([path], edges)
+        except (RuntimeError, ValueError) as e:
+            print(f"*** {e}")
+            return
+        for edge, a in answers.items():
+            print(f"{edge}: {'purged' if a.get('purged') else 'not cached'} {path}")
 
     def do_dig(self, line: str) -> None:
         """dig CLIENT [NAME]: resolve NAME (default www.customer.example) through CLIENT's regional

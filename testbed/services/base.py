@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TypeVar
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from contract.config import ConfigError, load_model
 
@@ -33,6 +33,9 @@ class ServiceConfig(BaseModel):
     name: str = "service"
     log_file: Path | None = None
     log_level: str = "INFO"
+    #: the run's management token: control endpoints (purge, stats, faults) need it as a bearer token;
+    #: without one they accept loopback peers only (:mod:`testbed.services.admin`)
+    admin_token: str | None = Field(None, min_length=16)
 
 
 C = TypeVar("C", bound=ServiceConfig)

@@ -18,6 +18,13 @@ TC bit, full answers over TCP with the 2-byte length prefix of RFC 1035 §4.2.2 
 EDNS Client Subnet (validated, echoed with the SCOPE PREFIX-LENGTH the policy decided, §7.2.1).
 Malformed queries get FORMERR when the header is readable and are dropped otherwise; both are counted.
 
+Limits over TCP: at most ``tcp_max_connections`` connections at once, one more is closed at once unanswered
+(RFC 7766 §6.2.2 lets a server limit concurrent connections), and at most
+``tcp_max_queries_per_connection`` queries answered on one connection: after the last answer the server
+half-closes it (§6.2.4: either end may close, e.g. to defend itself) and throws away what still arrives
+until the client closes, so no RST destroys that answer. Counted as ``tcp_refused_connections`` and
+``tcp_query_limit_closes``. Unanswered queries are the client's to retry on a new connection.
+
 Hot path: the full wire response (without the 2-byte ID) is cached per (query bytes after the ID,
 transport, source address) and dropped whenever the health checker's generation changes. The mapping path
 itself has a fast path (:meth:`MappingDns._fast_mapped`): a plain ``aN.<zone> IN A`` query, with at most
@@ -183,6 +190,10 @@ class DnsConfig(ServiceConfig):
     health: HealthConfig = Field(default_factory=HealthConfig)
     max_udp_payload: int = Field(1232, ge=512, le=65535)  # our EDNS0 payload size
     tcp_idle_timeout: float = Field(10.0, gt=0)
+    #: TCP connections at once; one more is closed at once, unanswered (RFC 7766 §6.2.2)
+    tcp_max_connections: int = Field(256, ge=1, le=100_000)
+    #: queries answered on one TCP connection; after the last answer the server closes it (RFC 7766 §6.2.4)
+    tcp_max_queries_per_connection: int = Field(1000, ge=1)
     answer_cache_size: int = Field(50000, ge=0)
     #: multicast control channel: edges' heartbeats feed load and liveness (:mod:`testbed.services.mcast.consumer`)
     control: ControlConsumerConfig | None = None
@@ -685,18 +696,37 @@ class _Udp(asyncio.DatagramProtocol):
             self.transport.sendto(out, addr)
 
 
+#: seconds a TCP connection closed by the server after its last answer waits for the client to close
+TCP_LINGER_S = 2.0
+
+
+async def _linger_close(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """Half-close after the last answer (FIN), then read and throw away what the client still sends until it
+    closes or :data:`TCP_LINGER_S` pass: closing with unread queries would send a RST, which can destroy the
+    last answer before the client has read it."""
+    if writer.can_write_eof():
+        writer.write_eof()
+    try:
+        async with asyncio.timeout(TCP_LINGER_S):
+            while await reader.read(4096):
+                pass
+    except (TimeoutError, ConnectionError):
+        pass
+
+
 class DnsServer:
     """UDP + TCP listeners around :class:`MappingDns`, with the health checker (tests use this directly)."""
 
     def __init__(self, cfg: DnsConfig) -> None:
         self.cfg = cfg
-        self.health = HealthChecker(cfg.mapping.edges if cfg.mapped else [], cfg.health)
+        self.health = HealthChecker(cfg.mapping.edges if cfg.mapped else [], cfg.health, admin_token=cfg.admin_token)
         self.dns = MappingDns(cfg, self.health)
         edges = cfg.mapping.edges if cfg.mapped else []
         self.control = ControlFeed(cfg.control, edges, self.health) if cfg.control and edges else None
         self.port = cfg.port
         self._udp: asyncio.DatagramTransport | None = None
         self._tcp: asyncio.base_events.Server | None = None
+        self._tcp_open = 0  # TCP connections being served (at most cfg.tcp_max_connections)
 
     @property
     def stats(self) -> Counter[str]:
@@ -717,7 +747,13 @@ class DnsServer:
         log.info("DNS listening on %s:%d (udp%s)", self.cfg.host, self.port, "+tcp" if self.cfg.tcp else "")
 
     async def _tcp_client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self._tcp_open >= self.cfg.tcp_max_connections:
+            self.dns.stats["tcp_refused_connections"] += 1  # RFC 7766 §6.2.2: close it at once
+            writer.close()
+            return
         src = writer.get_extra_info("peername")[0]
+        self._tcp_open += 1
+        answered = 0
         try:
             while True:
                 try:
@@ -732,7 +768,13 @@ class DnsServer:
                     return  # unreadable: close the connection (RFC 7766 §6.2.4 allows it)
                 writer.write(struct.pack("!H", len(out)) + out)
                 await writer.drain()
+                answered += 1
+                if answered >= self.cfg.tcp_max_queries_per_connection:
+                    self.dns.stats["tcp_query_limit_closes"] += 1
+                    await _linger_close(reader, writer)
+                    return
         finally:
+            self._tcp_open -= 1
             writer.close()
             try:
                 await writer.wait_closed()

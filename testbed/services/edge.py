@@ -48,6 +48,10 @@ Control endpoints: ``GET /_cdn/health``, ``GET /_cdn/stats``, ``POST /_cdn/purge
 
 Multicast (:mod:`testbed.services.mcast.cdn`): ``ingest`` makes the edge the receiver's object sink
 (pushes -> :meth:`Edge.admit`, INVALIDATEs -> :meth:`Edge.purge`); ``control`` multicasts load HEARTBEATs.
+
+Limits (:mod:`testbed.services.limits`): a connection over ``max_connections`` gets a complete 503 with
+``Retry-After`` and is closed; a request with more than ``max_header_count`` fields or ``max_header_bytes``
+bytes of them gets 431 (RFC 6585 §5); both are counted in the stats, and the edge keeps serving.
 """
 
 from __future__ import annotations
@@ -69,8 +73,8 @@ from aiohttp import web
 from multidict import CIMultiDict
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from testbed.services import hashing, icp
-from testbed.services.base import ServiceConfig, service_main
+from testbed.services import admin, hashing, icp
+from testbed.services.base import service_main
 from testbed.services.eviction import load_policy, load_policy_class
 from testbed.services.freshness import (
     RangeNotSatisfiable,
@@ -93,6 +97,7 @@ from testbed.services.freshness import (
     vary_key,
     vary_names,
 )
+from testbed.services.limits import HttpLimitsConfig, LimitedSite
 from testbed.services.mcast.cdn import (
     ControlPublishConfig,
     EdgeIngest,
@@ -162,8 +167,9 @@ class Sibling(BaseModel):
     http_url: str
 
 
-class EdgeConfig(ServiceConfig):
-    """Config of one edge cache (``python -m testbed.services.edge --config F``)."""
+class EdgeConfig(HttpLimitsConfig):
+    """Config of one edge cache (``python -m testbed.services.edge --config F``); its connection and header
+    limits (``max_connections``, ``max_header_count``, ``max_header_bytes``) are :class:`HttpLimitsConfig`'s."""
 
     name: str = "edge"
     host: str = "127.0.0.1"
@@ -362,10 +368,13 @@ class Edge:
             access_log=None,
             max_field_size=self.cfg.max_field_size,
             max_line_size=self.cfg.max_field_size,
+            **self.cfg.parser_limits(),
         )
         self.runner = web.ServerRunner(server)
         await self.runner.setup()
-        site = web.TCPSite(self.runner, self.cfg.host, self.cfg.port, reuse_address=True)
+        site = LimitedSite(
+            self.runner, self.cfg.host, self.cfg.port, limits=self.cfg, counters=self.counters, reuse_address=True
+        )
         await site.start()
         self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
         log.info("edge %s on %s:%d (ICP %s)", self.name, self.cfg.host, self.port, self.icp_port or "off")
@@ -584,10 +593,19 @@ class Edge:
         if path.startswith("/_cdn/"):
             handler = self._control.get((request.method, path))
             if handler is not None:
+                if path != "/_cdn/health" and (refused := self._refused(request, path)) is not None:
+                    return refused
                 return await handler(request)
             if path in ("/_cdn/health", "/_cdn/stats", "/_cdn/purge"):
                 return web.Response(status=405, text="method not allowed\n")
         return await self._h_proxy(request)
+
+    def _refused(self, request: web.BaseRequest, what: str) -> web.Response | None:
+        """The 403 for a control request without the run's management token (None: allowed)."""
+        refused = admin.check(request, self.cfg.admin_token, what)
+        if refused is not None:
+            self.counters["control_refused"] += 1
+        return refused
 
     async def _h_proxy(self, request: web.BaseRequest) -> web.StreamResponse:
         method = request.method
@@ -595,6 +613,8 @@ class Edge:
         if key is None:
             return web.Response(status=400, text="bad request target\n")
         if method == "PURGE":
+            if (refused := self._refused(request, "PURGE")) is not None:
+                return refused
             ok = self.purge(key)
             return web.json_response({"path": key, "purged": ok}, status=200 if ok else 404)
         if method not in ("GET", "HEAD"):
@@ -1024,6 +1044,9 @@ class Edge:
             },
             "purged": c["purged"],
             "admitted": c["admitted"],
+            "refused_connections": c["refused_connections"],  # over max_connections: 503 (limits.py)
+            "refused_headers": c["refused_headers"],  # over max_header_count/max_header_bytes: 431
+            "control_refused": c["control_refused"],  # control requests without the management token: 403
             "ingest": self.ingest.stats() if self.ingest else None,
             "control": publisher_stats(self.publisher, self._mcast_failures) if self.publisher else None,
             "objects": {k: dict(v) for k, v in self.per_object.items()},

@@ -30,6 +30,7 @@ from typing import Any, Literal
 import aiohttp
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from testbed.services import admin
 from testbed.services.mapping import EdgeSpec
 
 log = logging.getLogger(__name__)
@@ -91,8 +92,10 @@ class HealthChecker:
     checker.stop()`` at the end. ``generation`` increases whenever any edge's state or load changes.
     """
 
-    def __init__(self, edges: Sequence[EdgeSpec], cfg: HealthConfig) -> None:
+    def __init__(self, edges: Sequence[EdgeSpec], cfg: HealthConfig, admin_token: str | None = None) -> None:
         self.cfg = cfg
+        #: the run's management token, which the edges' stats need (their health path is open)
+        self._stats_headers = admin.bearer(admin_token) if admin_token else {}
         self.edges = list(edges)
         self.state: dict[str, EdgeHealth] = {e.name: EdgeHealth() for e in self.edges}
         self.generation = 0
@@ -170,7 +173,7 @@ class HealthChecker:
     async def _poll_stats(self, e: EdgeSpec, h: EdgeHealth) -> None:
         assert self._session is not None
         try:
-            async with self._session.get(self._url(e, self.cfg.stats_path)) as r:
+            async with self._session.get(self._url(e, self.cfg.stats_path), headers=self._stats_headers) as r:
                 body = await r.json(content_type=None) if r.status == 200 else None
         except (TimeoutError, aiohttp.ClientError, OSError, ValueError):
             return

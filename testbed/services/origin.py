@@ -41,7 +41,7 @@ from typing import Any
 from aiohttp import web
 from pydantic import Field, field_validator
 
-from testbed.services import hashing
+from testbed.services import admin, hashing
 from testbed.services.base import ServiceConfig, service_main
 from testbed.services.catalog import Catalog, CatalogConfig, CatalogObject
 from testbed.services.freshness import (
@@ -63,6 +63,10 @@ DEFAULT_CACHE_CONTROL = {
     "css": "public, max-age=86400",
     "video": "public, max-age=3600",
 }
+
+
+#: the control paths anyone may call: health for probes, the catalog (the list of objects) for clients
+OPEN_PATHS = frozenset({"/_origin/health", "/_origin/catalog"})
 
 
 class OriginConfig(ServiceConfig):
@@ -121,6 +125,7 @@ class Origin:
         self.by_status: Counter[int] = Counter()
         self.bytes_sent = 0
         self.ad_counter = 0
+        self.control_refused = 0  # control requests without the management token (403)
         self.fault_status: int | None = None
         self._bodies: dict[tuple[str, int], bytes] = {}
         self._rng = random.Random()
@@ -133,7 +138,9 @@ class Origin:
 
     # ---- application -------------------------------------------------------------------------------
     def _make_app(self) -> web.Application:
-        app = web.Application()
+        app = web.Application(
+            middlewares=[admin.guard(self.cfg.admin_token, "/_origin/", OPEN_PATHS, self._count_refused)]
+        )
         app.router.add_get("/_origin/catalog", self._h_catalog)
         app.router.add_get("/_origin/stats", self._h_stats)
         app.router.add_get("/_origin/health", self._h_health)
@@ -362,10 +369,14 @@ class Origin:
         objs = [{"path": o.path, "size": o.size, "class": o.cls} for o in self.catalog.objects]
         return web.json_response({"hostname": self.cfg.hostname, "objects": objs, "dynamic": DYNAMIC_PATHS})
 
+    def _count_refused(self) -> None:
+        self.control_refused += 1
+
     async def _h_stats(self, request: web.Request) -> web.Response:
         return web.json_response(
             {
                 "name": self.cfg.name,
+                "control_refused": self.control_refused,
                 "requests": self.requests,
                 "by_path": dict(self.by_path),
                 "by_status": {str(k): v for k, v in self.by_status.items()},

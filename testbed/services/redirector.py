@@ -14,6 +14,10 @@ With a ``control`` section the redirector also listens to the edges' multicast h
 counts as down (down if the probes or the heartbeats say so, up only when both agree).
 
 Own paths: ``GET /_redirector/stats`` (JSON counters, edge health, control channel), ``GET /_redirector/health``.
+
+Limits (:mod:`testbed.services.limits`): a connection over ``max_connections`` gets a complete 503 with
+``Retry-After`` and is closed; a request with more than ``max_header_count`` fields or ``max_header_bytes``
+bytes of them gets 431 (RFC 6585 §5); the stats count them (``refused_connections``, ``refused_headers``).
 """
 
 from __future__ import annotations
@@ -27,16 +31,23 @@ from typing import Literal
 from aiohttp import web
 from pydantic import Field
 
-from testbed.services.base import ServiceConfig, service_main
+from testbed.services import admin
+from testbed.services.base import service_main
 from testbed.services.health import HealthChecker, HealthConfig
+from testbed.services.limits import HttpLimitsConfig, LimitedSite
 from testbed.services.mapping import MappingSpec, MapRequest, load_policy
 from testbed.services.mcast.consumer import ControlConsumerConfig, ControlFeed
 
 log = logging.getLogger(__name__)
 
 
-class RedirectorConfig(ServiceConfig):
-    """Config of ``python -m testbed.services.redirector``."""
+#: the control paths anyone may call (health, for probes)
+OPEN_PATHS = frozenset({"/_redirector/health"})
+
+
+class RedirectorConfig(HttpLimitsConfig):
+    """Config of ``python -m testbed.services.redirector``; its connection and header limits
+    (``max_connections``, ``max_header_count``, ``max_header_bytes``) are :class:`HttpLimitsConfig`'s."""
 
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=0, le=65535)
@@ -54,7 +65,7 @@ class Redirector:
     def __init__(self, cfg: RedirectorConfig) -> None:
         self.cfg = cfg
         self.policy = load_policy(cfg.mapping)
-        self.health = HealthChecker(cfg.mapping.edges, cfg.health)
+        self.health = HealthChecker(cfg.mapping.edges, cfg.health, admin_token=cfg.admin_token)
         self.control = ControlFeed(cfg.control, cfg.mapping.edges, self.health) if cfg.control else None
         self.stats: Counter[str] = Counter()
         self.by_edge: Counter[str] = Counter()
@@ -62,11 +73,16 @@ class Redirector:
         self._runner: web.AppRunner | None = None
 
     def app(self) -> web.Application:
-        app = web.Application()
+        app = web.Application(
+            middlewares=[admin.guard(self.cfg.admin_token, "/_redirector/", OPEN_PATHS, self._count_refused)]
+        )
         app.router.add_get("/_redirector/stats", self._stats)
         app.router.add_get("/_redirector/health", self._health)
         app.router.add_route("*", "/{tail:.*}", self._redirect)
         return app
+
+    def _count_refused(self) -> None:
+        self.stats["control_refused"] += 1
 
     async def _stats(self, request: web.Request) -> web.Response:
         return web.json_response(
@@ -111,9 +127,9 @@ class Redirector:
         await self.health.start()
         if self.control is not None:
             await self.control.start()
-        self._runner = web.AppRunner(self.app(), access_log=None)
+        self._runner = web.AppRunner(self.app(), access_log=None, **self.cfg.parser_limits())
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self.cfg.host, self.cfg.port)
+        site = LimitedSite(self._runner, self.cfg.host, self.cfg.port, limits=self.cfg, counters=self.stats)
         await site.start()
         server = site._server  # noqa: SLF001 - the only way to learn the port when 0 was asked
         if server is not None and server.sockets:  # type: ignore[union-attr]

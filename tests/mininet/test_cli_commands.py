@@ -100,3 +100,44 @@ def test_cdnlab_up_interactive_session_and_exit() -> None:
     assert "cdnlab: stopping mini: " in r.stdout and "switches" in r.stdout  # exit says what it stops
     assert "cdnlab: stopped in" in r.stdout
     assert not {"s1", "s2"} & set(run(["ovs-vsctl", "list-br"]).stdout.split())  # torn down
+
+
+def _code(cn, host: str, args: str) -> str:
+    """The HTTP status a curl from inside ``host`` gets (``000``: no answer)."""
+    return cn.host(host).cmd(f"curl -s -m 5 -o /dev/null -w '%{{http_code}}' {args}").strip()[-3:]
+
+
+def test_only_the_operator_may_purge(cdn_net, tmp_path, capsys) -> None:
+    """#16: a client host's purge and stats are refused; the CLI's `purge` and `stats` work."""
+    cn = cdn_net("mini")
+    svc = start_services(cn)
+    e1, origin, obj = cn.ip("e1"), cn.ip("origin"), "/img/img0001.jpg"
+    fetch = f"http://{e1}{obj}"
+    assert _code(cn, "c1", fetch) == "200"
+    assert "X-Cache: HIT" in cn.host("c1").cmd(f"curl -s -m 5 -D - -o /dev/null {fetch}")
+    stolen = "-H 'Authorization: Bearer 0123456789abcdef0123456789abcdef'"
+    for args in (f"-X PURGE {fetch}", f"-X POST --data '{{\"paths\": [\"{obj}\"]}}' http://{e1}/_cdn/purge",
+                 f"http://{e1}/_cdn/stats", f"{stolen} -X PURGE {fetch}",
+                 f"-X POST --data '{{\"status\": 503}}' http://{origin}/_origin/fault",
+                 f"-X POST http://{origin}/_origin/update{obj}", f"http://{cn.ip('redir')}/_redirector/stats"):
+        assert _code(cn, "c1", args) == "403", args
+    assert _code(cn, "c1", f"http://{e1}/_cdn/health") == "200"  # probes stay open
+    assert "X-Cache: HIT" in cn.host("c1").cmd(f"curl -s -m 5 -D - -o /dev/null {fetch}")  # nothing purged
+    assert _code(cn, "c1", f"http://{origin}{obj}") == "200"  # no fault was injected
+    assert svc.service_stats("e1")["control_refused"] == 4
+
+    script = tmp_path / "cmds"
+    script.write_text("\n".join([
+        "purge /img/img0001.jpg", "stats e1", "stats c1", "purge img0001.jpg", "purge /img/img0001.jpg e9",
+        "purge /img/img0001.jpg e1",
+    ]) + "\n")
+    with open(script) as stdin:
+        CdnCLI(cn, script=str(script), stdin=stdin)
+    out = capsys.readouterr().out
+    assert "e1: purged /img/img0001.jpg" in out
+    assert '"control_refused": 4' in out  # stats e1, as JSON
+    assert "c1 is a client: only edges, the origin and redirectors have stats" in out
+    assert "'img0001.jpg' is not a path" in out
+    assert "e9 is not an edge" in out
+    assert "e1: not cached /img/img0001.jpg" in out  # the second purge: already gone
+    assert "X-Cache: MISS" in cn.host("c1").cmd(f"curl -s -m 5 -D - -o /dev/null {fetch}")

@@ -63,11 +63,6 @@ def catalog() -> Catalog:
     return Catalog(CatalogConfig(**CATALOG))
 
 
-def curl_json(cn: CdnNet, via: str, url: str, method: str = "GET") -> dict:
-    out = cn.host(via).cmd(f"curl -s -m 10 -X {method} {url}")
-    return json.loads(out[out.index("{") :])
-
-
 def fetch(cn: CdnNet, via: str, url: str, tmp: Path) -> tuple[dict[str, str], bytes]:
     """GET ``url`` from host ``via``: (response headers, lower-cased names; body)."""
     hf, bf = tmp / "h.txt", tmp / "b.bin"
@@ -82,20 +77,20 @@ def fetch(cn: CdnNet, via: str, url: str, tmp: Path) -> tuple[dict[str, str], by
     return headers, bf.read_bytes()
 
 
-def edge_ingest(cn: CdnNet, edge: str) -> dict:
-    return curl_json(cn, "c1", f"http://{cn.ip(edge)}/_cdn/stats")["ingest"]
+def edge_ingest(svc: CdnServices, edge: str) -> dict:
+    return svc.service_stats(edge)["ingest"]  # with the run's management token
 
 
-def origin_stats(cn: CdnNet, svc: CdnServices) -> dict:
-    return curl_json(cn, "c1", f"http://{cn.ip(svc.origin)}/_origin/stats")
+def origin_stats(svc: CdnServices) -> dict:
+    return svc.service_stats(svc.origin)
 
 
 def push_and_wait(cn: CdnNet, svc: CdnServices, paths: list[str]) -> None:
-    before = {e: edge_ingest(cn, e)["objects_received"] for e in svc.edges}
+    before = {e: edge_ingest(svc, e)["objects_received"] for e in svc.edges}
     res = svc.push(paths)
     assert [p["path"] for p in res["pushed"]] == paths, res
     wait_until(
-        lambda: all(edge_ingest(cn, e)["objects_received"] >= before[e] + len(paths) for e in svc.edges),
+        lambda: all(edge_ingest(svc, e)["objects_received"] >= before[e] + len(paths) for e in svc.edges),
         60,
         0.2,
         what="every edge received every pushed object",
@@ -114,10 +109,10 @@ def test_push_reaches_every_edge_intact_and_is_served_as_hits(mcdn, tmp_path: Pa
             assert h.get("x-cache") == "HIT", (e, o.path, h)
             assert hashlib.sha256(body).hexdigest() == hashlib.sha256(cat.body(o, 0)).hexdigest(), (e, o.path)
             assert h.get("etag") == cat.etag(o, 0)
-    ost = origin_stats(cn, svc)
+    ost = origin_stats(svc)
     assert ost["requests"] == 0, ost["by_path"]  # nothing came to the origin by HTTP
     assert ost["ingest"]["objects_pushed"] >= len(objs)
-    lossy, clean = edge_ingest(cn, LOSSY_EDGE), edge_ingest(cn, "e1")
+    lossy, clean = edge_ingest(svc, LOSSY_EDGE), edge_ingest(svc, "e1")
     print(f"e1: {clean}\n{LOSSY_EDGE}: {lossy}\norigin: {ost['ingest']}")
     # the lossy edge recovered by NACK and repair; nothing corrupt got in anywhere
     assert lossy["nacks_sent"] > 0 and lossy["repairs"] > 0
@@ -133,17 +128,17 @@ def test_origin_update_invalidates_every_edge_copy(mcdn, tmp_path: Path) -> None
     push_and_wait(cn, svc, [obj.path])
     for e, c in (("e1", "c1"), ("e2", "c2")):
         assert fetch(cn, c, f"http://{cn.ip(e)}{obj.path}", tmp_path)[0].get("x-cache") == "HIT"
-    applied = {e: edge_ingest(cn, e)["invalidations_applied"] for e in svc.edges}
-    upd = curl_json(cn, "c1", f"http://{cn.ip(svc.origin)}/_origin/update{obj.path}", "POST")
+    applied = {e: edge_ingest(svc, e)["invalidations_applied"] for e in svc.edges}
+    upd = svc.control(svc.origin, f"http://{cn.ip(svc.origin)}/_origin/update{obj.path}", "POST")
     assert upd["version"] == 1 and "inval_id" in upd["multicast"]
     wait_until(
-        lambda: all(edge_ingest(cn, e)["invalidations_applied"] > applied[e] for e in svc.edges),
+        lambda: all(edge_ingest(svc, e)["invalidations_applied"] > applied[e] for e in svc.edges),
         30,
         0.1,
         what="every edge applied the invalidation",
     )
     for e, c in (("e1", "c1"), ("e2", "c2")):
-        st = edge_ingest(cn, e)
+        st = edge_ingest(svc, e)
         lat = st["inval_latency_s"]["last"]
         print(f"{e}: update -> purge applied in {lat * 1000:.1f} ms (purged {st['purged']})")
         assert lat is not None and lat >= 0 and st["applied"][-1]["inval_id"] == upd["multicast"]["inval_id"]

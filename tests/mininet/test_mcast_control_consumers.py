@@ -53,11 +53,10 @@ def ccdn() -> Iterator[tuple[CdnNet, CdnServices]]:
         cn.stop()
 
 
-def redir_stats(cn: CdnNet) -> dict:
-    out = cn.host("c1").cmd(f"curl -s -m 5 http://{cn.ip('redir')}/_redirector/stats")
+def redir_stats(svc: CdnServices) -> dict:
     try:
-        return json.loads(out[out.index("{") :])
-    except ValueError:
+        return svc.service_stats("redir")  # with the run's management token
+    except RuntimeError:
         return {}
 
 
@@ -77,7 +76,7 @@ def test_heartbeats_feed_load_and_liveness(ccdn) -> None:
     e1, e2 = cn.ip("e1"), cn.ip("e2")
     wait_until(
         lambda: all(
-            (redir_stats(cn).get("control") or {}).get("edges", {}).get(e, {}).get("heartbeats", 0) >= 3
+            (redir_stats(svc).get("control") or {}).get("edges", {}).get(e, {}).get("heartbeats", 0) >= 3
             for e in ("e1", "e2")
         ),
         30,
@@ -88,18 +87,18 @@ def test_heartbeats_feed_load_and_liveness(ccdn) -> None:
     path = next(o.path for o in Catalog(CatalogConfig()).objects if o.cls == "image")
     cn.host("c1").cmd(f"for i in $(seq 150); do curl -s -o /dev/null http://{e1}{path}; done &")
     wait_until(
-        lambda: (redir_stats(cn)["edges"]["e1"]["load"] or 0) > 0, 20, 0.1, what="e1's load from heartbeats"
+        lambda: (redir_stats(svc)["edges"]["e1"]["load"] or 0) > 0, 20, 0.1, what="e1's load from heartbeats"
     )
     assert redirect_target(cn, "c2") == e2 and dns_answer(cn, "c2") == e2  # west client -> west edge
     cn.host("e2").cmd(f"iptables -A {DROP_HEARTBEATS}")
     try:
         wait_until(
-            lambda: redir_stats(cn)["edges"]["e2"]["up"] is False,
+            lambda: redir_stats(svc)["edges"]["e2"]["up"] is False,
             20,
             0.1,
             what="redirector: e2 silent -> down",
         )
-        snap = redir_stats(cn)["edges"]["e2"]
+        snap = redir_stats(svc)["edges"]["e2"]
         print(json.dumps(snap))
         assert snap["probe_up"] is True and snap["pushed_up"] is False  # HTTP fine, heartbeats gone
         assert redirect_target(cn, "c2") == e1

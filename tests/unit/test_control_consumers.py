@@ -8,6 +8,7 @@ waiting. Edges are stand-ins on loopback answering the active health probes.
 from __future__ import annotations
 
 import asyncio
+import itertools
 
 import aiohttp
 import dns.message
@@ -45,17 +46,21 @@ class Clock:
         return self.now
 
 
+_SEQ = itertools.count(1)  # like a publisher: every heartbeat a new sequence number and a later timestamp
+
+
 def heartbeat(
     name: str,
     rps: float,
     addr: str = "0.0.0.0",
     interval_ms: int = 500,
-    seq: int = 1,
+    seq: int | None = None,
     key: str = KEY,
     session: int = SESSION,
 ) -> bytes:
-    hb = wire.Heartbeat(name, wire.Role.EDGE, 1, interval_ms, addr, rps, 0, 0.1, 1)
-    return wire.encode(hb, session_id=session, sender_id=abs(hash(name)) % 2**32, seq=seq, key=key.encode())
+    n = next(_SEQ) if seq is None else seq
+    hb = wire.Heartbeat(name, wire.Role.EDGE, n, interval_ms, addr, rps, 0, 0.1, 1)
+    return wire.encode(hb, session_id=session, sender_id=abs(hash(name)) % 2**32, seq=n, key=key.encode())
 
 
 @pytest.fixture(autouse=True)

@@ -168,6 +168,8 @@ class EdgeIngest:
             "stale_skipped": s.stale_skipped,
             "abandoned": s.abandoned,
             "duplicates": s.duplicates,
+            "replayed": s.replayed,
+            "sender_restarts": s.sender_restarts,
             "sink_errors": s.sink_errors,
             "errors": dict(s.errors),
             "pending": self.rx.pending(),

@@ -157,6 +157,7 @@ class ControlFeed:
             "failures": list(self.failures),
             "heartbeats": self.listener.received,
             "errors": dict(self.listener.errors),
+            "replayed": self.listener.replayed,
             "syncs": self.syncs,
             "edges": {
                 e: {"requests_per_s": n.requests_per_s, "failed": n.failed, "heartbeats": n.heartbeats}

@@ -31,6 +31,7 @@ from pydantic import Field
 
 from contract import mcast_wire as wire
 from contract.mcast_wire import Role
+from contract.replay_window import DEFAULT_SIZE, ReplayWindow, Verdict
 from testbed.services.base import ServiceConfig, service_main
 from testbed.services.mcast.net import GroupConfig, open_group_socket
 
@@ -213,7 +214,10 @@ class ControlListener:
     """Joins the control group and keeps a :class:`LoadTable` of every node's latest heartbeat.
 
     ``start()`` runs a daemon thread (usable from asyncio and threaded services alike); ``close()`` stops it.
-    Bad datagrams are counted in ``errors`` by reason and ignored.
+    Bad datagrams are counted in ``errors`` by reason and ignored. An authentic heartbeat then passes a
+    per-(session, sender) anti-replay window (:mod:`contract.replay_window`, RFC 4303 §3.4.3; sender
+    restarts recognised by the heartbeat's timestamp): one already accepted, or older than the window,
+    is dropped and counted in ``replayed``, so a recorded heartbeat cannot keep a dead node alive.
     """
 
     def __init__(
@@ -224,19 +228,23 @@ class ControlListener:
         key: bytes | None = None,
         miss_limit: int = 3,
         clock: Callable[[], float] = time.monotonic,
+        replay_window: int = DEFAULT_SIZE,
     ) -> None:
         self.group = group
         self.session_id = session_id
         self.key = key
         self.table = LoadTable(miss_limit, clock)
+        self.replay = ReplayWindow(replay_window)
         self.received = 0
+        self.replayed = 0  # authentic heartbeats dropped by the anti-replay window
+        self.sender_restarts = 0  # publishers seen to restart their sequence numbers
         self.errors: dict[str, int] = {}
         self._sock: socket.socket | None = None
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
 
     def feed(self, data: bytes, addr: str | None = None) -> bool:
-        """Handle one datagram; True when it was a valid heartbeat of our session."""
+        """Handle one datagram; True when it was a valid heartbeat of our session, not a replay."""
         try:
             h, msg = wire.decode(data, self.key)
             if h.session_id != self.session_id:
@@ -246,6 +254,12 @@ class ControlListener:
         except wire.WireError as e:
             self.errors[e.reason] = self.errors.get(e.reason, 0) + 1
             return False
+        v = self.replay.admit((h.session_id, h.sender_id), h.seq, wire.send_time_us(msg))
+        if not v.ok:
+            self.replayed += 1
+            return False
+        if v is Verdict.RESTART:
+            self.sender_restarts += 1
         self.received += 1
         self.table.update(msg, addr)
         return True

@@ -13,7 +13,10 @@ applied invalidation of their path, or than a version already delivered, are not
 
 Every malformed, truncated, forged (wrong key/session, bad digest) or duplicate packet is counted in
 :attr:`IngestReceiver.stats` and ignored; nothing a packet contains can raise out of
-:meth:`IngestReceiver.datagram_received`.
+:meth:`IngestReceiver.datagram_received`. Control messages (INVALIDATE, SENDER_REPORT, other receivers'
+NACKs) that pass the tag check also pass a per-(session, sender) anti-replay window
+(:mod:`contract.replay_window`, RFC 4303 §3.4.3): a captured one sent again is dropped and counted in
+``stats.replayed``.
 
 Run standalone: ``python -m testbed.services.mcast.receiver --config F`` (see :class:`ReceiverConfig`).
 """
@@ -37,6 +40,7 @@ from pydantic import Field
 
 from contract import mcast_wire as wire
 from contract.mcast_wire import Match
+from contract.replay_window import DEFAULT_SIZE, ReplayWindow, Verdict
 from testbed.services.base import ServiceConfig, service_main
 from testbed.services.mcast.net import EndpointRunner, GroupConfig
 
@@ -92,6 +96,8 @@ class ReceiverStats:
     sink_errors: int = 0
     manifests: int = 0
     ignored: int = 0
+    replayed: int = 0  # authentic control messages dropped by the anti-replay window (already seen / too old)
+    sender_restarts: int = 0  # senders seen to restart their sequence numbers (the window restarted)
     # rejected packets by reason: malformed, auth (forged/corrupt tag), version, wrong_session,
     # digest (object digest mismatch), too_big, inconsistent (chunk disagrees with META)
     errors: dict[str, int] = field(default_factory=dict)
@@ -186,6 +192,8 @@ class _SenderState:
 
 
 MAX_RANGES_PER_NACK = 128
+# control messages this receiver acts on (heartbeats on the ingest group are ignored, not replay-checked)
+_REPLAY_CHECKED = wire.CONTROL_TYPES - {wire.MsgType.HEARTBEAT}
 
 
 class IngestReceiver:
@@ -204,6 +212,7 @@ class IngestReceiver:
         max_nack_rounds: int = 50,
         max_object_bytes: int = 256 << 20,
         max_partial: int = 256,
+        replay_window: int = DEFAULT_SIZE,
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
         rng: random.Random | None = None,
@@ -211,6 +220,7 @@ class IngestReceiver:
         self.rng = rng or random.Random()
         self.transmit = transmit
         self.sink = sink
+        self.replay = ReplayWindow(replay_window)
         self.codec = wire.Codec(session_id, receiver_id or self.rng.randrange(1, 2**32), key)
         self.nack_backoff = nack_backoff
         self.nack_retry = nack_retry
@@ -242,6 +252,13 @@ class IngestReceiver:
             return
         if h.sender_id == self.receiver_id:
             return  # our own NACK looped back
+        if h.type in _REPLAY_CHECKED:
+            v = self.replay.admit((h.session_id, h.sender_id), h.seq, wire.send_time_us(msg))
+            if not v.ok:
+                self.stats.replayed += 1
+                return
+            if v is Verdict.RESTART:
+                self.stats.sender_restarts += 1
         try:
             self._handle(h, msg)
         except wire.WireError as e:  # a semantically inconsistent message
@@ -701,7 +718,7 @@ async def serve(cfg: ReceiverConfig, stop: asyncio.Event) -> None:
         last_key, last_t = None, 0.0
         while not stop.is_set():
             s = rx.stats
-            key = (s.delivered, s.invalidations_applied, s.rejected, s.abandoned)
+            key = (s.delivered, s.invalidations_applied, s.rejected, s.abandoned, s.replayed)
             if key != last_key or time.monotonic() - last_t > 1.0:
                 dump()
                 last_key, last_t = key, time.monotonic()

@@ -11,7 +11,9 @@ and every ``report_interval`` seconds it multicasts a SENDER_REPORT (NORM's FLUS
 objects it still retains and the recent invalidation ids, so receivers detect tail loss and a late
 joiner learns what it missed and asks for it. :meth:`invalidate` multicasts an INVALIDATE (repeated
 ``inval_repeats`` times, retained and repaired on NACK like data) and drops matching objects from
-retention so no late joiner is handed stale content.
+retention so no late joiner is handed stale content. NACKs pass a per-(session, receiver) anti-replay
+window (:mod:`contract.replay_window`, RFC 4303 §3.4.3) after the tag check, so a captured NACK sent
+again (to make the sender multicast repairs) is dropped and counted in ``stats.replayed``.
 
 Run standalone: ``python -m testbed.services.mcast.sender --config F`` (see :class:`SenderConfig`).
 """
@@ -32,6 +34,7 @@ from pydantic import Field
 
 from contract import mcast_wire as wire
 from contract.mcast_wire import InvalAction, Match
+from contract.replay_window import DEFAULT_SIZE, ReplayWindow
 from testbed.services.base import ServiceConfig, service_main
 from testbed.services.mcast.net import EndpointRunner, GroupConfig
 
@@ -52,6 +55,7 @@ class SenderStats:
     nacks_unserviceable: int = 0  # asked for something no longer retained
     repairs_held_off: int = 0  # chunk requested again within repair_holdoff
     ignored: int = 0  # valid packets of no concern (other senders' traffic, own loopback)
+    replayed: int = 0  # authentic NACKs dropped by the anti-replay window (already seen / too old)
     errors: dict[str, int] = field(default_factory=dict)  # malformed / auth / version / wrong_session
 
     def as_dict(self) -> dict:
@@ -85,6 +89,7 @@ class IngestSender:
         retain_bytes: int = 64 << 20,
         retain_invals: int = 64,
         inval_repeats: int = 2,
+        replay_window: int = DEFAULT_SIZE,
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
         rng: random.Random | None = None,
@@ -94,6 +99,7 @@ class IngestSender:
         self.rng = rng or random.Random()
         self.transmit = transmit
         self.codec = wire.Codec(session_id, sender_id or self.rng.randrange(1, 2**32), key)
+        self.replay = ReplayWindow(replay_window)
         self.chunk_size = chunk_size
         self.rate_bps = rate_bps
         self.burst = max(burst_bytes, chunk_size + 200)
@@ -211,6 +217,9 @@ class IngestSender:
             return
         if h.sender_id == self.sender_id or not isinstance(msg, wire.Nack) or msg.target != self.sender_id:
             self.stats.ignored += 1
+            return
+        if not self.replay.admit((h.session_id, h.sender_id), h.seq).ok:
+            self.stats.replayed += 1
             return
         self.stats.nacks_received += 1
         now = self.clock()
