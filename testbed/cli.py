@@ -1,6 +1,6 @@
 """The ``cdnlab`` command line.
 
-Subcommands: doctor, up, clean, topo, controller, bench NAME, run NAME, report DIR, demo, grade LAB, lab.
+Subcommands: doctor, plan, up, clean, topo, controller, bench NAME, run NAME, report DIR, demo, grade LAB, lab.
 Each subcommand lives in its own module and is imported only when used, so ``cdnlab doctor`` works even
 when optional pieces (Ryu, Mininet) are missing.
 """
@@ -15,6 +15,7 @@ import sys
 # subcommand -> (module, help). The module has ``main(argv: list[str]) -> int``.
 COMMANDS: dict[str, tuple[str, str]] = {
     "doctor": ("testbed.doctor", "check the machine: root, OVS and its datapath, netem, Ryu, scapy, unbound"),
+    "plan": ("testbed.plan", "what will run where: cdnlab plan TOPO --out DIR writes every config, no root"),
     "up": ("testbed.net.up", "build a topology, start the controller and services, open the Mininet CLI"),
     "clean": ("testbed.net.cleanup", "remove everything cdnlab created (also after a crash or SIGKILL)"),
     "topo": ("testbed.net.topo_cli", "topology tools: list, show, validate, import FILE.graphml"),

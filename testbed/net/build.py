@@ -130,6 +130,23 @@ def link_kwargs(p) -> dict[str, Any]:
 
 
 
+def port_numbers(topo: Topology) -> dict[tuple[str, str], int]:
+    """(node, neighbour) -> the port number Mininet gives ``node``'s interface towards ``neighbour``, known
+    before anything is built: Mininet numbers a node's interfaces in the order its links are added (from
+    0 on hosts, 1 on switches), and the builder adds every host's access link, then the switch links, in
+    file order. The builder checks the built network against this (:meth:`CdnNet.netview`). Between two
+    nodes joined twice, the first link's ports."""
+    nxt = {s.name: 1 for s in topo.switches} | {h.name: 0 for h in topo.hosts}
+    out: dict[tuple[str, str], int] = {}
+    pairs = [(h.name, h.switch) for h in topo.hosts] + [(ln.a, ln.b) for ln in topo.links]
+    for a, b in pairs:
+        out.setdefault((a, b), nxt[a])
+        out.setdefault((b, a), nxt[b])
+        nxt[a] += 1
+        nxt[b] += 1
+    return out
+
+
 @functools.cache
 def waited_remote_controller() -> type:
     """Mininet's ``RemoteController`` without its own listening check, for a controller the caller has
@@ -169,6 +186,8 @@ class CdnNet:
         # heartbeats, so it is in the view before services start; CdnServices reuses it (None: its own)
         self.mcast_key: str | None = None
         self.control = self._control_settings()
+        #: the CDN services started in this network (testbed.net.cdn.start_services), or None
+        self.services: Any = None
 
     def _control_settings(self) -> dict[str, Any] | None:
         """``BuildOptions.extra["control"]`` as the view's ``control`` block (None when not asked for)."""
@@ -370,9 +389,26 @@ class CdnNet:
                         s.vsctl("set Port", intf.name, "other_config:rstp-port-admin-edge=true")
 
     # -- controller --------------------------------------------------------------------------------
+    def ports(self) -> dict[tuple[str, str], int]:
+        """(node, neighbour) -> port: :func:`port_numbers`; once built, checked against Mininet's own."""
+        ports = port_numbers(self.topo)
+        if self.net is None:
+            return ports
+        pairs = [(h.name, h.switch) for h in self.topo.hosts] + [(ln.a, ln.b) for ln in self.topo.links]
+        for a, b in pairs:
+            na, nb = self.net.get(a), self.net.get(b)
+            ia, ib = na.connectionsTo(nb)[0]
+            built = {(a, b): na.ports[ia], (b, a): nb.ports[ib]}
+            for k, v in built.items():
+                if ports[k] != v:
+                    raise RuntimeError(f"the plan gave {k[0]}'s port towards {k[1]} number {ports[k]}, "
+                                       f"Mininet gave it {v}")
+        return ports
+
     def netview(self) -> dict[str, Any]:
-        """The JSON view of the built network handed to the controller (schema: contract.netview)."""
-        assert self.net is not None
+        """The JSON view of the network handed to the controller (schema: contract.netview); computed from
+        the topology alone before the build (``cdnlab plan``), checked against the built network after."""
+        ports = self.ports()
         dpids = self.topo.dpids()
         view: dict[str, Any] = {
             "switches": [{"name": s.name, "dpid": dpids[s.name]} for s in self.topo.switches],
@@ -388,18 +424,14 @@ class CdnNet:
         if self.control is not None:
             view["control"] = dict(self.control)
         for ln in self.topo.links:
-            a, b = self.net.get(ln.a), self.net.get(ln.b)
-            ia, ib = a.connectionsTo(b)[0]
             view["links"].append({
-                "a": ln.a, "a_port": a.ports[ia], "b": ln.b, "b_port": b.ports[ib],
+                "a": ln.a, "a_port": ports[(ln.a, ln.b)], "b": ln.b, "b_port": ports[(ln.b, ln.a)],
                 "delay_ms": ln.delay_ms, "bw_mbit": ln.bw_mbit,
             })
         for h in self.topo.hosts:
-            node, sw = self.net.get(h.name), self.net.get(h.switch)
-            _, isw = node.connectionsTo(sw)[0]
             view["hosts"].append({
                 "name": h.name, "mac": self.macs[h.name], "ip": self.addresses[h.name],
-                "switch": h.switch, "port": sw.ports[isw], "delay_ms": h.link.delay_ms,
+                "switch": h.switch, "port": ports[(h.switch, h.name)], "delay_ms": h.link.delay_ms,
             })
         scale = timeout_scale()
         probe = {"interval_ms": ANYCAST_PROBE_INTERVAL_MS * scale, "timeout_ms": ANYCAST_PROBE_TIMEOUT_MS * scale}

@@ -43,10 +43,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from contract.config import validate
 from testbed.net.build import CdnNet
 from testbed.net.netmap import NetworkMaps, network_maps, rtt_to_edges
 from testbed.net.spec import Role, Topology
 from testbed.services import admin
+from testbed.services.base import ServiceConfig
 from testbed.util import StopWaiting, wait_until
 
 CDN_NAME = "a73.g.cdnlab.net"
@@ -61,6 +63,13 @@ DEFAULT_CONTROL_GROUP = "239.10.0.2"
 SERVICE_MODULES = {"origin": "testbed.services.origin", "edge": "testbed.services.edge",
                    "dns": "testbed.services.dns", "resolver": "testbed.services.resolver",
                    "redirector": "testbed.services.redirector"}
+#: the config model of each role's service (``module:class``)
+CONFIG_MODELS = {"origin": "testbed.services.origin:OriginConfig", "edge": "testbed.services.edge:EdgeConfig",
+                 "dns": "testbed.services.dns:DnsConfig", "resolver": "testbed.services.resolver:ResolverConfig",
+                 "redirector": "testbed.services.redirector:RedirectorConfig"}
+#: the start stage of each role: a stage starts when every service of the one before answers (the DNS
+#: servers of one stage start low-level first, so a high-level server's referrals point at live servers)
+START_STAGE = {"origin": 1, "edge": 1, "dns": 2, "resolver": 3, "redirector": 4}
 FAILURE_KINDS = ("process", "host", "link")
 #: what clients see when a host of each role fails (printed by the CLI's ``fail``)
 FAILURE_EFFECTS = {
@@ -109,6 +118,14 @@ class CdnOptions:
     origin_cache_control: dict[str, str] = field(default_factory=dict)  # class -> Cache-Control at the origin
 
 
+def config_model(role: str) -> type[ServiceConfig]:
+    """The pydantic model of ``role``'s service config (imported when asked: the services' modules are big)."""
+    import importlib
+
+    module, name = CONFIG_MODELS[role].split(":")
+    return getattr(importlib.import_module(module), name)
+
+
 def _write_private(path: Path, text: str) -> None:
     """Write ``text`` to ``path``, readable by its owner only (configs and the header file hold keys)."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -129,9 +146,7 @@ class CdnServices:
         self.opts = opts or CdnOptions()
         assert cn.run_dir is not None
         self.cfg_dir = cn.run_dir / "configs"
-        self.cfg_dir.mkdir(parents=True, exist_ok=True)
         self.log_dir = cn.run_dir / "logs"
-        self.log_dir.mkdir(parents=True, exist_ok=True)
         t = cn.topo
         self.origin = next((h.name for h in t.hosts_with(Role.origin)), None)
         self.edges = [h.name for h in t.hosts_with(Role.edge)]
@@ -146,7 +161,7 @@ class CdnServices:
         # endpoints, and in a curl header file the CLI, experiments and benchmarks send control requests with
         self.admin_token = secrets.token_urlsafe(24)
         self.admin_header_file = cn.run_dir / "admin-header"
-        _write_private(self.admin_header_file, admin.header_line(self.admin_token) + "\n")
+        self._prepared = False  # the run directory's configs/, logs/ and header file (prepare())
         self.ingest_group, self.control_group = self.mcast_groups()
         ctl = getattr(cn, "control", None)
         want = (self.control_group, MCAST_CONTROL_PORT, 2)  # the edges' heartbeats (edge_config)
@@ -216,7 +231,31 @@ class CdnServices:
         return {"interval": o.health_interval, "timeout": min(o.health_timeout, o.health_interval),
                 "fall": o.health_fall, "rise": o.health_rise}
 
+    def prepare(self) -> None:
+        """Make the run directory's ``configs/`` and ``logs/`` and the management header file (once): the
+        configs themselves are computed without touching the disk (``cdnlab plan`` writes them elsewhere)."""
+        if self._prepared:
+            return
+        self.cfg_dir.mkdir(parents=True, exist_ok=True)
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        _write_private(self.admin_header_file, admin.header_line(self.admin_token) + "\n")
+        self._prepared = True
+
+    def config_dict(self, host: str) -> dict[str, Any]:
+        """``host``'s service config, as written to its file, checked against the service's own model
+        first: a wrong field fails here, naming host and field, and not as a readiness timeout."""
+        role = self.cn.topo.host(host).role.value
+        make = {"origin": self.origin_config, "edge": lambda: self.edge_config(host),
+                "dns": lambda: self.dns_config(host), "resolver": lambda: self.resolver_config(host),
+                "redirector": lambda: self.redirector_config(host)}.get(role)
+        if make is None:
+            raise ValueError(f"{host} is a {role}: it runs no CDN service")
+        cfg = make()
+        validate(config_model(role), cfg, f"the generated config of {host} ({role})")
+        return cfg
+
     def _write(self, name: str, cfg: dict[str, Any]) -> Path:
+        self.prepare()
         p = self.cfg_dir / f"{name}.json"
         _write_private(p, json.dumps(cfg, indent=1))  # it holds the run's keys
         return p
@@ -225,6 +264,7 @@ class CdnServices:
     def admin_curl(self) -> str:
         """curl options that authorise a control request: the run's token from its header file (mode 0600),
         so the token is on no command line."""
+        self.prepare()
         return f"-H @{self.admin_header_file}"
 
     def control(self, via: str, url: str, method: str = "GET", body: Any = None, timeout_s: float = 5) -> Any:
@@ -452,10 +492,7 @@ class CdnServices:
     def _launch(self, host: str) -> None:
         """Start ``host``'s service process (its role's module and config)."""
         role = self.cn.topo.host(host).role.value
-        config = {"origin": lambda: self.origin_config(), "edge": lambda: self.edge_config(host),
-                  "dns": lambda: self.dns_config(host), "resolver": lambda: self.resolver_config(host),
-                  "redirector": lambda: self.redirector_config(host)}[role]
-        self._start(host, SERVICE_MODULES[role], config(), role)
+        self._start(host, SERVICE_MODULES[role], self.config_dict(host), role)
 
     def _alive(self, host: str, role: str) -> None:
         """Raise StopWaiting, with its log's tail, if ``host``'s service process has exited."""
@@ -496,33 +533,28 @@ class CdnServices:
             wait_until(answering(lambda: self._dns_ready(probe, ip, CUSTOMER_NAME)), t, 0.2,
                        what=what or f"resolver {host} resolving {CUSTOMER_NAME}")
 
+    def hosts_of(self, role: str) -> list[str]:
+        """The hosts whose ``role`` service this run starts, in launch order (low-level DNS servers first;
+        none for roles left out of ``CdnOptions.roles``, nor edges without an origin or resolvers without a
+        DNS to ask)."""
+        if role not in self.opts.roles:
+            return []
+        return {"origin": [self.origin] if self.origin else [],
+                "edge": list(self.edges) if self.origin else [],
+                "dns": sorted(self.dns, key=lambda n: self.dns[n] == "high"),
+                "resolver": list(self.resolvers) if self.dns else [],
+                "redirector": list(self.redirectors)}[role]
+
     def start(self) -> CdnServices:
-        roles = set(self.opts.roles)
-        if "origin" in roles and self.origin:
-            self._launch(self.origin)
-        if "edge" in roles and self.origin:
-            for e in self.edges:
-                self._launch(e)
-        if "origin" in roles and self.origin:
-            self._wait_ready(self.origin, "origin answering")
-        if "edge" in roles and self.origin:
-            for e in self.edges:
-                self._wait_ready(e, f"edge {e} answering")
-        if "dns" in roles and self.dns:
-            for name in sorted(self.dns, key=lambda n: self.dns[n] == "high"):  # low-level first
-                self._launch(name)
-            for name in self.dns:
-                self._wait_ready(name)
-        if "resolver" in roles and self.dns:
-            for r in self.resolvers:
-                self._launch(r)
-            for r in self.resolvers:
-                self._wait_ready(r)
-        if "redirector" in roles:
-            for r in self.redirectors:
-                self._launch(r)
-            for r in self.redirectors:
-                self._wait_ready(r, f"redirector {r}")
+        """Start the services stage by stage (:data:`START_STAGE`): every service of a stage is launched,
+        then each is waited for (failing at once, with its log's tail, if its process exits)."""
+        self.prepare()
+        for stage in sorted(set(START_STAGE.values())):
+            hosts = [h for role, st in START_STAGE.items() if st == stage for h in self.hosts_of(role)]
+            for h in hosts:
+                self._launch(h)
+            for h in hosts:
+                self._wait_ready(h)
         return self
 
     # -- failures: every role (used by experiments and the CLI) -------------------------------------
@@ -623,5 +655,5 @@ def resolver_of(topo: Topology, client: str) -> str | None:
 def start_services(cn: CdnNet, opts: CdnOptions | None = None) -> CdnServices:
     """Start every service the topology's roles call for; returns the handle (also kept on ``cn``)."""
     svc = CdnServices(cn, opts).start()
-    cn.services = svc  # type: ignore[attr-defined]
+    cn.services = svc
     return svc

@@ -153,7 +153,7 @@ def run_doc(doc: Path) -> list[str]:
     session: Session | None = None
     made: list[Path] = []
     before = set((ROOT / "results").glob("*")) if (ROOT / "results").exists() else set()
-    top = set(ROOT.iterdir())  # files a command writes into the checkout (eurozoo.yaml) are removed after
+    top = set(ROOT.iterdir())  # what a command writes into the checkout (eurozoo.yaml, globe-plan) goes after
     try:
         for step in steps(doc):
             if step.kind == "shell":
@@ -212,8 +212,10 @@ def run_doc(doc: Path) -> list[str]:
             session.close()
         for p in made:  # results this tier wrote into the checkout
             shutil.rmtree(p, ignore_errors=True)
-        for p in set(ROOT.iterdir()) - top:
-            if p.is_file():
+        for p in set(ROOT.iterdir()) - top:  # eurozoo.yaml, the plan's directory
+            if p.is_dir() and not p.is_symlink():
+                shutil.rmtree(p)
+            else:
                 p.unlink()
     return problems
 

@@ -1,0 +1,186 @@
+"""What will run where, before anything runs: a topology's plan (spec -> **plan** -> network + services).
+
+:func:`make_plan` turns a validated topology and the run's options into a :class:`CdnPlan`: every host's
+address, MAC and switch port, every switch's DPID, the network view the controller is handed
+(:mod:`contract.netview`) and the config of every service process, each checked against the service's own
+pydantic model. Nothing is built, nothing is started and no root is needed: the builder's port numbers are
+known in advance (:func:`testbed.net.build.port_numbers`; the builder checks the network it builds against
+them) and the launcher's configs are computed without touching the disk until they are written.
+
+``cdnlab plan TOPO --out DIR`` writes the plan for teaching ("what will run where") and for review:
+``DIR/netview.json``, ``DIR/configs/<host>-<role>.json`` (exactly what each service would be given) and
+``DIR/plan.json`` (hosts, switches, links and services with their start stage). The keys in the configs
+(multicast HMAC key, management token) are fresh, as a real run's are; a run makes its own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from contract.config import ConfigError
+from testbed.net.build import BuildOptions, CdnNet, port_numbers
+from testbed.net.cdn import SERVICE_MODULES, START_STAGE, CdnOptions, CdnServices
+from testbed.net.spec import Topology
+
+
+@dataclass
+class PlannedService:
+    """One service process: where it runs, what it runs, when it starts, and its whole config."""
+
+    host: str
+    role: str
+    module: str
+    stage: int
+    config: dict[str, Any]
+
+    @property
+    def config_name(self) -> str:
+        return f"{self.host}-{self.role}.json"
+
+
+@dataclass
+class CdnPlan:
+    """Every address, port and config of one run of a topology, before it runs."""
+
+    topology: Topology
+    netview: dict[str, Any]
+    services: list[PlannedService] = field(default_factory=list)
+
+    def summary(self) -> dict[str, Any]:
+        """``plan.json``: hosts (address, MAC, switch and port), switches (DPID), links and services."""
+        t = self.topology
+        ports = port_numbers(t)
+        view_hosts = {h["name"]: h for h in self.netview["hosts"]}
+        return {
+            "topology": t.name,
+            "subnet": t.subnet,
+            "hosts": [
+                {
+                    "name": h.name,
+                    "role": h.role.value,
+                    "region": h.region,
+                    "ip": view_hosts[h.name]["ip"],
+                    "mac": view_hosts[h.name]["mac"],
+                    "switch": h.switch,
+                    "switch_port": ports[(h.switch, h.name)],
+                    "delay_ms": h.link.delay_ms,
+                }
+                for h in t.hosts
+            ],
+            "switches": [{"name": s["name"], "dpid": s["dpid"]} for s in self.netview["switches"]],
+            "links": self.netview["links"],
+            "anycast": [
+                {"name": a["name"], "vip": a["vip"], "members": a["members"]} for a in self.netview["anycast"]
+            ],
+            "services": [
+                {
+                    "host": s.host,
+                    "role": s.role,
+                    "module": s.module,
+                    "stage": s.stage,
+                    "config": f"configs/{s.config_name}",
+                }
+                for s in sorted(self.services, key=lambda s: (s.stage, s.host))
+            ],
+        }
+
+    def write(self, out: Path) -> list[Path]:
+        """Write ``netview.json``, ``plan.json`` and ``configs/*.json`` under ``out``; the paths written."""
+        (out / "configs").mkdir(parents=True, exist_ok=True)
+        written = [out / "netview.json", out / "plan.json"]
+        written[0].write_text(json.dumps(self.netview, indent=1) + "\n")
+        written[1].write_text(json.dumps(self.summary(), indent=1) + "\n")
+        for s in self.services:
+            p = out / "configs" / s.config_name
+            p.write_text(json.dumps(s.config, indent=1) + "\n")
+            p.chmod(0o600)  # it holds the plan's keys
+            written.append(p)
+        return written
+
+
+def make_plan(
+    topo: Topology,
+    build: BuildOptions | None = None,
+    cdn: CdnOptions | None = None,
+    run_dir: Path | None = None,
+) -> CdnPlan:
+    """The plan of ``topo`` under ``build`` and ``cdn`` options, for a run in ``run_dir`` (where its configs
+    send logs; default ``/tmp/cdnlab/<topology>``). Pure: no root, no Mininet, nothing written."""
+    build = build or BuildOptions()
+    run_dir = run_dir or Path("/tmp/cdnlab") / topo.name
+    build.run_dir = run_dir
+    cn = CdnNet(topo, build)  # not started: addresses, MACs, DPIDs and ports from the topology alone
+    svc = CdnServices(cn, cdn)
+    services = [
+        PlannedService(h, role, SERVICE_MODULES[role], stage, svc.config_dict(h))
+        for role, stage in START_STAGE.items()
+        for h in svc.hosts_of(role)
+    ]
+    view = cn.netview()
+    view.pop("rest_port", None)  # a free port chosen when the controller starts (the schema's default here)
+    return CdnPlan(topo, view, services)
+
+
+def _table(plan: CdnPlan, out: Path) -> str:
+    from io import StringIO
+
+    from rich.console import Console
+    from rich.table import Table
+
+    s = plan.summary()
+    hosts = {h["name"]: h for h in s["hosts"]}
+    table = Table(title=f"{plan.topology.name}: what will run where", title_justify="left")
+    for col in ("stage", "host", "role", "address", "switch:port", "process", "config"):
+        table.add_column(col)
+    for row in s["services"]:
+        h = hosts[row["host"]]
+        table.add_row(
+            str(row["stage"]),
+            row["host"],
+            row["role"],
+            h["ip"],
+            f"{h['switch']}:{h['switch_port']}",
+            row["module"],
+            str(out / row["config"]),
+        )
+    buf = StringIO()
+    Console(file=buf, width=160).print(table)
+    clients = [h for h in s["hosts"] if h["role"] == "client"]
+    return buf.getvalue() + (
+        f"{len(clients)} clients, {len(s['switches'])} switches, {len(s['links'])} "
+        f"switch links; the controller's view: {out / 'netview.json'}"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    from testbed.net.spec import load_topology
+
+    ap = argparse.ArgumentParser(prog="cdnlab plan", description=__doc__.strip().split("\n")[0])
+    ap.add_argument("topo", help="topology name or YAML file")
+    ap.add_argument("--out", type=Path, required=True, help="directory to write the plan to")
+    ap.add_argument("--subnet", help="renumber the topology into this address block (as cdnlab up --subnet)")
+    ap.add_argument("--anycast-mode", choices=["destination", "affinity"], default="destination")
+    ap.add_argument("--json", action="store_true", help="print plan.json instead of the table")
+    args = ap.parse_args(argv)
+    try:
+        topo = load_topology(args.topo, subnet=args.subnet)
+        out = args.out.resolve()
+        plan = make_plan(topo, BuildOptions(anycast_mode=args.anycast_mode), run_dir=out)
+    except (ConfigError, ValueError) as e:
+        print(f"cdnlab plan: {e}", file=sys.stderr)
+        return 2
+    if out.exists() and not out.is_dir():
+        print(f"cdnlab plan: {out} exists and is not a directory", file=sys.stderr)
+        return 2
+    plan.write(out)
+    print(json.dumps(plan.summary(), indent=1) if args.json else _table(plan, out))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
