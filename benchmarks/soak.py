@@ -65,6 +65,7 @@ from pathlib import Path
 from typing import Any
 
 from contract.netview import ProbeView
+from testbed.measure.proctree import children
 from testbed.measure.workload import zipf_workload
 from testbed.net.build import ANYCAST_PROBE_INTERVAL_MS, ANYCAST_PROBE_TIMEOUT_MS, BuildOptions, CdnNet
 from testbed.net.cdn import SERVICE_MODULES, CdnOptions, CdnServices, start_services
@@ -342,20 +343,6 @@ def targets(result: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
 
 
 # -- sampling /proc (root namespace; reads only) ---------------------------------------------------------
-def _children() -> dict[int, list[int]]:
-    kids: dict[int, list[int]] = {}
-    for p in Path("/proc").iterdir():
-        if not p.name.isdigit():
-            continue
-        try:
-            stat = (p / "stat").read_text()
-        except OSError:
-            continue
-        ppid = int(stat[stat.rindex(")") + 2 :].split()[1])
-        kids.setdefault(ppid, []).append(int(p.name))
-    return kids
-
-
 def tree_usage(pid: int, kids: Mapping[int, list[int]]) -> tuple[int, int, int] | None:
     """(VmRSS in KiB, open fds, processes) of ``pid`` and its descendants; None when ``pid`` is gone."""
     stack, seen, rss, fds, n_procs = [pid], set(), 0, 0, 0
@@ -424,7 +411,7 @@ class Soak:
     # sampling
     def sample(self, quiet: bool) -> None:
         """Every service's process tree from /proc (and a died service fails the run); edges' cache bytes."""
-        kids = _children()
+        kids = children()
         now = time.time()
         for h in self.services:
             p = self.svc.service_process(h)

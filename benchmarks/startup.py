@@ -37,6 +37,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from testbed.measure.proctree import children
 from testbed.net import host_env
 from testbed.net.build import BuildOptions, CdnNet
 from testbed.net.spec import Topology, load_topology, parse_topology
@@ -131,23 +132,9 @@ def all_pairs(nodes: dict[str, Any], targets: dict[str, set[str]], timeout: floa
             raise TimeoutError(f"{missing} host pairs still unreachable after {timeout:.0f}s")
 
 
-def _children() -> dict[int, list[int]]:
-    kids: dict[int, list[int]] = {}
-    for p in Path("/proc").iterdir():
-        if not p.name.isdigit():
-            continue
-        try:
-            stat = (p / "stat").read_text()
-        except OSError:
-            continue
-        ppid = int(stat[stat.rindex(")") + 2:].split()[1])
-        kids.setdefault(ppid, []).append(int(p.name))
-    return kids
-
-
 def rss_mb(roots: list[int]) -> float:
     """Resident memory of ``roots`` and all their descendants, in MiB (each process counted once)."""
-    kids = _children()
+    kids = children()
     seen: set[int] = set()
     stack = list(roots)
     total_kb = 0
