@@ -168,12 +168,14 @@ def test_loss_100_drops_all_and_0_none(tmp_path, each_link_mode):
 
 
 @pytest.mark.vm
-def test_queue_pkts_is_the_frames_waiting_to_be_sent_in_both_modes(tmp_path, each_link_mode):
+def test_queue_pkts_is_the_frames_waiting_to_be_sent_in_both_modes(tmp_path, each_link_mode, exact_timing):
     """``queue_pkts`` means the same queue with netem and with the relay: frames waiting for the rate, not
     frames in flight on the delay. Overloaded at twice its rate, a 500 ms, 0.125 Mbit/s link with a
     20-packet queue delivers 20 frames after the last probe reached the queue (Mininet's TCLink, netem
     under HTB, would hold only about 12: its limit also counts the ~8 frames in flight). Measured by
-    counting, with 67 ms frames, so it holds to one packet under QEMU's TCG too; the rate within 5 %."""
+    counting, with 67 ms frames: to one packet; under QEMU's TCG to two, since a pause of the emulated CPU
+    can move the stamp of the last probe by a frame time or two (CI saw 18 once in seven VM runs), still
+    far from TCLink's 12. The rate within 5 %."""
     from testbed.measure import linkmeasure
 
     q, bw, d = 20, 0.125, 500.0
@@ -182,7 +184,7 @@ def test_queue_pkts_is_the_frames_waiting_to_be_sent_in_both_modes(tmp_path, eac
         h1.cmd(f"ping -n -q -c 2 -W 2 {h2.IP()}")  # ARP and switch learning before the probes
         m = linkmeasure.measure_queue(h1, h2, h2.IP(), bw, d, q, workdir=tmp_path / "probe")
     assert m.received < m.sent, m  # it was overloaded: frames were dropped at the queue
-    assert abs(m.queue_pkts - q) <= 1, m
+    assert abs(m.queue_pkts - q) <= (1 if exact_timing else 2), m
     assert abs(m.rate_mbit - bw) <= 0.05 * bw, m
 
 
