@@ -65,7 +65,7 @@ from pathlib import Path
 from typing import Any
 
 from contract.netview import ProbeView
-from testbed.measure.proctree import children
+from testbed.measure.proctree import children, descendants, vm_rss_kb
 from testbed.measure.workload import zipf_workload
 from testbed.net.build import ANYCAST_PROBE_INTERVAL_MS, ANYCAST_PROBE_TIMEOUT_MS, BuildOptions, CdnNet
 from testbed.net.cdn import SERVICE_MODULES, CdnOptions, CdnServices, start_services
@@ -345,13 +345,8 @@ def targets(result: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
 # -- sampling /proc (root namespace; reads only) ---------------------------------------------------------
 def tree_usage(pid: int, kids: Mapping[int, list[int]]) -> tuple[int, int, int] | None:
     """(VmRSS in KiB, open fds, processes) of ``pid`` and its descendants; None when ``pid`` is gone."""
-    stack, seen, rss, fds, n_procs = [pid], set(), 0, 0, 0
-    while stack:
-        p = stack.pop()
-        if p in seen:
-            continue
-        seen.add(p)
-        stack += kids.get(p, [])
+    rss, fds, n_procs = 0, 0, 0
+    for p in descendants([pid], dict(kids)):
         try:
             status = Path(f"/proc/{p}/status").read_text()
             n = len(os.listdir(f"/proc/{p}/fd"))
@@ -361,7 +356,7 @@ def tree_usage(pid: int, kids: Mapping[int, list[int]]) -> tuple[int, int, int] 
             continue
         fds += n
         n_procs += 1
-        rss += next((int(ln.split()[1]) for ln in status.splitlines() if ln.startswith("VmRSS:")), 0)
+        rss += vm_rss_kb(status)
     return rss, fds, n_procs
 
 

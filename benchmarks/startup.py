@@ -37,7 +37,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from testbed.measure.proctree import children
+from testbed.measure.proctree import children, descendants, vm_rss_kb
 from testbed.net import host_env
 from testbed.net.build import BuildOptions, CdnNet
 from testbed.net.spec import Topology, load_topology, parse_topology
@@ -134,22 +134,11 @@ def all_pairs(nodes: dict[str, Any], targets: dict[str, set[str]], timeout: floa
 
 def rss_mb(roots: list[int]) -> float:
     """Resident memory of ``roots`` and all their descendants, in MiB (each process counted once)."""
-    kids = children()
-    seen: set[int] = set()
-    stack = list(roots)
     total_kb = 0
-    while stack:
-        pid = stack.pop()
-        if pid in seen:
-            continue
-        seen.add(pid)
-        stack += kids.get(pid, [])
+    for pid in descendants(roots, children()):
         try:
-            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    total_kb += int(line.split()[1])
-                    break
-        except OSError:
+            total_kb += vm_rss_kb(Path(f"/proc/{pid}/status").read_text())
+        except OSError:  # gone since the listing
             pass
     return round(total_kb / 1024, 1)
 

@@ -20,3 +20,27 @@ def children(proc: Path = Path("/proc")) -> dict[int, list[int]]:
         ppid = int(stat[stat.rindex(")") + 2 :].split()[1])
         kids.setdefault(ppid, []).append(int(p.name))
     return kids
+
+
+def descendants(roots: list[int], kids: dict[int, list[int]]) -> list[int]:
+    """``roots`` and every process below them in ``kids`` (from :func:`children`), each once, roots first."""
+    out: list[int] = []
+    seen: set[int] = set()
+    stack = list(reversed(roots))
+    while stack:
+        pid = stack.pop()
+        if pid in seen:
+            continue
+        seen.add(pid)
+        out.append(pid)
+        stack += reversed(kids.get(pid, []))
+    return out
+
+
+def vm_rss_kb(status: str) -> int:
+    """Resident memory in KiB from the text of ``/proc/<pid>/status`` (proc(5), ``VmRSS``); 0 when it has
+    none (a kernel thread, a zombie)."""
+    for line in status.splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
