@@ -1046,6 +1046,7 @@ class Edge:
             "admitted": c["admitted"],
             "refused_connections": c["refused_connections"],  # over max_connections: 503 (limits.py)
             "refused_headers": c["refused_headers"],  # over max_header_count/max_header_bytes: 431
+            "timed_out_headers": c["timed_out_headers"],  # no whole header section in header_timeout_s: 408
             "control_refused": c["control_refused"],  # control requests without the management token: 403
             "ingest": self.ingest.stats() if self.ingest else None,
             "control": publisher_stats(self.publisher, self._mcast_failures) if self.publisher else None,

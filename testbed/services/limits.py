@@ -13,6 +13,13 @@ The edge and the redirector take their limits from :class:`HttpLimitsConfig` and
   either, the request is answered ``431 Request Header Fields Too Large`` (RFC 6585 §5) without reaching
   the service, and that connection is closed; the service keeps serving every other.
 
+* ``header_timeout_s``: a client must send a whole request header section within this many seconds of
+  its first byte (or of opening the connection). Slower, it gets ``408 Request Timeout`` (RFC 9110
+  §15.5.9) and the connection is closed; a connection that sent nothing is closed silently. Without it,
+  clients that open connections and send headers a byte at a time ("slowloris") would hold every
+  ``max_connections`` slot. Idle keep-alive connections between requests are closed after
+  ``keepalive_timeout_s``.
+
 What aiohttp does by itself: its parser has a hard limit on the number of fields (``max_headers``) and on
 the size of the request line and of one field (``max_line_size``, ``max_field_size``), and answers
 ``400 Bad Request`` past them. Here its field-count limit is set just above ``max_header_count`` (so that
@@ -22,7 +29,8 @@ many more than that), our check in front of the service's handler answers 431, a
 parser's size limits still gets aiohttp's 400 (the edge's ``max_field_size``). aiohttp has no limit on
 connections and none on the total size of a header section.
 
-Every refusal is counted in the service's counters (``refused_connections``, ``refused_headers``), which
+Every refusal is counted in the service's counters (``refused_connections``, ``refused_headers``,
+``timed_out_headers``), which
 its stats endpoint reports. The file-descriptor limit of the process is raised (within its hard limit) so
 that ``max_connections`` connections fit next to the service's own sockets: otherwise the kernel's
 ``EMFILE`` on ``accept`` would stop the service first, with no answer at all.
@@ -74,12 +82,19 @@ class HttpLimitsConfig(ServiceConfig):
     max_header_count: int = Field(100, ge=1, le=1000)
     #: bytes of one request's header section, each field line counted as ``name: value`` CRLF; more: 431
     max_header_bytes: int = Field(32768, ge=1024, le=1 << 20)
+    #: seconds a client has to send a whole request header section, from its first byte (or from the
+    #: connection's start, for a new connection): slower, ``408 Request Timeout`` and the connection
+    #: closed (a connection that sent nothing is closed silently). nginx's ``client_header_timeout``
+    header_timeout_s: float = Field(10.0, ge=0.05, le=3600)
+    #: seconds an idle keep-alive connection is kept between requests (aiohttp's and nginx's default)
+    keepalive_timeout_s: float = Field(75.0, ge=0.05, le=3600)
 
-    def parser_limits(self) -> dict[str, int]:
-        """aiohttp's own field-count limit, for ``web.Server``/``web.AppRunner``: two above
+    def parser_limits(self) -> dict[str, Any]:
+        """aiohttp's own limits, for ``web.Server``/``web.AppRunner``: the field-count limit two above
         ``max_header_count``, since aiohttp's pure-Python parser counts the request line and the empty
-        line too; past it aiohttp's "too many headers" error is answered 431 (:class:`HttpGate`)."""
-        return {"max_headers": self.max_header_count + 2}
+        line too (past it aiohttp's "too many headers" error is answered 431, :class:`HttpGate`), and the
+        idle keep-alive timeout."""
+        return {"max_headers": self.max_header_count + 2, "keepalive_timeout": self.keepalive_timeout_s}
 
 
 def header_section_bytes(raw_headers: tuple[tuple[bytes, bytes], ...]) -> int:
@@ -142,13 +157,16 @@ class _GuardedHandler(web.RequestHandler):
     """aiohttp's per-connection protocol, counted by its :class:`HttpGate`, with the header check in front
     of the service's handler and the parser's "too many headers" answered 431 instead of 400."""
 
-    __slots__ = ("_gate", "_counted")
+    __slots__ = ("_gate", "_counted", "_header_timer", "_in_request", "_got_bytes")
 
     def __init__(self, manager: web.Server, *, gate: HttpGate, **kwargs: Any) -> None:
         super().__init__(manager, **kwargs)
         self._gate = gate
         self._counted = False
         self._request_handler = gate.handler
+        self._header_timer: asyncio.TimerHandle | None = None
+        self._in_request = 0  # requests whose header section arrived and that are being handled
+        self._got_bytes = False  # bytes of a request's header section arrived since the timer was armed
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         gate = self._gate
@@ -158,12 +176,48 @@ class _GuardedHandler(web.RequestHandler):
         gate.active += 1
         self._counted = True
         super().connection_made(transport)
+        self._arm()  # a new connection must send a request within header_timeout_s
+
+    def data_received(self, data: bytes) -> None:
+        if self._header_timer is None and not self._in_request:
+            self._arm()  # the first byte of the next request on a kept-alive connection
+        self._got_bytes = True
+        super().data_received(data)
 
     def connection_lost(self, exc: BaseException | None) -> None:
+        self._disarm()
         if self._counted:
             self._counted = False
             self._gate.active -= 1
         super().connection_lost(exc)
+
+    # -- the header timeout (slow clients must not hold a connection slot: "slowloris") ------------------
+    def _arm(self) -> None:
+        self._disarm()
+        self._got_bytes = False
+        self._header_timer = asyncio.get_running_loop().call_later(
+            self._gate.limits.header_timeout_s, self._header_timed_out
+        )
+
+    def _disarm(self) -> None:
+        if self._header_timer is not None:
+            self._header_timer.cancel()
+            self._header_timer = None
+
+    def request_started(self) -> None:
+        """Called by the gate's handler wrapper: a whole header section arrived."""
+        self._disarm()
+        self._in_request += 1
+
+    def request_done(self) -> None:
+        self._in_request = max(0, self._in_request - 1)
+
+    def _header_timed_out(self) -> None:
+        self._header_timer = None
+        t = self.transport
+        if self._in_request or t is None or t.is_closing():
+            return
+        self._gate.header_timed_out(t, self._got_bytes)
 
     def handle_error(
         self,
@@ -203,13 +257,21 @@ class HttpGate:
         too_large = self.too_large
 
         async def checked(request: web.BaseRequest) -> web.StreamResponse:
-            raw = request.raw_headers
-            if len(raw) > count:
-                return too_large(f"{len(raw)} header fields, at most {count}")
-            n = header_section_bytes(raw)
-            if n > size:
-                return too_large(f"{n} bytes of header fields, at most {size}")
-            return await handler(request)
+            proto = request.protocol
+            guarded = isinstance(proto, _GuardedHandler)
+            if guarded:
+                proto.request_started()
+            try:
+                raw = request.raw_headers
+                if len(raw) > count:
+                    return too_large(f"{len(raw)} header fields, at most {count}")
+                n = header_section_bytes(raw)
+                if n > size:
+                    return too_large(f"{n} bytes of header fields, at most {size}")
+                return await handler(request)
+            finally:
+                if guarded:
+                    proto.request_done()
 
         return checked
 
@@ -224,6 +286,21 @@ class HttpGate:
         )
         resp.force_close()
         return resp
+
+    def header_timed_out(self, transport: asyncio.Transport, got_bytes: bool) -> None:
+        """A client took longer than ``header_timeout_s`` to send a request's header section: ``408
+        Request Timeout`` (RFC 9110 §15.5.9) with ``Connection: close`` when it had started one, then the
+        connection is closed; its slot is free again."""
+        self.counters["timed_out_headers"] += 1
+        self._log("closed a connection that sent no whole request header in %.1f s", self.limits.header_timeout_s)
+        if got_bytes:
+            body = b"request timeout: the request header section did not arrive in time\n"
+            transport.write(
+                b"HTTP/1.1 408 Request Timeout\r\nContent-Type: text/plain; charset=utf-8\r\n"
+                + f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode()
+                + body
+            )
+        transport.close()
 
     def refuse(self, transport: asyncio.BaseTransport) -> None:
         """Answer a connection over ``max_connections`` with a 503 and close it (:class:`_Refusal`)."""
@@ -247,10 +324,11 @@ class HttpGate:
         if now - self._logged >= 10:
             self._logged = now
             log.warning(
-                msg + " (refused so far: %d connections, %d requests)",
+                msg + " (refused so far: %d connections, %d requests, %d slow headers)",
                 *args,
                 self.counters["refused_connections"],
                 self.counters["refused_headers"],
+                self.counters["timed_out_headers"],
             )
 
 

@@ -42,7 +42,7 @@ from aiohttp import web
 from pydantic import Field, field_validator
 
 from testbed.services import admin, hashing
-from testbed.services.base import ServiceConfig, service_main
+from testbed.services.base import service_main
 from testbed.services.catalog import Catalog, CatalogConfig, CatalogObject
 from testbed.services.freshness import (
     RangeNotSatisfiable,
@@ -52,6 +52,7 @@ from testbed.services.freshness import (
     parse_cache_control,
     parse_range,
 )
+from testbed.services.limits import HttpLimitsConfig, LimitedSite
 from testbed.services.mcast.cdn import OriginIngest, OriginIngestConfig
 
 log = logging.getLogger(__name__)
@@ -69,8 +70,9 @@ DEFAULT_CACHE_CONTROL = {
 OPEN_PATHS = frozenset({"/_origin/health", "/_origin/catalog"})
 
 
-class OriginConfig(ServiceConfig):
-    """Config of one origin server (``python -m testbed.services.origin --config F``)."""
+class OriginConfig(HttpLimitsConfig):
+    """Config of one origin server (``python -m testbed.services.origin --config F``), with the limits
+    every HTTP service keeps (:class:`testbed.services.limits.HttpLimitsConfig`)."""
 
     name: str = "origin"
     host: str = "127.0.0.1"
@@ -126,6 +128,7 @@ class Origin:
         self.bytes_sent = 0
         self.ad_counter = 0
         self.control_refused = 0  # control requests without the management token (403)
+        self.limits: Counter[str] = Counter()  # refusals by the HTTP limits (limits.py)
         self.fault_status: int | None = None
         self._bodies: dict[tuple[str, int], bytes] = {}
         self._rng = random.Random()
@@ -156,9 +159,12 @@ class Origin:
             access_log=None,
             max_field_size=self.cfg.max_field_size,
             max_line_size=self.cfg.max_field_size,
+            **self.cfg.parser_limits(),
         )
         await self.runner.setup()
-        site = web.TCPSite(self.runner, self.cfg.host, self.cfg.port, reuse_address=True)
+        site = LimitedSite(
+            self.runner, self.cfg.host, self.cfg.port, limits=self.cfg, counters=self.limits, reuse_address=True
+        )
         await site.start()
         self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
         log.info("origin %s listening on %s:%d", self.cfg.name, self.cfg.host, self.port)
@@ -377,6 +383,9 @@ class Origin:
             {
                 "name": self.cfg.name,
                 "control_refused": self.control_refused,
+                "refused_connections": self.limits["refused_connections"],  # over max_connections: 503
+                "refused_headers": self.limits["refused_headers"],  # over the header limits: 431
+                "timed_out_headers": self.limits["timed_out_headers"],  # slow header section: 408
                 "requests": self.requests,
                 "by_path": dict(self.by_path),
                 "by_status": {str(k): v for k, v in self.by_status.items()},

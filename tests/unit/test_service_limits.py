@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import struct
+import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -29,10 +30,12 @@ from contract.config import validate
 from testbed.services.dns import DnsConfig, DnsServer
 from testbed.services.edge import EdgeConfig
 from testbed.services.limits import header_section_bytes
+from testbed.services.origin import Origin, OriginConfig
 from testbed.services.redirector import Redirector, RedirectorConfig
 from testbed.util import async_wait_until
 
-LIMITS = {"max_connections": 3, "max_header_count": 10, "max_header_bytes": 2048}
+LIMITS = {"max_connections": 3, "max_header_count": 10, "max_header_bytes": 2048, "header_timeout_s": 0.6,
+          "keepalive_timeout_s": 5.0}
 
 # ---- HTTP: the edge and the redirector ------------------------------------------------------------------
 
@@ -45,8 +48,18 @@ class Service:
     stats: Callable[[], Mapping[str, Any]]
 
 
-@pytest.fixture(params=["edge", "redirector"])
+@pytest.fixture(params=["edge", "redirector", "origin"])
 async def service(request, up) -> AsyncIterator[Service]:
+    if request.param == "origin":
+        origin = Origin(validate(OriginConfig, {"name": "o-limits", "port": 0, **LIMITS}, "test"))
+        await origin.start()
+
+        def origin_stats() -> Mapping[str, Any]:
+            return {k: origin.limits[k] for k in ("refused_connections", "refused_headers", "timed_out_headers")}
+
+        yield Service("origin", origin.port, 404, origin_stats)  # /ok is no object of its catalog
+        await origin.close()
+        return
     if request.param == "edge":
         up.routes["/ok"] = lambda r: web.Response(text="ok", headers={"Cache-Control": "max-age=600"})
         edge = await start_edge(up.url, name="e-limits", **LIMITS)
@@ -169,9 +182,56 @@ async def test_requests_over_the_header_limits_get_431_and_the_service_keeps_ser
     assert status == service.ok
 
 
+async def test_slow_headers_get_408_and_free_their_slot(service):
+    """Slowloris: connections that send their header section a few bytes at a time, or nothing at all,
+    hold every slot until header_timeout_s; then they are closed and new clients are served again."""
+    n = LIMITS["max_connections"]
+    slow = []
+    for i in range(n):
+        reader, writer = await asyncio.open_connection("127.0.0.1", service.port)
+        if i % 2 == 0:
+            writer.write(b"GET /ok HTTP/1.1\r\nHost: x\r\nX-Slow: ")  # never finished
+            await writer.drain()
+        slow.append((reader, writer, i % 2 == 0))
+    reader, writer = await asyncio.open_connection("127.0.0.1", service.port)
+    writer.write(request_bytes())
+    assert (await read_response(reader))[0] == 503  # every slot held by a slow client
+    await close(writer)
+    t0 = time.monotonic()
+    for reader, writer, started in slow:
+        if started:  # a started header section: 408 and closed
+            status, fields, body = await read_response(reader)
+            assert status == 408 and fields["connection"] == "close" and b"timeout" in body, service.name
+        assert await closed_by_server(reader)
+        await close(writer)
+    waited = time.monotonic() - t0
+    assert waited >= LIMITS["header_timeout_s"] * 0.5, waited  # not closed before its time
+    assert service.stats()["timed_out_headers"] == n
+
+    async def served_again() -> bool:
+        _, w, status, _ = await exchange(service.port, request_bytes())
+        await close(w)
+        return status == service.ok
+
+    await async_wait_until(served_again, timeout=5, what="a new client served once the slow ones were closed")
+
+
+async def test_a_slow_but_steady_response_and_keep_alive_are_not_timed_out(service):
+    """The header timeout counts only until a header section is complete: a kept-alive connection that
+    sends its next request after a pause longer than header_timeout_s is served."""
+    reader, writer, status, _ = await exchange(service.port, request_bytes())
+    assert status == service.ok
+    await asyncio.sleep(LIMITS["header_timeout_s"] * 1.5)  # idle between requests (keepalive_timeout longer)
+    writer.write(request_bytes())
+    assert (await read_response(reader))[0] == service.ok
+    await close(writer)
+    assert service.stats()["timed_out_headers"] == 0
+
+
 @pytest.mark.parametrize(
     "field, value",
-    [("max_connections", 0), ("max_header_count", 0), ("max_header_bytes", 100)],
+    [("max_connections", 0), ("max_header_count", 0), ("max_header_bytes", 100), ("header_timeout_s", 0),
+     ("keepalive_timeout_s", -1)],
 )
 def test_http_limits_are_validated(field, value):
     with pytest.raises(ValidationError, match=field):
