@@ -16,6 +16,7 @@ them) and the launcher's configs are computed without touching the disk until th
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from dataclasses import dataclass, field
@@ -111,9 +112,8 @@ def make_plan(
 ) -> CdnPlan:
     """The plan of ``topo`` under ``build`` and ``cdn`` options, for a run in ``run_dir`` (where its configs
     send logs; default ``/tmp/cdnlab/<topology>``). Pure: no root, no Mininet, nothing written."""
-    build = build or BuildOptions()
     run_dir = run_dir or Path("/tmp/cdnlab") / topo.name
-    build.run_dir = run_dir
+    build = dataclasses.replace(build or BuildOptions(), run_dir=run_dir)  # the caller's options unchanged
     cn = CdnNet(topo, build)  # not started: addresses, MACs, DPIDs and ports from the topology alone
     svc = CdnServices(cn, cdn)
     services = [

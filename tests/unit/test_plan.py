@@ -15,7 +15,7 @@ import pytest
 
 from contract.config import ConfigError
 from contract.netview import NetView
-from testbed.net.build import port_numbers
+from testbed.net.build import BuildOptions, port_numbers
 from testbed.net.cdn import SERVICE_MODULES, CdnOptions, config_model
 from testbed.net.spec import load_topology
 from testbed.plan import make_plan
@@ -48,6 +48,13 @@ def test_the_plan_of_every_shipped_topology_is_complete_and_writes_nothing(name,
         assert s.config["log_file"].startswith(str(run))
     ips = [h["ip"] for h in plan.summary()["hosts"]]
     assert len(ips) == len(set(ips))
+
+
+def test_the_callers_options_are_left_as_they_were(tmp_path):
+    opts = BuildOptions(anycast_mode="affinity")
+    plan = make_plan(load_topology("mini"), opts, run_dir=tmp_path / "run")
+    assert opts.run_dir is None and opts.anycast_mode == "affinity"
+    assert all(s.config["log_file"].startswith(str(tmp_path / "run")) for s in plan.services)
 
 
 def test_a_bad_generated_config_names_the_host_and_field(tmp_path):
