@@ -265,6 +265,7 @@ def run(r: Run) -> dict[str, Any]:
             with LinkCounter(lan_intf.name) as lc:
                 rows = run_drivers(cn, cfgs, timeout=dur + 4 * timeout + 30)
             task.done()
+            r.rows_figure(case, rows)
             for row in rows:
                 row["phase"] = case
                 row["delay_s"] = round(_delay_s(row), 4)

@@ -121,6 +121,7 @@ def run(r: Run) -> dict[str, Any]:
         task = r.step("catchment: anycast fetches", total=1)
         rows = run_drivers(cn, cfgs, timeout=0.3 * n + 4 * timeout + 20)
         task.done()
+        r.rows_figure("anycast", rows)
         save_samples(r, "anycast_samples", rows)
         task = r.step("catchment: RTT to every edge", total=len(clients))
         pings: list[dict[str, Any]] = []

@@ -179,6 +179,7 @@ def run(r: Run) -> dict[str, Any]:
             res, rows = trial(r, cn, svc, via, kind, client, victim, path, label)
             trials.append(res)
             samples += rows
+            r.figure(f"{label}: outage ms", res["outage_ms"])
             task.advance()
         results["anycast_tcp"] = {}
         if p.get("tcp_connections"):

@@ -122,6 +122,23 @@ class Run:
         p.write_text(json.dumps(data, indent=1, default=str))
         return p
 
+    def figure(self, name: str, value: float | int | str | None) -> None:
+        """A figure the run has so far (a method's p50, a trial's outage), shown live where the progress
+        display can (``cdnlab run --web``: the dashboard's experiment panel); a no-op elsewhere."""
+        show = getattr(self.progress, "figure", None)
+        if show is not None:
+            show(name, value)
+
+    def rows_figure(self, label: str, rows: list[Mapping[str, Any]]) -> None:
+        """Figures of one batch of driver samples (:mod:`testbed.measure.driver` rows): requests, errors and
+        the median total time, as :meth:`figure`."""
+        ok = [x for x in rows if not x.get("error")]
+        totals = sorted(float(x["total_ms"]) for x in ok if x.get("total_ms") is not None)
+        self.figure(f"{label}: requests", len(rows))
+        self.figure(f"{label}: errors", len(rows) - len(ok))
+        if totals:
+            self.figure(f"{label}: total p50 ms", round(totals[len(totals) // 2], 1))
+
     def step(self, description: str, total: int | None = None):
         """A progress task (no-op without a progress display); call ``advance()`` on the result."""
         return _Task(self.progress, description, total)

@@ -355,6 +355,8 @@ def run(r: Run) -> dict[str, Any]:
         configs[a], rows, caches = run_arrangement(r, a)
         all_rows += rows
         all_caches += caches
+        r.figure(f"{a}: requests", len(rows))
+        r.figure(f"{a}: errors", sum(1 for x in rows if x.get("error")))
         task.advance()
     r.csv(
         "requests",

@@ -136,6 +136,7 @@ def _run_phase(r: Run, phase: str) -> tuple[list[dict[str, Any]], dict[str, Any]
         rows = run_drivers(cn, {c: cfg for c in clients}, timeout=duration + 30)
         th.join(30)
         task.done()
+        r.rows_figure(phase, rows)
         if "response" not in upd:
             raise RuntimeError(f"{phase}: the origin update failed: {upd.get('error', 'no answer')}")
         stats = {

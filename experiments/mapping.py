@@ -109,6 +109,7 @@ def run(r: Run) -> dict[str, Any]:
             task = r.step(f"mapping: {case}", total=1)
             rows = run_drivers(cn, cfgs, timeout=n * gap + 4 * float(p["timeout_s"]) + 20)
             task.done()
+            r.rows_figure(case, rows)
             for row in rows:
                 c = row["client"]
                 edge = by_ip.get(row.get("edge_ip", "")) if not row.get("error") else None

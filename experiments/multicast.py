@@ -240,6 +240,7 @@ def run(r: Run) -> dict[str, Any]:
                     elapsed = time.monotonic() - t0
                     after = counters.snapshot()
                     task.done()
+                    r.figure(f"K={k} {mode}: seconds", round(elapsed, 2))
                     try:
                         res = json.loads(out.decode().strip().splitlines()[-1])
                     except (ValueError, IndexError):

@@ -107,3 +107,71 @@ class LineProgress:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(self.interval + 1)
+
+
+class WebProgress:
+    """Forwards the progress calls to ``inner`` (a rich ``Progress``, a :class:`LineProgress`, or None)
+    and shows the step under way on the dashboard (``cdnlab run NAME --web``): ``report(name, fraction,
+    phase, figures)`` is called on each change."""
+
+    def __init__(self, inner: Any, name: str, report: Any) -> None:
+        self.inner = inner
+        self.name = name
+        self.report = report
+        self._own: list[LineTask] = []
+        self._ids: dict[int, LineTask] = {}
+        self._lock = threading.Lock()
+        self._t0 = time.monotonic()
+        self._figures: dict[str, Any] = {}
+
+    def figure(self, name: str, value: Any) -> None:
+        """A figure of the run so far (``Run.figure``), shown with the progress."""
+        with self._lock:
+            self._figures[name] = value
+        self._show()
+
+    @property
+    def tasks(self) -> Any:
+        return self.inner.tasks if self.inner is not None else self._own
+
+    def add_task(self, description: str, total: float | None = None, **kw: Any) -> int:
+        tid = self.inner.add_task(description, total=total, **kw) if self.inner is not None else len(self._own)
+        with self._lock:
+            t = LineTask(tid, description, total)
+            self._own.append(t)
+            self._ids[tid] = t
+        self._show()
+        return tid
+
+    def advance(self, task_id: int, advance: float = 1) -> None:
+        if self.inner is not None:
+            self.inner.advance(task_id, advance)
+        with self._lock:
+            self._ids[task_id].completed += advance
+        self._show()
+
+    def update(self, task_id: int, completed: float | None = None, **kw: Any) -> None:
+        if self.inner is not None:
+            self.inner.update(task_id, completed=completed, **kw)
+        with self._lock:
+            if completed is not None:
+                self._ids[task_id].completed = completed
+        self._show()
+
+    def _show(self) -> None:
+        with self._lock:
+            tasks = list(self._own)
+        done = [t for t in tasks if t.total is not None and t.completed >= t.total]
+        running = [t for t in tasks if t not in done]
+        cur = running[-1] if running else (tasks[-1] if tasks else None)
+        frac = 0.0
+        phase = ""
+        if cur is not None:
+            phase = cur.description
+            if cur.total:
+                frac = min(1.0, cur.completed / cur.total)
+                phase += f" {cur.completed:g}/{cur.total:g}"
+        with self._lock:
+            figures = dict(self._figures)
+        self.report(self.name, frac, phase, {**figures, "steps done": len(done), "steps": len(tasks),
+                                             "elapsed s": round(time.monotonic() - self._t0)})

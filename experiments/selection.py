@@ -101,6 +101,8 @@ def run(r: Run) -> dict[str, Any]:
             s["origin_requests"] = _origin_requests(origin_after) - _origin_requests(origin_before)
             results["methods"][m] = s
             results["origin_offload"][m] = 1 - s["origin_requests"] / s["requests"] if s["requests"] else None
+            r.figure(f"{m}: total p50 ms", s["total_ms_p50"])
+            r.figure(f"{m}: nearest edge", f"{100 * s['optimal_edge_fraction']:.0f} %")
             task.advance()
     save_samples(r, "samples", all_rows)
     results["summary"] = _summary_table(results)

@@ -137,6 +137,7 @@ def run(r: Run) -> dict[str, Any]:
                 hr = s["hits"] / s["requests"] if s["requests"] else 0.0
                 bhr = s["byte_hits"] / s["bytes"] if s["bytes"] else 0.0
                 hit_ratio[pol][str(a)].append([cap, round(hr, 5)])
+                r.figure("latest hit ratio", f"{pol}, alpha {a}, cache {f:g} of the catalog: {hr:.3f}")
                 byte_hit_ratio[pol][str(a)].append([cap, round(bhr, 5)])
                 hr_rows.append(
                     {

@@ -28,7 +28,9 @@ import secrets
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from functools import partial
 from pathlib import Path
@@ -161,6 +163,11 @@ def waited_remote_controller() -> type:
 
     return WaitedRemoteController
 
+#: called with ("up", net) when a network has started and ("down", net) before it stops: how a watcher
+#: that did not build the network (the dashboard of ``cdnlab run --web``) follows the experiment's networks
+NETWORK_LISTENERS: list[Callable[[str, CdnNet], None]] = []
+
+
 class CdnNet:
     """A built, running emulated CDN. Use as a context manager so it always stops."""
 
@@ -188,6 +195,9 @@ class CdnNet:
         self.control = self._control_settings()
         #: the CDN services started in this network (testbed.net.cdn.start_services), or None
         self.services: Any = None
+        #: held while a command runs in the hosts' Mininet shells from another thread than the main one (the
+        #: dashboard's actions; the CLI takes it for each command): a shell takes one command at a time
+        self.lock = threading.RLock()
 
     def _control_settings(self) -> dict[str, Any] | None:
         """``BuildOptions.extra["control"]`` as the view's ``control`` block (None when not asked for)."""
@@ -258,10 +268,21 @@ class CdnNet:
         except BaseException:
             self.stop()
             raise
+        for listener in list(NETWORK_LISTENERS):
+            try:
+                listener("up", self)
+            except Exception as e:  # noqa: BLE001 - a watcher's bug must not fail the build
+                log.warning("network listener: %s", e)
         return self
 
     def stop(self) -> None:
         """Stop services, controller and network; restore sysctls; remove the state record."""
+        if self.net is not None:
+            for listener in list(NETWORK_LISTENERS):
+                try:
+                    listener("down", self)
+                except Exception as e:  # noqa: BLE001 - a watcher's bug must not keep the network up
+                    log.warning("network listener: %s", e)
         for name, p in list(self.procs.items()):
             self._terminate(p, name)
         self.procs.clear()

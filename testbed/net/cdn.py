@@ -162,6 +162,9 @@ class CdnServices:
         self.admin_token = secrets.token_urlsafe(24)
         self.admin_header_file = cn.run_dir / "admin-header"
         self._prepared = False  # the run directory's configs/, logs/ and header file (prepare())
+        #: host -> the kind of failure injected on it (fail()), until recover(): what the CLI's `cdn`
+        #: and the dashboard show, whoever injected it (the CLI, the page, an experiment)
+        self.failed: dict[str, str] = {}
         self.ingest_group, self.control_group = self.mcast_groups()
         ctl = getattr(cn, "control", None)
         want = (self.control_group, MCAST_CONTROL_PORT, 2)  # the edges' heartbeats (edge_config)
@@ -598,12 +601,17 @@ class CdnServices:
             raise ValueError(f"{host} is a {role} and runs no CDN service process; fail it with 'host' "
                              f"(silent) or 'link' (access link down). 'process' works on: "
                              f"{', '.join(SERVICE_MODULES)}")
-        if kind in ("process", "host"):
-            self.kill_service(host)
-        if kind == "host":
-            self.cn.host(host).cmd("iptables -A INPUT -j DROP")
-        elif kind == "link":
-            self.cn.net.configLinkStatus(host, self.cn.topo.host(host).switch, "down")
+        self.failed[host] = kind  # first: a watcher (the dashboard) never sees the host down but not failed
+        try:
+            if kind in ("process", "host"):
+                self.kill_service(host)
+            if kind == "host":
+                self.cn.host(host).cmd("iptables -A INPUT -j DROP")
+            elif kind == "link":
+                self.cn.net.configLinkStatus(host, self.cn.topo.host(host).switch, "down")
+        except BaseException:
+            self.failed.pop(host, None)
+            raise
         return FAILURE_EFFECTS[role]
 
     def recover(self, host: str, kind: str = "process") -> None:
@@ -617,6 +625,7 @@ class CdnServices:
             self.cn.host(host).cmd("iptables -D INPUT -j DROP")
         if role in SERVICE_MODULES and (kind in ("process", "host") or self.service_process(host) is None):
             self.restart(host)
+        self.failed.pop(host, None)
 
     def restart(self, host: str) -> None:
         """Stop ``host``'s service if it runs, start it again from its config, wait until it answers."""

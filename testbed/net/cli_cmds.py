@@ -53,8 +53,19 @@ class CdnCLI(CLI):
 
     def __init__(self, cdnnet, **kwargs) -> None:
         self.cn = cdnnet
-        self.failed: dict[str, str] = {}
+        self._own_failed: dict[str, str] = {}
         super().__init__(cdnnet.net, **kwargs)
+
+    @property
+    def failed(self) -> dict[str, str]:
+        """host -> kind of the failures injected and not yet recovered (the services' own record, shared
+        with the dashboard's actions)."""
+        return self.svc.failed if self.svc is not None else self._own_failed
+
+    def onecmd(self, line: str) -> bool:
+        """Each command holds the network's lock: the dashboard's actions use the same host shells."""
+        with self.cn.lock:
+            return super().onecmd(line)
 
     # -- helpers -----------------------------------------------------------------------------------
     @property
@@ -259,7 +270,6 @@ class CdnCLI(CLI):
         except (ValueError, KeyError) as e:
             print(f"*** {e}")
             return
-        self.failed[host] = kind
         role = self.cn.topo.host(host).role.value
         print(f"{host} ({role}): {kind} failure injected at {time.strftime('%H:%M:%S')}; {effect}")
 
@@ -284,7 +294,6 @@ class CdnCLI(CLI):
         except (TimeoutError, ValueError) as e:
             print(f"*** {e}")
             return
-        self.failed.pop(host, None)
         print(f"{host}: recovered")
 
     def do_stats(self, line: str) -> None:

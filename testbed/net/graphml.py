@@ -44,6 +44,15 @@ def _coords(attrs: dict[str, Any]) -> tuple[float, float] | None:
         return None
 
 
+def _on_earth(c: tuple[float, float]) -> bool:
+    return -90 <= c[0] <= 90 and -180 <= c[1] <= 180
+
+
+def _latlon(c: tuple[float, float] | None) -> dict[str, float]:
+    """A switch's ``lat``/``lon`` (kept to 4 decimals, ~10 m) when the graph places it, else nothing."""
+    return {} if c is None else {"lat": round(c[0], 4), "lon": round(c[1], 4)}
+
+
 def _k_center(nodes: list[Any], dist: dict[Any, dict[Any, float]], k: int, first: Any) -> list[Any]:
     """Greedy k-center (Gonzalez 1985): start farthest from ``first``, then add the node farthest from
     the chosen ones; a 2-approximation of the smallest maximum distance to a center."""
@@ -129,6 +138,7 @@ def graph_to_spec(g: nx.Graph, name: str, edges: int = 3, default_delay_ms: floa
         g = g.subgraph(largest).copy()
     nodes = list(g.nodes)
     sw = {n: f"z{i}" for i, n in enumerate(nodes)}
+    coords = {n: c for n in nodes if (c := _coords(g.nodes[n])) is not None and _on_earth(c)}
     links = []
     for u, v in g.edges:
         cu, cv = _coords(g.nodes[u]), _coords(g.nodes[v])
@@ -189,7 +199,7 @@ def graph_to_spec(g: nx.Graph, name: str, edges: int = 3, default_delay_ms: floa
                     "delays: great-circle distance at 200 km/ms (light in fibre)", how_text],
         "subnet": str(net),
         "regions": [{"name": names[i], "label": region_labels[i]} for i in range(len(groups))],
-        "switches": [{"name": sw[n], "region": region_of[n]} for n in nodes],
+        "switches": [{"name": sw[n], "region": region_of[n], **_latlon(coords.get(n))} for n in nodes],
         "links": links,
         "hosts": hosts,
         "anycast": [{"name": "http", "vip": str(vip), "port": 80,

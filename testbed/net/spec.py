@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import networkx as nx
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from contract.config import ConfigError, read_data, validate
 
@@ -108,6 +108,15 @@ class Switch(_Strict):
     name: Name
     region: str | None = None
     dpid: int | None = Field(None, ge=1, lt=2**48)
+    # where the PoP is (degrees), for drawing the network on a map (the dashboard); no effect on traffic
+    lat: float | None = Field(None, ge=-90, le=90)
+    lon: float | None = Field(None, ge=-180, le=180)
+
+    @model_validator(mode="after")
+    def _both_coordinates(self) -> Switch:
+        if (self.lat is None) != (self.lon is None):
+            raise ValueError(f"switch {self.name}: give both lat and lon, or neither")
+        return self
 
 
 class Host(_Strict):

@@ -35,6 +35,24 @@ def add_build_args(ap: argparse.ArgumentParser) -> None:
                     "loss) and stop if one is unlike its spec (default: off; on in the test suite)")
 
 
+def add_web_arg(ap: argparse.ArgumentParser) -> None:
+    """``--web [PORT]``, shared by ``cdnlab up`` and ``cdnlab run``."""
+    ap.add_argument("--web", nargs="?", type=int, const=-1, default=None, metavar="PORT",
+                    help="serve a live dashboard on http://127.0.0.1:PORT/ (default 8080, or a free port when "
+                    "8080 is taken), reachable from this machine only, never from the emulated hosts")
+
+
+def start_dashboard(port: int):
+    """Start the dashboard (``port`` -1: the default) and print its URL."""
+    from testbed.web.server import Dashboard
+
+    d = Dashboard(port=None if port == -1 else port)
+    url = d.start()
+    print(f"cdnlab: dashboard on {url} (this machine only; Ctrl-C or `exit` stops it with the network)",
+          flush=True)
+    return d
+
+
 def options_from(args: argparse.Namespace) -> BuildOptions:
     return BuildOptions(links=args.links, controller=args.controller, datapath=args.datapath,
                         anycast_mode=args.anycast_mode, run_dir=args.run_dir,
@@ -62,7 +80,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--subnet", help="renumber the topology into this address block (e.g. 10.200.0.0/16), "
                     "when its own overlaps a network of this machine")
     ap.add_argument("--no-services", action="store_true", help="network only: start no CDN processes")
-    ap.add_argument("--no-cli", action="store_true", help="build, report and tear down (for scripts)")
+    ap.add_argument("--no-cli", action="store_true", help="build, report and tear down (for scripts); with "
+                    "--web: keep the network up, without a CLI, until SIGTERM or Ctrl-C")
+    add_web_arg(ap)
     args = ap.parse_args(argv)
     try:
         topo = load_topology(args.topo, subnet=args.subnet)
@@ -71,6 +91,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # -> finally below -> clean stop
     cn = CdnNet(topo, options_from(args))
+    dashboard = None
     try:
         cn.start()
         if not args.no_services:
@@ -81,7 +102,17 @@ def main(argv: list[str] | None = None) -> int:
             if start_services is not None:
                 start_services(cn)
         print(describe(cn))
-        if not args.no_cli:
+        if args.web is not None:
+            dashboard = start_dashboard(args.web)
+            dashboard.attach(cn)
+        if args.no_cli and dashboard is not None:
+            print("cdnlab: the network stays up until SIGTERM or Ctrl-C", flush=True)
+            try:
+                while True:
+                    signal.pause()
+            except KeyboardInterrupt:
+                print()
+        elif not args.no_cli:
             from mininet.log import setLogLevel
 
             setLogLevel("output")  # show the output of plain Mininet commands (`c1 curl ...`, pingall)
@@ -91,7 +122,12 @@ def main(argv: list[str] | None = None) -> int:
     except (PermissionError, RuntimeError, TimeoutError) as e:
         print(f"cdnlab up: {e}", file=sys.stderr)
         return 1
+    except OSError as e:  # the dashboard's port is taken
+        print(f"cdnlab up: {e}", file=sys.stderr)
+        return 1
     finally:
+        if dashboard is not None:
+            dashboard.stop()
         t0 = time.monotonic()
         what = teardown_summary(cn)
         if what:

@@ -52,6 +52,23 @@ def test_import_delays_from_distance(tmp_path: Path) -> None:
     assert edge_switches != {"z1", "z2"}
 
 
+def test_import_keeps_coordinates_for_the_map(tmp_path: Path) -> None:
+    t = parse_topology(import_graphml(_zoo_file(tmp_path), edges=2), "imported")
+    where = {s.name: (s.lat, s.lon) for s in t.switches}
+    assert where["z0"] == (40.71, -74.01) and where["z3"] == (1.35, 103.82)
+    assert where["z4"] == (None, None)  # "Nowhere" has none: drawn by the force layout's rules
+
+
+def test_a_switch_with_half_a_position_is_refused() -> None:
+    spec = {"name": "t", "switches": [{"name": "s1", "lat": 10.0}], "links": [],
+            "hosts": [{"name": "h1", "role": "client", "switch": "s1"}]}
+    with pytest.raises(ConfigError, match="both lat and lon"):
+        parse_topology(spec, "half.yaml")
+    spec["switches"][0].update(lat=91.0, lon=0.0)
+    with pytest.raises(ConfigError, match="lat"):
+        parse_topology(spec, "north-of-the-pole.yaml")
+
+
 def test_cli_import_writes_a_loadable_spec(tmp_path: Path, capsys) -> None:
     out = tmp_path / "ex.yaml"
     assert cdnlab(["topo", "import", str(_zoo_file(tmp_path)), "--edges", "3", "-o", str(out)]) == 0

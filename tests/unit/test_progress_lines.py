@@ -50,3 +50,56 @@ def test_heartbeats_come_on_their_own() -> None:
     assert len(beats) >= 2 and "demo: building globe (48 hosts) 0/2 (0 %)" in beats[0], out.getvalue()
     assert beats[0].endswith("no estimate yet")
 
+
+
+def test_web_progress_forwards_and_reports_the_step_under_way() -> None:
+    from experiments.progress import WebProgress
+
+    out = io.StringIO()
+    reports: list[tuple] = []
+    inner = LineProgress(prefix="selection", stream=out, interval=60)
+    p = WebProgress(inner, "selection", lambda *a: reports.append(a))
+    t = _Task(p, "methods", 4)
+    t.advance()
+    assert reports[-1][:3] == ("selection", 0.25, "methods 1/4")
+    assert reports[-1][3]["steps done"] == 0 and reports[-1][3]["steps"] == 1
+    t.done()  # done() reads the inner progress's tasks and updates through the wrapper
+    assert reports[-1][1] == 1.0 and reports[-1][3]["steps done"] == 1
+    assert "selection: methods: done in" in out.getvalue()  # the inner display still got every call
+    alone = WebProgress(None, "zipf", lambda *a: reports.append(a))
+    _Task(alone, "sizes", 2).advance()
+    assert reports[-1][:3] == ("zipf", 0.5, "sizes 1/2")
+
+
+def test_figures_so_far_reach_the_dashboard_and_are_a_no_op_elsewhere() -> None:
+    from types import SimpleNamespace
+
+    from experiments.framework import Run
+    from experiments.progress import WebProgress
+
+    reports: list[tuple] = []
+    web = WebProgress(None, "selection", lambda *a: reports.append(a))
+    run = Run(spec=SimpleNamespace(name="selection"), out=None, seed=1, quick=True, topology=None, params={},
+              progress=web)
+    _Task(web, "methods", 3).advance()
+    run.figure("anycast: total p50 ms", 20.2)
+    assert reports[-1][3]["anycast: total p50 ms"] == 20.2 and reports[-1][3]["steps"] == 1
+    for progress in (None, LineProgress(stream=io.StringIO())):  # a plain display has no figures: nothing
+        Run(spec=SimpleNamespace(name="x"), out=None, seed=1, quick=True, topology=None, params={},
+            progress=progress).figure("dns: total p50 ms", 31.2)
+
+
+def test_rows_figure_summarizes_a_batch_of_driver_samples() -> None:
+    from types import SimpleNamespace
+
+    from experiments.framework import Run
+    from experiments.progress import WebProgress
+
+    reports: list[tuple] = []
+    run = Run(spec=SimpleNamespace(name="caching"), out=None, seed=1, quick=True, topology=None, params={},
+              progress=WebProgress(None, "caching", lambda *a: reports.append(a)))
+    rows = [{"total_ms": 30.0}, {"total_ms": 10.0}, {"total_ms": 20.0}, {"error": "timeout", "total_ms": None}]
+    run.rows_figure("with_cache", rows)
+    figures = reports[-1][3]
+    assert (figures["with_cache: requests"], figures["with_cache: errors"]) == (4, 1)
+    assert figures["with_cache: total p50 ms"] == 20.0

@@ -1,0 +1,1 @@
+"""Test support shared by the test tiers (on pytest's pythonpath; not shipped in the product)."""
