@@ -8,10 +8,11 @@ PYTHON_SYS ?= /usr/bin/python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
-# Every Debian package cdnlab needs, in one list (chromium and its driver: the dashboard's browser tests).
+# Every Debian package cdnlab needs, in one list (chromium and its driver: the dashboard's browser tests
+# and dash.js; ffmpeg: real DASH media, testbed/services/video_encode.py).
 APT_PACKAGES := mininet openvswitch-switch iproute2 iperf3 ethtool iputils-ping tcpdump \
 	unbound dnsutils nginx-light wrk nsd dnsperf curl iptables fping python3-venv python3-pip \
-	chromium chromium-driver
+	chromium chromium-driver ffmpeg
 PYTEST_ARGS ?=
 # What `make test-vm` adds: QEMU, Debian's kernel (with sch_netem and openvswitch) and busybox for the
 # guest's initramfs; virtme-ng (PyPI) boots it.

@@ -16,7 +16,11 @@ HTML pages embed their assets with URLs rewritten to the CDN the way Akamai does
 ``http://<cdn host>/<cdn_path_prefix>/<hostname><path>``, the CDN host picked per asset by rendezvous
 hashing over ``cdn_hostnames``. With no ``cdn_hostnames`` pages link ``http://<hostname><path>``.
 
-Control endpoints: ``GET /_origin/catalog`` (JSON list of path/size/class), ``GET /_origin/stats``,
+MPEG-DASH video is under ``/dash/<title>/`` (manifest, init and media segments; on demand and live), from
+:mod:`testbed.services.video` (``OriginConfig.video``).
+
+Control endpoints: ``GET /_origin/catalog`` (JSON list of path/size/class, and the video titles under
+``video``), ``GET /_origin/stats``,
 ``GET /_origin/health``, ``POST /_origin/update/<path>`` (new version: new bytes, ETag, Last-Modified),
 ``POST /_origin/fault`` with ``{"status": 503}`` (answer every content request with that status;
 ``{"status": null}`` heals), ``POST /_origin/push`` with ``{"paths": [...]}`` or ``{"all": true}``
@@ -54,6 +58,8 @@ from testbed.services.freshness import (
 )
 from testbed.services.limits import HttpLimitsConfig, LimitedSite
 from testbed.services.mcast.cdn import OriginIngest, OriginIngestConfig
+from testbed.services.video import PREFIX as VIDEO_PREFIX
+from testbed.services.video import VideoConfig, VideoLibrary
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +100,8 @@ class OriginConfig(HttpLimitsConfig):
     max_field_size: int = Field(8190, ge=256)
     #: multicast ingest sender: POST /_origin/push, and updates multicast as invalidations (or pushes)
     ingest: OriginIngestConfig | None = None
+    #: MPEG-DASH titles under ``/dash/`` (:mod:`testbed.services.video`)
+    video: VideoConfig = Field(default_factory=VideoConfig)
 
     @field_validator("cache_control", "cdn_cache_control")
     @classmethod
@@ -120,6 +128,7 @@ class Origin:
     def __init__(self, cfg: OriginConfig) -> None:
         self.cfg = cfg
         self.catalog = Catalog(cfg.catalog)
+        self.video = VideoLibrary(cfg.video)
         self.versions: dict[str, int] = {}
         self.mtimes: dict[str, float] = {}
         self.requests = 0
@@ -300,6 +309,10 @@ class Origin:
         obj = self.catalog.get(path)
         if obj is not None:
             return self._count(path, self._static(request, obj))
+        if path.startswith(VIDEO_PREFIX + "/"):
+            vf = self.video.lookup(path)
+            if vf is not None:
+                return self._count(path, self._video(request, vf))
         handler = _DYNAMIC.get(path)
         if handler is not None:
             return self._count(path, handler(self, request))
@@ -315,6 +328,29 @@ class Origin:
         rng_hdr = request.headers.get("Range")
         if_range = request.headers.get("If-Range")
         if rng_hdr and (if_range is None or if_range in (headers["ETag"], headers["Last-Modified"])):
+            try:
+                r = parse_range(rng_hdr, len(body))
+            except RangeNotSatisfiable:
+                headers["Content-Range"] = f"bytes */{len(body)}"
+                return web.Response(status=416, headers=headers)
+            if r is not None:
+                first, last = r
+                headers["Content-Range"] = f"bytes {first}-{last}/{len(body)}"
+                return web.Response(status=206, body=body[first : last + 1], headers=headers)
+        return web.Response(body=body, headers=headers)
+
+    def _video(self, request: web.Request, vf: Any) -> web.Response:
+        """A DASH manifest or segment (:class:`testbed.services.video.VideoFile`) with conditional GET and
+        byte ranges as for static objects; a missing live segment is its 404 (``no-store``)."""
+        headers = dict(vf.headers, Date=format_http_date())
+        if vf.status != 200:
+            return web.Response(status=vf.status, body=vf.body, headers=headers)
+        headers["Accept-Ranges"] = "bytes"
+        if not_modified(request.headers, headers["ETag"], None):
+            return web.Response(status=304, headers=headers)
+        body = vf.body
+        rng_hdr = request.headers.get("Range")
+        if rng_hdr and request.headers.get("If-Range") in (None, headers["ETag"]):
             try:
                 r = parse_range(rng_hdr, len(body))
             except RangeNotSatisfiable:
@@ -373,7 +409,9 @@ class Origin:
 
     async def _h_catalog(self, request: web.Request) -> web.Response:
         objs = [{"path": o.path, "size": o.size, "class": o.cls} for o in self.catalog.objects]
-        return web.json_response({"hostname": self.cfg.hostname, "objects": objs, "dynamic": DYNAMIC_PATHS})
+        return web.json_response(
+            {"hostname": self.cfg.hostname, "objects": objs, "dynamic": DYNAMIC_PATHS, "video": self.video.describe()}
+        )
 
     def _count_refused(self) -> None:
         self.control_refused += 1
