@@ -16,14 +16,15 @@ from experiments.framework import Run
 from testbed.net import fidelity
 from testbed.net.build import BuildOptions, CdnNet
 from testbed.net.cdn import CdnOptions, CdnServices, start_services
-from testbed.net.spec import Role
+from testbed.net.spec import Role, Topology
 
 
 @contextmanager
-def emulate(r: Run, cdn: CdnOptions | None = None, *, services: bool = True,
-            anycast_mode: str = "destination") -> Iterator[tuple[CdnNet, CdnServices | None]]:
-    """Build the run's topology (logs and configs under ``<out>/run``), start the services, tear down after."""
-    topo = r.load_topology()
+def emulate(r: Run, cdn: CdnOptions | None = None, *, services: bool = True, anycast_mode: str = "destination",
+            topo: Topology | None = None) -> Iterator[tuple[CdnNet, CdnServices | None]]:
+    """Build the run's topology (or ``topo``, a variant of it the experiment made; logs and configs under
+    ``<out>/run``), start the services, tear down after."""
+    topo = topo if topo is not None else r.load_topology()
     n = r.meta.setdefault("builds", 0) + 1  # each network of a run gets its own directory of logs
     r.meta["builds"] = n
     opts = BuildOptions(run_dir=r.out / ("run" if n == 1 else f"run-{n}"), anycast_mode=anycast_mode,

@@ -108,6 +108,7 @@ class CdnOptions:
     resolver_cache: bool = True
     resolver_extra: list[str] = field(default_factory=list)  # raw unbound server: lines (e.g. cache-min-ttl)
     catalog: dict[str, Any] = field(default_factory=dict)
+    video: dict[str, Any] = field(default_factory=dict)  # the origin's DASH titles (testbed.services.video)
     roles: tuple[str, ...] = ("origin", "edge", "dns", "resolver", "redirector")
     ready_timeout: float = 30.0
     multicast: bool = False  # ingest/invalidation and heartbeats over the controller's multicast trees
@@ -361,6 +362,8 @@ class CdnServices:
                                "cdn_hostnames": [CDN_NAME], "catalog": dict(self.opts.catalog)}
         if self.opts.origin_cache_control:
             cfg["cache_control"] = dict(self.opts.origin_cache_control)
+        if self.opts.video:
+            cfg["video"] = dict(self.opts.video)
         if self.opts.multicast and self.ingest_group:
             cfg["ingest"] = {"group": self._group(self.ingest_group, MCAST_DATA_PORT, self.origin),
                              "session_id": 1, "key": self.mcast_key, "feedback_port": MCAST_FEEDBACK_PORT,

@@ -26,6 +26,7 @@ from testbed.net.containment import NamespaceError
 CDN_COMMANDS = {
     "cdn": "the CDN at a glance: each edge's health, catchment, requests, hit ratio, cache",
     "fetch": "fetch from a client by anycast, DNS or redirect: time per phase, edge, cache verdict, errors",
+    "play": "stream a DASH video from a client with an ABR policy: startup, stalls, bitrate, QoE",
     "dig": "resolve a name through the client's resolver: CNAME chain, TTLs, or the response code",
     "fail": "make a host fail (its service, the whole host, or its link) and see what clients see",
     "recover": "undo `fail` and wait until the host's service answers again",
@@ -218,19 +219,10 @@ class CdnCLI(CLI):
             if not path.startswith("/"):
                 path = "/" + path
                 print(f"note: paths start with '/': fetching {path}")
-            if via == "anycast" and self.cn.topo.anycast:
-                opts += ["--vip", self.cn.topo.anycast[0].vip]
-            elif via == "redirect" and self.svc and self.svc.redirectors:
-                opts += ["--redirector", self.cn.ip(self.svc.redirectors[0])]
-            elif via == "dns" and self.svc and self.svc.resolver_for(client):
-                res = self.cn.ip(self.svc.resolver_for(client))
-                chain = node.cmd(f"dig +short +time=2 +tries=1 @{res} {CUSTOMER_NAME} A").split()
-                if chain and not chain[0].startswith(";"):
-                    print(f"{CUSTOMER_NAME} -> {' -> '.join(chain)} (resolver {res})")
-                opts += ["--resolver", res]
-            else:
-                print(f"*** no {via} service in this CDN")
+            steer = self._steering(client, via)
+            if steer is None:
                 return
+            opts += steer
         out = node.cmd(shlex.join([sys.executable, "-m", "testbed.measure.fetch", path, "--via", via, *opts]))
         try:
             result = json.loads(out[out.index("{"):])
@@ -249,6 +241,76 @@ class CdnCLI(CLI):
                     print(f"{'-'.join(w.capitalize() for w in h.split('-'))}: {headers[h]}")
         if result["explain"]:
             print(f"*** failed: {result['explain']}")
+
+    def _steering(self, client: str, via: str) -> list[str] | None:
+        """The options that send a measuring tool on ``client`` through method ``via`` (the anycast VIP,
+        the client's resolver, or the redirector); None, said why, when the CDN has no such service."""
+        node = self.mn[client]
+        if via == "anycast" and self.cn.topo.anycast:
+            return ["--vip", self.cn.topo.anycast[0].vip]
+        if via == "redirect" and self.svc and self.svc.redirectors:
+            return ["--redirector", self.cn.ip(self.svc.redirectors[0])]
+        if via == "dns" and self.svc and self.svc.resolver_for(client):
+            res = self.cn.ip(self.svc.resolver_for(client))
+            chain = node.cmd(f"dig +short +time=2 +tries=1 @{res} {CUSTOMER_NAME} A").split()
+            if chain and not chain[0].startswith(";"):
+                print(f"{CUSTOMER_NAME} -> {' -> '.join(chain)} (resolver {res})")
+            return ["--resolver", res]
+        print(f"*** no {via} service in this CDN")
+        return None
+
+    def do_play(self, line: str) -> None:
+        """play CLIENT [TITLE] [--via anycast|dns|redirect] [--policy P] [--duration S]: stream a DASH title
+        (default testcard; testcard-live is live) from CLIENT with the headless player and an ABR policy
+        (throughput, bba, bola, mpc), then show the session's startup delay, stalls, bitrate, switches,
+        QoE and the edges that served it."""
+        usage = "play CLIENT [TITLE] [--via anycast|dns|redirect] [--policy P] [--duration S]"
+        args = self._args(line, 1, usage)
+        if not args or self._host(args[0]) is None:
+            return
+        flags = {"--via": "anycast", "--policy": "throughput", "--duration": "20"}
+        rest: list[str] = []
+        i = 1
+        while i < len(args):
+            if args[i] in flags:
+                if i + 1 >= len(args):
+                    print(f"*** {args[i]} needs a value; usage: {usage}")
+                    return
+                flags[args[i]] = args[i + 1]
+                i += 2
+            else:
+                rest.append(args[i])
+                i += 1
+        if len(rest) > 1 or flags["--via"] not in ("anycast", "dns", "redirect"):
+            print(f"*** usage: {usage}")
+            return
+        try:
+            duration = float(flags["--duration"])
+        except ValueError:
+            print(f"*** --duration takes seconds of video, not {flags['--duration']!r}")
+            return
+        client, title = args[0], (rest[0] if rest else "testcard")
+        steer = self._steering(client, flags["--via"])
+        if steer is None:
+            return
+        cmd = [sys.executable, "-m", "testbed.measure.player", f"/dash/{title}/manifest.mpd", "--via",
+               flags["--via"], *steer, "--policy", flags["--policy"], "--duration", f"{duration:g}"]
+        print(f"playing {title} on {client} by {flags['--via']} with {flags['--policy']} "
+              f"({duration:g} s of video)...")
+        out = self.mn[client].cmd(shlex.join(cmd))
+        try:
+            r = json.loads(out[out.index("{"):].splitlines()[0])
+        except ValueError:
+            print(f"*** the player did not run: {out.strip()[-500:]}")
+            return
+        if r["segments"]:
+            print(f"{r['segments']} segments: startup {r['startup_s']:.2f} s, {r['rebuffer_count']} stalls "
+                  f"({r['rebuffer_s']:.2f} s, ratio {r['rebuffer_ratio']:.3f}), average "
+                  f"{r['avg_bitrate_kbps']:.0f} kbit/s, {r['switches']} switches, QoE {r['qoe_per_segment']:.0f} "
+                  f"per segment")
+            print("served by " + ", ".join(f"{k} ({v})" for k, v in r["servers"].items()))
+        if r["error"]:
+            print(f"*** {r['error']}")
 
     def do_fail(self, line: str) -> None:
         """fail HOST [process|host|link]: make any CDN host fail — its service process crashes (default),
