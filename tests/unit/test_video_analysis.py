@@ -1,4 +1,4 @@
-"""The video experiment's arithmetic (experiments.video.analyse_failover and summarize) on made-up logs."""
+"""The video experiment's arithmetic (experiments.video: analyse_failover, summarize, the buffer line, the next request) on made-up logs."""
 
 from __future__ import annotations
 
