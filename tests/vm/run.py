@@ -71,12 +71,30 @@ def kvm_boots(kernel: Path, timeout: float = 60) -> bool:
     if not os.access("/dev/kvm", os.R_OK | os.W_OK):
         return False
     cmd = vng_command(kernel, "kvm", "1G", 1, ["echo", BOOT_MARK])
+    # its own session: on a timeout the whole group goes, QEMU included (vng runs it as a grandchild, which
+    # subprocess.run's kill would leave spinning a CPU for the rest of the tier)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=_env(),
+                            stdin=subprocess.DEVNULL, start_new_session=True)
     try:
-        r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=_env(),
-                           stdin=subprocess.DEVNULL)
+        out, _ = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
+        out = ""
+    finally:
+        if proc.poll() is None or _group_alive(proc.pid):
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            proc.wait()
+    return BOOT_MARK in out
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
         return False
-    return BOOT_MARK in r.stdout
+    return True
 
 
 def junit_counts(path: Path) -> dict[str, int]:
