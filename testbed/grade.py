@@ -2,15 +2,19 @@
 checks against a student's code.
 
 Labs live in ``assignments/<lab>/`` (handout ``README.md``, ``starter/``, ``solution/``, ``grader.py``).
-A grader module defines ``TITLE``, ``MODULE`` (the file stem students fill in, e.g. ``freshness``) and
-``checks() -> list[Check]``. The student's file is loaded with :mod:`importlib` from ``--solution`` (a
-``.py`` file, or a directory holding ``<MODULE>.py``; default ``assignments/<lab>/starter/``) under a
-unique module name, :data:`STUDENT_PREFIX` + lab, so testbed code that loads plug-ins by dotted path
-(edge eviction policies, mapping policies) can load it too.
+A grader module defines ``TITLE``, ``MODULE`` (the file stem students fill in, e.g. ``freshness``),
+``REFERENCE`` (the testbed's own implementation of it, which a submission may not use) and
+``checks() -> list[Check]``. The student's file (``--solution``: a ``.py`` file, or a directory holding
+``<MODULE>.py``; default ``assignments/<lab>/starter/``) is read by :func:`testbed.grade_guard.static_check`
+and then runs in a sandbox process (:mod:`testbed.grade_sandbox`) under the import guard of
+:mod:`testbed.grade_guard`, never in the grader's own process; checks receive a proxy of the student's
+module, registered as :data:`STUDENT_PREFIX` + lab in ``sys.modules`` while a check runs so testbed code
+that loads plug-ins by dotted path (edge eviction policies, mapping policies) loads it too.
 
 Every check runs under a time limit (SIGALRM in the main thread, else a watchdog thread), so an endless
-loop in student code fails that check instead of hanging the grader; an exception raised by student code
-is a failed check reporting the exception's last traceback line and the student's file and line.
+loop in student code fails that check instead of hanging the grader (the next check gets a fresh
+sandbox); an exception raised by student code is a failed check reporting the exception's last traceback
+line and the student's file and line.
 Output (``--format plain``, the default): one ``PASS``/``FAIL`` line per check with what was expected,
 what came back and a hint (lecture slide / RFC section), then ``score: N/M``; exit status 0 only when every
 check passes. ``--format gradescope`` writes Gradescope's autograder ``results.json`` (top-level ``score``,
@@ -36,6 +40,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 from typing import Any
+
+from testbed.grade_guard import Reference, static_check
+from testbed.grade_sandbox import Sandbox, SandboxError
 
 STUDENT_PREFIX = "cdnlab_student_"
 DEFAULT_TIMEOUT = 5.0
@@ -84,6 +91,7 @@ class Result:
     seconds: float = 0.0
     points: float = 1.0
     visibility: str = "visible"
+    timed_out: bool = False
 
 
 @dataclass
@@ -203,7 +211,12 @@ def call_with_limit(fn: Callable[[], Any], seconds: float) -> Any:
 
 
 def describe_exception(e: BaseException, student_file: Path | None) -> str:
-    """The exception's last traceback line, plus where in the student's file it was raised."""
+    """The exception's last traceback line, plus where in the student's file it was raised.
+
+    An exception that came back from the sandbox carries both (``cdnlab_text``, ``cdnlab_where``).
+    """
+    if hasattr(e, "cdnlab_text"):
+        return str(e.cdnlab_text) + str(getattr(e, "cdnlab_where", ""))
     last = traceback.format_exception_only(type(e), e)[-1].strip()
     where = ""
     if student_file is not None:
@@ -215,8 +228,10 @@ def describe_exception(e: BaseException, student_file: Path | None) -> str:
     return last + where
 
 
-def run_check(check: Check, mod: ModuleType, student_file: Path | None) -> Result:
+def run_check(check: Check, mod: Any, student_file: Path | None) -> Result:
+    """One check against ``mod`` (the sandbox's proxy of the student's module, or a module)."""
     t0 = time.monotonic()
+    timed_out = False
     try:
         detail = call_with_limit(lambda: check.fn(mod), check.timeout)
         return Result(
@@ -234,9 +249,13 @@ def run_check(check: Check, mod: ModuleType, student_file: Path | None) -> Resul
     except CheckTimeout as e:
         msg = f"{e}: does your code loop forever or block? (limit {check.timeout:g} s)"
         tb = traceback.format_exc()
+        timed_out = True
+    except SandboxError as e:
+        msg = f"{e}: did your code exit or crash the interpreter?"
+        tb = traceback.format_exc()
     except Exception as e:  # noqa: BLE001 - student code may raise anything
         msg = "your code raised " + describe_exception(e, student_file)
-        tb = traceback.format_exc()
+        tb = str(getattr(e, "cdnlab_traceback", "")) or traceback.format_exc()
     return Result(
         check.name,
         False,
@@ -246,6 +265,7 @@ def run_check(check: Check, mod: ModuleType, student_file: Path | None) -> Resul
         seconds=time.monotonic() - t0,
         points=check.points,
         visibility=check.visibility,
+        timed_out=timed_out,
     )
 
 
@@ -275,21 +295,69 @@ def grade(lab: Lab, solution: str | Path | None = None) -> tuple[list[Result], P
         path = resolve_solution(lab, solution)
     except FileNotFoundError as e:
         return all_failed(str(e)), None
+    reference = Reference.parse(getattr(lab.grader, "REFERENCE", ()))
+    try:
+        problems = static_check(path, reference)
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        return all_failed(f"{path.name} cannot be read: {e}"), path
+    if problems:
+        return all_failed(f"{path.name} uses what a submission may not: " + "; ".join(problems)), path
     name = student_module_name(lab.name)
-    sys.path.insert(0, str(path.parent))
+    sandbox = Sandbox(
+        path,
+        name,
+        reference.entries(),
+        protected=protected_paths(),
+        preload=[*reference.names, *getattr(lab.grader, "PRELOAD", ())],
+    )
     try:
         try:
-            mod = call_with_limit(lambda: _load_file(path, name), DEFAULT_TIMEOUT)
+            mod = _start(sandbox)
         except (Exception, CheckTimeout) as e:  # noqa: BLE001
             return all_failed(
-                f"{path.name} does not import: {describe_exception(e, path)}", traceback.format_exc()
+                f"{path.name} does not import: {describe_exception(e, path)}",
+                str(getattr(e, "cdnlab_traceback", "")) or traceback.format_exc(),
             ), path
-        return [run_check(c, mod, path) for c in checks], path
+        results = []
+        for c in checks:
+            if sandbox.broken:  # a time limit or a crash: a fresh process for the next check
+                sandbox.close()
+                try:
+                    mod = _start(sandbox)
+                except (Exception, CheckTimeout) as e:  # noqa: BLE001
+                    results.append(
+                        Result(
+                            c.name,
+                            False,
+                            f"not run: {describe_exception(e, path)}",
+                            c.hint,
+                            points=c.points,
+                            visibility=c.visibility,
+                        )
+                    )
+                    continue
+            sys.modules[name] = mod  # plug-in loaders (mapping, eviction policies) find it by name
+            try:
+                r = run_check(c, mod, path)
+            finally:
+                sys.modules.pop(name, None)
+            if r.timed_out:
+                sandbox.close()  # the process may still be looping; a watchdog thread may still wait on it
+            results.append(r)
+        return results, path
     finally:
-        try:
-            sys.path.remove(str(path.parent))
-        except ValueError:
-            pass
+        sandbox.close()
+
+
+def protected_paths() -> list[Path]:
+    """What a submission may not read: the labs (answer keys, graders) and the repository's history."""
+    return [assignments_dir(), Path(__file__).resolve().parent.parent / ".git"]
+
+
+def _start(sandbox: Sandbox) -> Any:
+    """Start the sandbox process (not timed: interpreter start-up) and import the submission (timed)."""
+    sandbox.start()
+    return call_with_limit(sandbox.load, DEFAULT_TIMEOUT)
 
 
 GRADESCOPE_VISIBILITY = frozenset({"visible", "hidden", "after_due_date", "after_published"})

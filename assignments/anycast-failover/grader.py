@@ -31,6 +31,8 @@ from testbed.grade import Check, Fail
 
 TITLE = "IP anycast: nearest healthy member per ingress switch, failover and drain"
 MODULE = "anycast_choice"
+#: the reference implementation a submission may not import (testbed.grade_guard)
+REFERENCE = ("controller.anycast:choose",)
 SLIDE = 'lecture slides 11-12 "Server Selection" / "Trade-offs" (routing based: IP anycast)'
 
 

@@ -20,6 +20,8 @@ from testbed.services.store import ObjectStore
 TITLE = "Cache replacement: LFU with dynamic aging (LFU-DA) in the edge's object store"
 MODULE = "policy"
 CLASS = "LFUDA"
+#: no reference in the testbed (LFU-DA is the lab's own); the model below never loads in the sandbox
+REFERENCE: tuple[str, ...] = ()
 SLIDE = 'lecture slide 13 "Content and Internet Traffic" (Zipf popularity) and slide 7 (working set > disk)'
 
 

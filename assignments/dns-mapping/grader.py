@@ -22,6 +22,8 @@ from testbed.services.mapping import EcsAware, MappingSpec, MapRequest, hrw_rank
 TITLE = "DNS mapping with EDNS Client Subnet (RFC 7871), never to a down edge"
 MODULE = "mapping_policy"
 CLASS = "EcsPolicy"
+#: the reference implementation a submission may not import (testbed.grade_guard)
+REFERENCE = ("testbed.services.mapping:EcsAware",)
 SLIDES = 'lecture slides 11-12 "Server Selection" / "Trade-offs" (request by resolver, not client) and 21'
 
 SPEC: dict[str, Any] = {

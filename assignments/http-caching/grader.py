@@ -23,6 +23,22 @@ from testbed.services import freshness as ref
 
 TITLE = "HTTP caching: freshness lifetime, age, storable?, must revalidate? (RFC 9111)"
 MODULE = "freshness"
+#: the edge's own freshness decisions: a submission may use the parsing helpers only (testbed.grade_guard)
+REFERENCE = tuple(
+    f"testbed.services.freshness:{n}"
+    for n in (
+        "freshness_lifetime",
+        "current_age",
+        "is_storable",
+        "needs_revalidation",
+        "has_explicit_freshness",
+        "heuristic_lifetime",
+        "delta_seconds",
+        "_delta_seconds",
+        "stale_if_error_window",
+        "stale_while_revalidate_window",
+    )
+)
 SLIDE = 'lecture slide 2 "HTTP Caching"'
 
 DATE = "Mon, 23 Nov 2026 12:00:00 GMT"
@@ -220,6 +236,8 @@ class _Collect(logging.Handler):
 
 def _student_frame(e: BaseException) -> str:
     """Where the innermost frame outside the testbed and site-packages (the student's file) raised."""
+    if hasattr(e, "cdnlab_where"):  # raised in the sandbox: describe_exception already said where
+        return ""
     for fs in reversed(traceback.extract_tb(e.__traceback__)):
         if not any(part in fs.filename for part in ("site-packages", "/testbed/", "/lib/python")):
             return f" (at {os.path.basename(fs.filename)}:{fs.lineno} in {fs.name})"

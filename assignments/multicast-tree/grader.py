@@ -31,6 +31,8 @@ from testbed.grade import Check, Fail
 
 TITLE = "IP multicast: per-(source, group) shortest-path trees as per-switch ports, and repair"
 MODULE = "mcast_tree"
+#: the reference implementation a submission may not import (testbed.grade_guard)
+REFERENCE = ("controller.multicast:build_tree",)
 SLIDE = 'lecture slide 9 "Content Distribution Networks" (content replication to many CDN servers)'
 GROUP = "239.1.1.1"
 
