@@ -8,7 +8,8 @@ Four phases on one network (plus, in a full run, one network per extra DNS TTL):
   cold edge caches, none warms the cache for the next): startup delay, rebuffering, average bitrate.
 * ``cache`` - one client streams a fresh title (cold edge), then its neighbour streams the same (warm):
   what a cache hit does to startup delay and to the ABR's choices.
-* ``bottleneck`` - a client behind a narrow access link (``bottleneck_mbit``) streams with each ABR policy.
+* ``bottleneck`` - a client behind a narrow access link (``bottleneck_mbit``, or a bandwidth trace,
+  ``bottleneck_trace``) streams with each ABR policy.
 * ``failover`` - one client streams with a small buffer; its serving edge's process is killed mid-stream:
   per method (anycast in ``destination`` and ``affinity`` mode, DNS at each TTL, redirect) the stall it
   caused, the gap from the first failed request to the first segment from another edge, and the retries.
@@ -207,7 +208,11 @@ def run(r: Run) -> dict[str, Any]:
     topo = r.load_topology()
     bclient = str(p["bottleneck_client"])
     h = topo.host(bclient)
-    h.link = h.link.model_copy(update={"bw_mbit": float(p["bottleneck_mbit"])})
+    if p.get("bottleneck_trace"):  # the narrow link's rate follows a bandwidth trace (testbed.net.traces)
+        h.link = h.link.model_copy(update={"trace": str(p["bottleneck_trace"]), "bw_mbit": None})
+        h.link = type(h.link).model_validate(h.link.model_dump())  # the trace's first rate, checked
+    else:
+        h.link = h.link.model_copy(update={"bw_mbit": float(p["bottleneck_mbit"])})
     sessions: list[dict[str, Any]] = []
     segments: list[dict[str, Any]] = []
     trials: list[dict[str, Any]] = []
@@ -329,6 +334,12 @@ def summarize(sessions: list[dict[str, Any]], trials: list[dict[str, Any]], meth
     return res
 
 
+def _bottleneck(params: dict[str, Any]) -> str:
+    if params.get("bottleneck_trace"):
+        return f"an access link following the bandwidth trace `{params['bottleneck_trace']}`"
+    return f"a {params.get('bottleneck_mbit')} Mbit/s access link"
+
+
 def _buffer_line(rows: list[dict[str, str]], t0: float) -> tuple[list[float], list[float]]:
     """The buffer level over time from the per-segment log: it drains one second per second after each
     arrival, sits at zero while stalled, and jumps by a segment at the next arrival (times minus ``t0``)."""
@@ -406,7 +417,7 @@ def report(out: Path) -> None:
             [{"state": k, **v} for k, v in res["cache"].items()],
             ["state", "client", "startup_s", "avg_bitrate_kbps", "hit_fraction", "rebuffer_count"],
             ["edge cache", "client", "startup (s)", "bitrate (kbit/s)", "hits", "stalls"])),
-        (f"ABR policies behind a {params.get('bottleneck_mbit')} Mbit/s access link", md_table(
+        (f"ABR policies behind {_bottleneck(params)}", md_table(
             [{"policy": k, **v} for k, v in res["policies"].items()],
             ["policy", "startup_s", "avg_bitrate_kbps", "switches", "rebuffer_count", "rebuffer_s",
              "qoe_per_segment"],

@@ -189,6 +189,8 @@ class CdnNet:
         self.guard_routes: list[GuardRoute] = []
         self.relay_pool = None  # testbed.net.relay_pool.RelayPool, made with the first relayed link
         self.link_checks: list | None = None  # testbed.net.linkverify.ClassCheck per link class (--verify-links)
+        #: a TracePlayer (testbed.net.traces) per link whose spec names a bandwidth trace, by "a-b"
+        self.trace_players: dict[str, Any] = {}
         # HMAC key (text) of this run's multicast sessions, made here when the controller must verify the
         # heartbeats, so it is in the view before services start; CdnServices reuses it (None: its own)
         self.mcast_key: str | None = None
@@ -265,6 +267,7 @@ class CdnNet:
                 if problem:
                     raise LinkEmulationError(problem)
             self._after_start()
+            self._start_traces()
         except BaseException:
             self.stop()
             raise
@@ -286,6 +289,8 @@ class CdnNet:
         for name, p in list(self.procs.items()):
             self._terminate(p, name)
         self.procs.clear()
+        for tp in self.trace_players.values():
+            tp.stop()
         if self.net is not None:
             try:
                 self.net.stop()
@@ -396,6 +401,18 @@ class CdnNet:
             self._wait_controller_ready()
         else:
             self.net.waitConnected(timeout=self.opts.connect_timeout)
+
+    def _start_traces(self) -> None:
+        """Play each link's bandwidth trace (``trace:`` in the spec) on the built link, both directions."""
+        from testbed.net.traces import TracePlayer, load_trace
+
+        assert self.net is not None
+        ends = [(h.name, h.switch, h.link) for h in self.topo.hosts] + [(x.a, x.b, x) for x in self.topo.links]
+        for a, b, params in ends:
+            if params.trace is None:
+                continue
+            link = self.net.linksBetween(self.net[a], self.net[b])[0]
+            self.trace_players[f"{a}-{b}"] = TracePlayer(load_trace(params.trace), link.set_rate, f"{a}-{b}").start()
 
     def _enable_rstp(self) -> None:
         assert self.net is not None

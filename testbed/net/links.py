@@ -41,7 +41,7 @@ import shutil
 import subprocess
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -314,6 +314,20 @@ def htb_commands(dev: str, bw_mbit: float, queue_pkts: int, parent: str | None =
     ]
 
 
+def htb_rate_command(dev: str, bw_mbit: float) -> str:
+    """The tc command that changes the rate of :func:`htb_commands`' class in place (a bandwidth trace's
+    step, :mod:`testbed.net.traces`): queued packets stay, the new rate applies at once."""
+    burst = max(15000, int(bw_mbit * 1e6 / 8 * 0.001))
+    return f"tc class change dev {dev} parent 5: classid 5:1 htb rate {bw_mbit:g}mbit burst {burst} quantum 1600"
+
+
+def _check_rate(link: Any, mbit: float) -> None:
+    if not getattr(link, "shape", None) or not link.shape.bw_mbit:
+        raise LinkEmulationError(f"{link}: a link without a rate (bw) has no HTB class to change")
+    if not 0 < mbit <= MAX_BW_MBIT:
+        raise LinkEmulationError(f"rate {mbit!r} Mbit/s is outside (0, {MAX_BW_MBIT}]")
+
+
 def netem_commands(dev: str, shape: LinkShape, delay_ms: float) -> list[str]:
     """tc commands for one direction of a :class:`NetemLink`: netem at the root (``delay_ms``, the shape's
     loss) and, with a rate, HTB + ``pfifo`` of the bottleneck queue as its child. The delay line holds
@@ -387,6 +401,13 @@ class RateLink(Link):
         self._apply(_keep_qdiscs_on_ovs_ports(self))
         self.verify()
 
+    def set_rate(self, mbit: float) -> None:
+        """Change both directions' rate now (a bandwidth trace's step)."""
+        _check_rate(self, mbit)
+        for intf in (self.intf1, self.intf2):
+            _node_run(intf.node, htb_rate_command(intf.name, mbit))
+        self.shape = replace(self.shape, bw_mbit=float(mbit))
+
     def verify(self) -> None:
         """Raise LinkEmulationError unless both HTB classes are installed at the right rate."""
         assert self.shape.bw_mbit
@@ -436,6 +457,13 @@ class NetemLink(Link):
         """After ``net.start()``: OVS clears the qdisc of a port it adds; make it keep ours and re-apply."""
         self._apply(_keep_qdiscs_on_ovs_ports(self))
         self.verify()
+
+    def set_rate(self, mbit: float) -> None:
+        """Change both directions' rate now (a bandwidth trace's step): the HTB class under netem."""
+        _check_rate(self, mbit)
+        for intf in (self.intf1, self.intf2):
+            _node_run(intf.node, htb_rate_command(intf.name, mbit))
+        self.shape = replace(self.shape, bw_mbit=float(mbit))
 
     def verify(self) -> None:
         """Raise LinkEmulationError unless both ends have the spec's netem (delay, loss, limit), rate and queue."""
@@ -578,6 +606,13 @@ class RelayLink(Link):
             problem = check_htb(self._in_ns(f"tc class show dev {dev}"), self.shape.bw_mbit)
             if problem:
                 raise LinkEmulationError(f"relay link {self.number} {dev}: {problem}")
+
+    def set_rate(self, mbit: float) -> None:
+        """Change both directions' rate now (a bandwidth trace's step): the HTB classes on the relay's
+        own devices, in its namespace."""
+        _check_rate(self, mbit)
+        self._in_ns("\n".join(["set -e", *(htb_rate_command(dev, mbit) for dev in (self.ra, self.rb))]))
+        self.shape = replace(self.shape, bw_mbit=float(mbit))
 
     def verify(self) -> None:
         """Raise LinkEmulationError if the relay is gone or its rate limit is not in place."""

@@ -76,6 +76,22 @@ class LinkParams(_Strict):
     bw_mbit: float | None = Field(None, gt=0, le=MAX_BW_MBIT)
     loss_pct: float = Field(0.0, ge=0, le=100)
     queue_pkts: int | None = Field(None, ge=1, le=MAX_QUEUE_PKTS)
+    #: a bandwidth trace (a name in topologies/traces/, or a CSV path): the rate follows it over time
+    #: (:mod:`testbed.net.traces`); without ``bw_mbit`` the link starts at the trace's first rate
+    trace: str | None = None
+
+    @model_validator(mode="after")
+    def _trace(self) -> LinkParams:
+        if self.trace is not None:
+            from testbed.net.traces import load_trace  # traces imports this module's limits
+
+            try:
+                t = load_trace(self.trace)
+            except ValueError as e:
+                raise ValueError(f"trace: {e}") from None
+            if self.bw_mbit is None:
+                self.bw_mbit = t.steps[0][1]
+        return self
 
     @property
     def shaped(self) -> bool:

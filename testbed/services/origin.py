@@ -112,6 +112,24 @@ class OriginConfig(HttpLimitsConfig):
         return v
 
 
+def _ranged(request: web.Request, body: bytes, headers: dict[str, str], validators: tuple[str, ...]) -> web.Response:
+    """200 with ``body``, or 206/416 for a single byte range (RFC 9110 §14), honouring ``If-Range`` when it
+    names one of ``validators`` (the ETag, the Last-Modified date)."""
+    rng_hdr = request.headers.get("Range")
+    if_range = request.headers.get("If-Range")
+    if rng_hdr and (if_range is None or if_range in validators):
+        try:
+            r = parse_range(rng_hdr, len(body))
+        except RangeNotSatisfiable:
+            headers["Content-Range"] = f"bytes */{len(body)}"
+            return web.Response(status=416, headers=headers)
+        if r is not None:
+            first, last = r
+            headers["Content-Range"] = f"bytes {first}-{last}/{len(body)}"
+            return web.Response(status=206, body=body[first : last + 1], headers=headers)
+    return web.Response(body=body, headers=headers)
+
+
 def _bad_path(raw_path: str, path: str) -> bool:
     low = raw_path.lower()
     if "\\" in path or "\x00" in path or "%00" in low or "%5c" in low:
@@ -324,20 +342,7 @@ class Origin:
         headers = self._headers(obj)
         if not_modified(request.headers, headers["ETag"], self.mtime(obj)):
             return web.Response(status=304, headers=headers)
-        body = self.body(obj)
-        rng_hdr = request.headers.get("Range")
-        if_range = request.headers.get("If-Range")
-        if rng_hdr and (if_range is None or if_range in (headers["ETag"], headers["Last-Modified"])):
-            try:
-                r = parse_range(rng_hdr, len(body))
-            except RangeNotSatisfiable:
-                headers["Content-Range"] = f"bytes */{len(body)}"
-                return web.Response(status=416, headers=headers)
-            if r is not None:
-                first, last = r
-                headers["Content-Range"] = f"bytes {first}-{last}/{len(body)}"
-                return web.Response(status=206, body=body[first : last + 1], headers=headers)
-        return web.Response(body=body, headers=headers)
+        return _ranged(request, self.body(obj), headers, (headers["ETag"], headers["Last-Modified"]))
 
     def _video(self, request: web.Request, vf: Any) -> web.Response:
         """A DASH manifest or segment (:class:`testbed.services.video.VideoFile`) with conditional GET and
@@ -348,19 +353,7 @@ class Origin:
         headers["Accept-Ranges"] = "bytes"
         if not_modified(request.headers, headers["ETag"], None):
             return web.Response(status=304, headers=headers)
-        body = vf.body
-        rng_hdr = request.headers.get("Range")
-        if rng_hdr and request.headers.get("If-Range") in (None, headers["ETag"]):
-            try:
-                r = parse_range(rng_hdr, len(body))
-            except RangeNotSatisfiable:
-                headers["Content-Range"] = f"bytes */{len(body)}"
-                return web.Response(status=416, headers=headers)
-            if r is not None:
-                first, last = r
-                headers["Content-Range"] = f"bytes {first}-{last}/{len(body)}"
-                return web.Response(status=206, body=body[first : last + 1], headers=headers)
-        return web.Response(body=body, headers=headers)
+        return _ranged(request, vf.body, headers, (headers["ETag"],))
 
     def _personal(self, request: web.Request) -> web.Response:
         user = request.cookies.get("user", "anonymous")

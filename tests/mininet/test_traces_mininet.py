@@ -1,0 +1,50 @@
+"""A bandwidth trace on a host's access link changes what the link carries, in both link modes."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from testbed.net.cdn import CdnOptions, start_services
+from testbed.net.spec import load_topology
+
+pytestmark = pytest.mark.mininet
+
+HIGH, LOW, STEP_S = 4.0, 1.0, 5.0
+
+
+def _mbit(cn, host: str, url: str, seconds: float) -> float:
+    """Mbit/s of a download from ``host`` cut off after ``seconds`` (curl's own average)."""
+    out = cn.host(host).cmd(f"curl -s -o /dev/null -w '%{{speed_download}}' --max-time {seconds:g} {url}")
+    return float(out.strip().splitlines()[-1]) * 8 / 1e6
+
+
+@pytest.mark.vm
+def test_a_trace_changes_the_links_rate_on_schedule(tmp_path, each_link_mode, exact_timing, cdn_net) -> None:
+    trace = tmp_path / "steps.csv"
+    trace.write_text(f"duration_s,mbit\n{STEP_S:g},{HIGH:g}\n{STEP_S:g},{LOW:g}\n")
+    topo = load_topology("mini")
+    c1 = topo.host("c1")
+    c1.link = c1.link.model_copy(update={"trace": str(trace), "bw_mbit": HIGH})
+    cn = cdn_net(topo, links=each_link_mode, verify_links=False)
+    svc = start_services(cn, CdnOptions(
+        roles=("origin",), video={"titles": [{"name": "big", "bitrates_kbps": [40000], "segment_s": 4}]}))
+    url = f"http://{cn.ip(svc.origin)}/dash/big/v40000/seg-1.m4s"  # 20 MB: more than either phase carries
+    tp = cn.trace_players["c1-s1"]
+
+    def at(offset: float) -> None:  # wait until `offset` s into the trace's next period
+        period = 2 * STEP_S
+        t = (time.monotonic() - tp.started) % period
+        time.sleep((offset - t) % period)
+
+    at(0.3)
+    high = _mbit(cn, "c1", url, STEP_S - 1.5)
+    at(STEP_S + 0.3)
+    low = _mbit(cn, "c1", url, STEP_S - 1.5)
+    assert tp.errors == [], tp.errors
+    steps = [m for _, m in tp.applied]
+    assert steps[:2] == [HIGH, LOW] and all(m == (HIGH, LOW)[i % 2] for i, m in enumerate(steps)), steps
+    # TCP's slow start and the cut-off keep an average under the rate; it never exceeds it by much
+    assert LOW * 0.7 <= low <= LOW * 1.1, (low, high)
+    assert high <= HIGH * 1.1 and high >= (HIGH * 0.7 if exact_timing else LOW * 1.5), (low, high)
