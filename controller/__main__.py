@@ -32,9 +32,18 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     ap.add_argument("--mode", choices=["destination", "affinity"], help="override the view's anycast_mode")
     ap.add_argument("--no-lldp", action="store_true", help="do not run LLDP link discovery / cross-check")
     ap.add_argument(
-        "--view-wait", type=float, default=0.0, metavar="S",
+        "--view-wait",
+        type=float,
+        default=0.0,
+        metavar="S",
         help="wait up to S seconds for the view file to appear (the builder starts the controller early and "
         "writes the view once the network is built); default 0: it must exist",
+    )
+    ap.add_argument(
+        "--submission",
+        metavar="JSON",
+        help="a lab submission (contract.sandbox.Submission as JSON) to run in a sandbox and plug in, e.g. "
+        "a student's anycast choose() or multicast build_tree() (the network stage of cdnlab grade)",
     )
     return ap.parse_args(argv)
 
@@ -65,7 +74,9 @@ def main(argv: list[str] | None = None) -> int:
     from controller import app as app_mod
 
     if args.view_wait > 0 and not wait_for_file(args.view, args.view_wait):
-        print(f"cdnlab controller: {args.view}: no view appeared within {args.view_wait:g} s", file=sys.stderr)
+        print(
+            f"cdnlab controller: {args.view}: no view appeared within {args.view_wait:g} s", file=sys.stderr
+        )
         return 2
     try:
         view = load_view(args.view)
@@ -74,6 +85,20 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.mode:
         view = view.model_copy(update={"anycast_mode": args.mode})
+    sandbox = None
+    if args.submission:
+        from contract.sandbox import Submission, activate
+
+        try:
+            with open(args.submission) as f:
+                sub = Submission.model_validate_json(f.read())
+            sandbox = activate(sub)
+        except Exception as e:  # noqa: BLE001 - a bad file or the student's import error, said plainly
+            text = str(getattr(e, "cdnlab_text", f"{type(e).__name__}: {e}")) + str(
+                getattr(e, "cdnlab_where", "")
+            )
+            print(f"cdnlab controller: submission {args.submission} does not load: {text}", file=sys.stderr)
+            return 2
     rest_port = args.rest_port or view.rest_port
     handlers: list[logging.Handler] = [logging.FileHandler(args.log) if args.log else logging.StreamHandler()]
     logging.basicConfig(
@@ -113,8 +138,13 @@ def main(argv: list[str] | None = None) -> int:
         view.anycast_mode,
     )
 
+    if sandbox is not None:
+        log.info("submission %s plugged in: %s", sandbox.path, ", ".join(sub.patch))
+
     def stop(signum: int, _frame: object) -> None:
         log.info("signal %d: stopping", signum)
+        if sandbox is not None:
+            sandbox.kill()  # no wait: the green hub must not run inside the handler
         os._exit(0)  # eventlet green threads do not unwind reliably; nothing to flush but logs
 
     signal.signal(signal.SIGTERM, stop)

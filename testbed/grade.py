@@ -5,9 +5,9 @@ Labs live in ``assignments/<lab>/`` (handout ``README.md``, ``starter/``, ``solu
 A grader module defines ``TITLE``, ``MODULE`` (the file stem students fill in, e.g. ``freshness``),
 ``REFERENCE`` (the testbed's own implementation of it, which a submission may not use) and
 ``checks() -> list[Check]``. The student's file (``--solution``: a ``.py`` file, or a directory holding
-``<MODULE>.py``; default ``assignments/<lab>/starter/``) is read by :func:`testbed.grade_guard.static_check`
-and then runs in a sandbox process (:mod:`testbed.grade_sandbox`) under the import guard of
-:mod:`testbed.grade_guard`, never in the grader's own process; checks receive a proxy of the student's
+``<MODULE>.py``; default ``assignments/<lab>/starter/``) is read by :func:`contract.import_guard.static_check`
+and then runs in a sandbox process (:mod:`contract.sandbox`) under the import guard of
+:mod:`contract.import_guard`, never in the grader's own process; checks receive a proxy of the student's
 module, registered as :data:`STUDENT_PREFIX` + lab in ``sys.modules`` while a check runs so testbed code
 that loads plug-ins by dotted path (edge eviction policies, mapping policies) loads it too.
 
@@ -41,8 +41,8 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from testbed.grade_guard import Reference, static_check
-from testbed.grade_sandbox import Sandbox, SandboxError
+from contract.import_guard import Reference, static_check
+from contract.sandbox import Sandbox, SandboxError
 
 STUDENT_PREFIX = "cdnlab_student_"
 DEFAULT_TIMEOUT = 5.0
@@ -56,6 +56,10 @@ def assignments_dir() -> Path:
 
 class Fail(AssertionError):
     """Raised by a check when the student's code returned something wrong (the message says what)."""
+
+
+class Skip(Exception):
+    """Raised by a check that cannot run here (the network stage without root or Mininet): says what is missing."""
 
 
 class CheckTimeout(BaseException):
@@ -79,6 +83,12 @@ class Check:
     points: float = 1.0
     #: Gradescope visibility: ``visible``, ``hidden``, ``after_due_date`` or ``after_published``
     visibility: str = "visible"
+    #: ``direct`` (the student's code called on loopback or a fake network) or ``network`` (inside an
+    #: emulated network: root and Mininet; :mod:`testbed.grade_network`)
+    stage: str = "direct"
+
+
+STAGES = ("direct", "network")
 
 
 @dataclass
@@ -92,6 +102,7 @@ class Result:
     points: float = 1.0
     visibility: str = "visible"
     timed_out: bool = False
+    skipped: bool = False
 
 
 @dataclass
@@ -246,6 +257,17 @@ def run_check(check: Check, mod: Any, student_file: Path | None) -> Result:
     except Fail as e:
         msg = str(e)
         tb = traceback.format_exc()
+    except Skip as e:
+        return Result(
+            check.name,
+            False,
+            f"skipped: {e}",
+            check.hint,
+            seconds=time.monotonic() - t0,
+            points=check.points,
+            visibility=check.visibility,
+            skipped=True,
+        )
     except CheckTimeout as e:
         msg = f"{e}: does your code loop forever or block? (limit {check.timeout:g} s)"
         tb = traceback.format_exc()
@@ -269,9 +291,23 @@ def run_check(check: Check, mod: Any, student_file: Path | None) -> Result:
     )
 
 
-def grade(lab: Lab, solution: str | Path | None = None) -> tuple[list[Result], Path | None]:
-    """Load the student's module and run every check; never raises for student mistakes."""
-    checks: list[Check] = lab.grader.checks()
+def stages_from_env() -> tuple[str, ...]:
+    """``$CDNLAB_GRADE_STAGE`` (``direct``, ``network`` or ``all``, the default) as a tuple of stages."""
+    raw = os.environ.get("CDNLAB_GRADE_STAGE", "all")
+    if raw == "all":
+        return STAGES
+    if raw not in STAGES:
+        raise ValueError(f"CDNLAB_GRADE_STAGE must be all, direct or network, not {raw!r}")
+    return (raw,)
+
+
+def grade(
+    lab: Lab, solution: str | Path | None = None, stages: tuple[str, ...] | None = None
+) -> tuple[list[Result], Path | None]:
+    """Load the student's module and run every check of ``stages`` (default :func:`stages_from_env`);
+    never raises for student mistakes."""
+    stages = stages if stages is not None else stages_from_env()
+    checks: list[Check] = [c for c in lab.grader.checks() if c.stage in stages]
 
     def all_failed(first: str, tb: str = "") -> list[Result]:
         out = [
@@ -419,6 +455,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--out", default="-", help="with --format gradescope: where results.json goes (- = stdout)"
     )
+    ap.add_argument(
+        "--stage",
+        choices=["all", *STAGES],
+        default=os.environ.get("CDNLAB_GRADE_STAGE", "all"),
+        help="direct: the student's code on loopback and fake networks only; network: inside emulated "
+        "networks only (root, Mininet); all (default, or $CDNLAB_GRADE_STAGE): both",
+    )
     args = ap.parse_args(argv)
     to_stdout = args.format == "gradescope" and args.out == "-"
     lines: list[str] = []
@@ -441,18 +484,22 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     out(f"cdnlab grade {lab.name}: {lab.title}")
     t0 = time.monotonic()
-    results, path = grade(lab, args.solution)
+    results, path = grade(lab, args.solution, STAGES if args.stage == "all" else (args.stage,))
     seconds = time.monotonic() - t0
     out(f"solution: {path if path is not None else args.solution}")
     for r in results:
-        mark = "PASS" if r.ok else "FAIL"
+        mark = "PASS" if r.ok else "SKIP" if r.skipped else "FAIL"
         out(f"{mark}  {r.name}" + (f": {r.message}" if r.message and (not r.ok or args.verbose) else ""))
         if not r.ok and r.hint:
             out(f"      hint: {r.hint}")
         if not r.ok and args.verbose and r.detail:
             out("      " + r.detail.rstrip().replace("\n", "\n      "))
     passed = sum(r.ok for r in results)
-    out(f"score: {passed}/{len(results)}")
+    skipped = sum(r.skipped for r in results)
+    out(
+        f"score: {passed}/{len(results)}"
+        + (f" ({skipped} skipped: they count as not passed)" if skipped else "")
+    )
     if args.format == "gradescope":
         data = json.dumps(gradescope_results(lab, results, seconds, "\n".join(lines)), indent=2)
         if to_stdout:

@@ -31,7 +31,7 @@ from testbed.grade import Check, Fail
 
 TITLE = "IP anycast: nearest healthy member per ingress switch, failover and drain"
 MODULE = "anycast_choice"
-#: the reference implementation a submission may not import (testbed.grade_guard)
+#: the reference implementation a submission may not import (contract.import_guard)
 REFERENCE = ("controller.anycast:choose",)
 SLIDE = 'lecture slides 11-12 "Server Selection" / "Trade-offs" (routing based: IP anycast)'
 
@@ -242,6 +242,101 @@ def check_link_fails(mod: ModuleType) -> str:
     return "rerouted after link failures and back"
 
 
+# ---------------------------------------------------------------------------------------------------------
+# network stage: the student's choose() inside the real Ryu controller, clients curl the VIP
+
+PATCH = {"controller.anycast:choose": "choose", "controller.core:choose": "choose"}
+OBJECT = "/img/img0001.jpg"
+#: not in the handout: a ring where one client's two members tie (4 + 1 ms each way) and one client's
+#: nearest member is the far one by hop count
+HIDDEN_TOPOLOGY = {
+    "name": "ring4",
+    "description": "grader's hidden ring: two anycast edges, a tie, a short long way round",
+    "subnet": "10.66.0.0/24",
+    "regions": [{"name": "ring"}],
+    "switches": [{"name": f"hr{i}", "region": "ring"} for i in (1, 2, 3, 4)],
+    "links": [
+        {"a": "hr1", "b": "hr2", "delay_ms": 4},
+        {"a": "hr2", "b": "hr3", "delay_ms": 4},
+        {"a": "hr3", "b": "hr4", "delay_ms": 3},
+        {"a": "hr4", "b": "hr1", "delay_ms": 8},
+    ],
+    "hosts": [
+        {"name": "origin", "role": "origin", "region": "ring", "switch": "hr1", "link": {"delay_ms": 1}},
+        {"name": "ea", "role": "edge", "region": "ring", "switch": "hr1", "link": {"delay_ms": 1}},
+        {"name": "eb", "role": "edge", "region": "ring", "switch": "hr3", "link": {"delay_ms": 1}},
+        {"name": "ca", "role": "client", "region": "ring", "switch": "hr1", "link": {"delay_ms": 1}},
+        {"name": "cb", "role": "client", "region": "ring", "switch": "hr2", "link": {"delay_ms": 1}},
+        {"name": "cc", "role": "client", "region": "ring", "switch": "hr4", "link": {"delay_ms": 1}},
+    ],
+    "anycast": [{"name": "http", "vip": "10.66.0.200", "port": 80, "members": ["ea", "eb"]}],
+}
+
+
+def _expected(cn: Any, clients: list[str], dead: set[str]) -> dict[str, str | None]:
+    """Each client's member by the reference choice on the running network's view."""
+    from pathlib import Path
+
+    from contract.netview import load_view
+
+    view = load_view(Path(cn.run_dir) / "netview.json")
+    routes = compute_routes(SwitchGraph(view).graph())
+    svc = ServiceState(view.anycast[0], 0)
+    for m in dead:
+        svc.health[m].alive = False
+    by_switch = ref_choose(view, routes, svc)
+    return {h.name: by_switch[h.switch] for h in view.hosts if h.name in clients}
+
+
+def _network(mod: ModuleType, topo: Any, label: str) -> str:
+    import time
+
+    from testbed.grade_network import controller_errors, lab_network, served_by, submission_of
+    from testbed.net.cdn import CdnOptions
+    from testbed.util import DeadlineExceeded, wait_until
+
+    sub = submission_of(mod, REFERENCE, PATCH)
+    with lab_network(topo, CdnOptions(roles=("origin", "edge")), controller_submission=sub) as (cn, svc):
+        vip = cn.topo.anycast[0].vip
+        url = f"http://{vip}{OBJECT}"
+        clients = [h.name for h in cn.topo.hosts_with("client")]
+
+        def reach(want: dict[str, str | None], what: str, timeout: float) -> None:
+            for c in clients:
+                try:
+                    wait_until(lambda c=c: served_by(cn, c, url) == want[c], timeout, 0.2, what=what)
+                except DeadlineExceeded:
+                    got = served_by(cn, c, url)
+                    errs = controller_errors(cn)
+                    raise Fail(
+                        f"[{label}, {what}] {c} (at {cn.topo.host(c).switch}) reached "
+                        f"{got or 'no edge'} through the anycast VIP {vip}, expected {want[c]}"
+                        + (f"; the controller logged: {errs[-1]}" if errs else "")
+                    ) from None
+
+        want = _expected(cn, clients, set())
+        reach(want, "every edge up", 10)
+        victim = want[clients[0]]
+        assert victim is not None
+        t0 = time.monotonic()
+        svc.fail(victim)
+        reach(_expected(cn, clients, {victim}), f"{victim} killed", 10)
+        failover = time.monotonic() - t0
+        svc.recover(victim)
+        reach(want, f"{victim} back", 15)
+    return f"{label}: {len(clients)} clients at their nearest edge; failover from {victim} in {failover:.1f} s, and back"
+
+
+def check_network_mini(mod: ModuleType) -> str:
+    return _network(mod, "mini", "mini")
+
+
+def check_network_hidden(mod: ModuleType) -> str:
+    from testbed.net.spec import parse_topology
+
+    return _network(mod, parse_topology(HIDDEN_TOPOLOGY, "the grader's hidden topology"), "hidden topology")
+
+
 def checks() -> list[Check]:
     return [
         Check(
@@ -270,5 +365,22 @@ def checks() -> list[Check]:
             check_link_fails,
             "routes are recomputed on port status; your choose() sees the new routes.dist",
             timeout=15,
+        ),
+        Check(
+            "network (mini): the real controller steers every client, fails over and back",
+            check_network_mini,
+            "your choose() runs inside the Ryu controller; clients curl the VIP; an edge is killed",
+            timeout=600,
+            points=2,
+            stage="network",
+        ),
+        Check(
+            "network (hidden topology): nearest member, ties and failover",
+            check_network_hidden,
+            "a topology not in the handout: path delay + access delay, ties by name, only healthy members",
+            timeout=600,
+            points=2,
+            visibility="after_due_date",
+            stage="network",
         ),
     ]

@@ -267,6 +267,101 @@ def check_zipf(mod: ModuleType) -> str:
     return line
 
 
+# ---------------------------------------------------------------------------------------------------------
+# network stage: the student's LFUDA as the eviction policy of real edges; a client replays a trace
+
+DRIVER = r"""
+import sys, urllib.request
+base, paths = sys.argv[1], open(sys.argv[2]).read().split()
+hits = errors = 0
+for p in paths:
+    try:
+        with urllib.request.urlopen(base + p, timeout=5) as r:
+            r.read()
+            hits += r.headers.get("X-Cache", "").upper() == "HIT"
+    except Exception:
+        errors += 1
+print(f"hits={hits} errors={errors}")
+"""
+
+
+def _network_hits(mod: ModuleType | None, trace_of: Any, capacity: int) -> tuple[int, int]:
+    """Hits of the trace replayed from c1 through e1 of ``mini`` (the student's policy, or FIFO for None)."""
+    import json
+    import re
+    import sys
+    from pathlib import Path
+
+    from testbed.grade_network import lab_network, submission_of
+    from testbed.net.cdn import CdnOptions
+
+    if mod is None:
+        opts = CdnOptions(roles=("origin", "edge"), eviction="testbed.services.eviction:FIFO")
+    else:
+        sub = submission_of(mod, REFERENCE, preload=("testbed.services.eviction",))
+        opts = CdnOptions(
+            roles=("origin", "edge"),
+            eviction=f"{mod.__name__}:{CLASS}",
+            submissions={"edge": sub.model_dump(mode="json")},
+        )
+    opts.edge_capacity_bytes = capacity
+    with lab_network("mini", opts) as (cn, _svc):
+        out = cn.host("c1").cmd(f"curl -s -m 5 http://{cn.ip('origin')}/_origin/catalog")
+        cat = json.loads(out[out.index("{") :])
+        small = [
+            o["path"] for o in cat["objects"] if o["class"] in ("image", "js", "css") and o["size"] <= 40_000
+        ]
+        trace = trace_of(small)
+        trace_file = Path(cn.run_dir) / "trace.txt"
+        trace_file.write_text("\n".join(trace) + "\n")
+        out = cn.host("c1").cmd(f"{sys.executable} -c '{DRIVER}' http://{cn.ip('e1')} {trace_file}")
+        m = re.search(r"hits=(\d+) errors=(\d+)", out)
+        if not m:
+            raise Fail(f"the trace driver in c1 printed no result: {out.strip()[-300:]}")
+        return int(m.group(1)), int(m.group(2))
+
+
+def _zipf_paths(paths: list[str]) -> list[str]:
+    rng = random.Random(5)
+    objs = paths[:60]
+    weights = [1 / (i + 1) ** 0.8 for i in range(len(objs))]
+    return rng.choices(objs, weights, k=400)
+
+
+def _scan_paths(paths: list[str]) -> list[str]:
+    """A hot set of 8 objects asked again and again, interrupted by one-time scans of cold objects."""
+    rng = random.Random(9)
+    hot, cold = paths[:8], paths[8:]
+    out: list[str] = []
+    for i in range(300):
+        out.append(rng.choice(hot))
+        if i % 3 == 0:
+            out.append(cold[(i // 3) % len(cold)])
+    return out
+
+
+def _network_compare(mod: ModuleType, trace_of: Any, label: str, strict: bool) -> str:
+    capacity = 250_000
+    fifo, fifo_err = _network_hits(None, trace_of, capacity)
+    mine, err = _network_hits(mod, trace_of, capacity)
+    if fifo_err or err:
+        raise Fail(
+            f"[{label}] requests failed through the edge: {err} with your policy, {fifo_err} with FIFO"
+        )
+    line = f"{label}: hits through e1 with your LFUDA {mine}, with FIFO {fifo} (edge capacity {capacity} B)"
+    if mine < fifo or (strict and mine <= fifo):
+        raise Fail(f"{'not above' if strict else 'below'} FIFO: {line}")
+    return line
+
+
+def check_network_zipf(mod: ModuleType) -> str:
+    return _network_compare(mod, _zipf_paths, "mini, Zipf(0.8) over 60 objects", strict=False)
+
+
+def check_network_scan(mod: ModuleType) -> str:
+    return _network_compare(mod, _scan_paths, "hidden workload: a hot set and one-time scans", strict=True)
+
+
 def checks() -> list[Check]:
     rules = "lab README (LFU-DA rules); Arlitt et al. 2000; testbed/services/eviction.py (Protocol)"
     return [
@@ -290,4 +385,21 @@ def checks() -> list[Check]:
             "testbed/services/store.py calls victim() then remove(victim) until the new object fits",
         ),
         Check("Zipf(0.8): hit ratio at least FIFO's", check_zipf, f"{SLIDE}", timeout=20),
+        Check(
+            "network (mini): your LFUDA in a real edge, at least FIFO's hits",
+            check_network_zipf,
+            "the edge's ObjectStore calls your policy for every request a client in the network sends",
+            timeout=600,
+            points=2,
+            stage="network",
+        ),
+        Check(
+            "network (hidden workload): a hot set survives scans",
+            check_network_scan,
+            "LFU-DA keeps frequently used objects through a scan of one-time objects; FIFO does not",
+            timeout=600,
+            points=2,
+            visibility="after_due_date",
+            stage="network",
+        ),
     ]

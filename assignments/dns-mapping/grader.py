@@ -13,6 +13,9 @@ import asyncio
 import ipaddress
 import logging
 import random
+import re
+from collections.abc import Callable
+from pathlib import Path
 from types import ModuleType
 from typing import Any
 
@@ -22,7 +25,7 @@ from testbed.services.mapping import EcsAware, MappingSpec, MapRequest, hrw_rank
 TITLE = "DNS mapping with EDNS Client Subnet (RFC 7871), never to a down edge"
 MODULE = "mapping_policy"
 CLASS = "EcsPolicy"
-#: the reference implementation a submission may not import (testbed.grade_guard)
+#: the reference implementation a submission may not import (contract.import_guard)
 REFERENCE = ("testbed.services.mapping:EcsAware",)
 SLIDES = 'lecture slides 11-12 "Server Selection" / "Trade-offs" (request by resolver, not client) and 21'
 
@@ -324,6 +327,96 @@ def _dns_check(mod: ModuleType) -> str:
         logger.setLevel(old)
 
 
+# ---------------------------------------------------------------------------------------------------------
+# network stage: the student's policy in the mapping DNS servers, behind real unbound resolvers with ECS
+
+
+def _answers(cn: Any, client: str, resolver: str) -> list[str]:
+    """The A records ``client`` gets for the customer's name through ``resolver`` (dig in its namespace)."""
+    from testbed.net.cdn import CUSTOMER_NAME
+
+    out = cn.host(client).cmd(f"dig +time=2 +tries=2 +noall +answer @{cn.ip(resolver)} {CUSTOMER_NAME} A")
+    return re.findall(r"\sIN\s+A\s+(\d+\.\d+\.\d+\.\d+)", out)
+
+
+def _dns_network(mod: ModuleType, label: str, body: Callable[..., str]) -> str:
+    from testbed.grade_network import lab_network, submission_of
+    from testbed.net.cdn import CdnOptions
+
+    sub = submission_of(mod, REFERENCE)
+    opts = CdnOptions(
+        roles=("origin", "edge", "dns", "resolver"),
+        ecs=True,
+        mapping_policy=f"{mod.__name__}:{CLASS}",
+        submissions={"dns": sub.model_dump(mode="json")},
+        dns_ttl=1,
+        resolver_cache=False,
+    )
+    with lab_network("mapping", opts) as (cn, svc):
+        by_ip = {cn.ip(e.name): e.name for e in cn.topo.hosts_with("edge")}
+        clients = [h for h in cn.topo.hosts_with("client")]
+
+        def ask(client: Any) -> list[str]:
+            res = svc.resolver_for(client.name)
+            return [by_ip.get(a, a) for a in _answers(cn, client.name, res)] if res else []
+
+        try:
+            return f"{label}: " + body(cn, svc, clients, ask)
+        except Fail as e:
+            logs = sorted((Path(cn.run_dir) / "logs").glob("dns*.log")) if cn.run_dir else []
+            errs = [ln for f in logs for ln in f.read_text(errors="replace").splitlines() if "Error" in ln]
+            raise Fail(f"[{label}] {e}" + (f"; a DNS server logged: {errs[-1]}" if errs else "")) from None
+
+
+def _own_region_edge(cn: Any, client: Any, down: set[str] = frozenset()) -> set[str]:  # type: ignore[assignment]
+    return {e.name for e in cn.topo.hosts_with("edge") if e.region == client.region and e.name not in down}
+
+
+def _visible_network(cn: Any, svc: Any, clients: list[Any], ask: Callable[[Any], list[str]]) -> str:
+    for c in clients:
+        got = ask(c)
+        want = _own_region_edge(cn, c)
+        if not got or not set(got) <= want:
+            res = svc.resolver_for(c.name)
+            raise Fail(
+                f"{c.name} ({c.region}, resolver {res} in {cn.topo.host(res).region}) asked for the customer's "
+                f"name: expected an edge of its own region {sorted(want)} (ECS carries its /24), got {got}"
+            )
+    far = [c.name for c in clients if cn.topo.host(svc.resolver_for(c.name)).region != c.region]
+    return f"{len(clients)} clients each mapped to their own region, {len(far)} of them behind a far resolver"
+
+
+def _hidden_network(cn: Any, svc: Any, clients: list[Any], ask: Callable[[Any], list[str]]) -> str:
+    from testbed.util import DeadlineExceeded, wait_until
+
+    victim = "e_c"
+    svc.fail(victim)
+    try:
+        for c in clients:
+            try:
+                wait_until(
+                    lambda c=c: (got := ask(c)) and victim not in got,
+                    10,
+                    0.5,
+                    what="no answer to a dead edge",
+                )
+            except DeadlineExceeded:
+                raise Fail(
+                    f"{victim} was killed, but {c.name} ({c.region}) is still sent to it: got {ask(c)}"
+                ) from None
+    finally:
+        svc.recover(victim)
+    return f"with {victim} killed no client is sent to it"
+
+
+def check_network_visible(mod: ModuleType) -> str:
+    return _dns_network(mod, "mapping", _visible_network)
+
+
+def check_network_hidden(mod: ModuleType) -> str:
+    return _dns_network(mod, "hidden workload", _hidden_network)
+
+
 def checks() -> list[Check]:
     rfc = "RFC 7871 §7.1.2 (source prefix), §7.2.1 (scope), §11.1 (privacy)"
     return [
@@ -347,5 +440,22 @@ def checks() -> list[Check]:
             lambda m: asyncio.run(_dns_scenario(m)),
             "testbed/services/dns.py _mapped(): your choose() answers aNN.g.cdnlab.net",
             timeout=10,
+        ),
+        Check(
+            "network (mapping): unbound resolvers with ECS, near and far clients",
+            check_network_visible,
+            f"{SLIDES}; RFC 7871: the resolver forwards the client's /24, your policy maps it",
+            timeout=600,
+            points=2,
+            stage="network",
+        ),
+        Check(
+            "network (hidden workload): a region's edge killed",
+            check_network_hidden,
+            "the DNS server's health checks mark it down; your choose() must not answer with it",
+            timeout=600,
+            points=2,
+            visibility="after_due_date",
+            stage="network",
         ),
     ]

@@ -8,11 +8,15 @@ follows RFC 9111 for a shared cache. The edge checks patch the student's four fu
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
+import re
+import time
 import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from types import ModuleType
 from typing import Any
 
@@ -23,7 +27,7 @@ from testbed.services import freshness as ref
 
 TITLE = "HTTP caching: freshness lifetime, age, storable?, must revalidate? (RFC 9111)"
 MODULE = "freshness"
-#: the edge's own freshness decisions: a submission may use the parsing helpers only (testbed.grade_guard)
+#: the edge's own freshness decisions: a submission may use the parsing helpers only (contract.import_guard)
 REFERENCE = tuple(
     f"testbed.services.freshness:{n}"
     for n in (
@@ -323,6 +327,122 @@ async def _not_stored(origin: Any, edge: Any, http: Any) -> str:
     return "no-store and private responses are never served from cache"
 
 
+# ---------------------------------------------------------------------------------------------------------
+# network stage: the student's functions inside the edges of a running CDN, a client curls through them
+
+EDGE_FUNCTIONS = ("freshness_lifetime", "current_age", "is_storable", "needs_revalidation")
+
+
+def _curl(cn: Any, client: str, url: str, **headers: str) -> tuple[int, str]:
+    hs = " ".join(f"-H '{k.replace('_', '-')}: {v}'" for k, v in headers.items())
+    out = cn.host(client).cmd(f"curl -s -m 5 -o /dev/null -D - {hs} {url}")
+    status = next((int(m.group(1)) for m in [re.search(r"(?m)^HTTP/\S+ (\d{3})", out)] if m), 0)
+    xc = re.search(r"(?im)^x-cache:\s*(\S+)", out)
+    return status, xc.group(1).upper() if xc else ""
+
+
+def _edge_network(mod: ModuleType, label: str, origin_cc: dict[str, str], body: Callable[..., str]) -> str:
+    from testbed.grade_network import lab_network, submission_of
+    from testbed.net.cdn import CdnOptions
+
+    sub = submission_of(mod, REFERENCE, {f"testbed.services.edge:{n}": n for n in EDGE_FUNCTIONS})
+    opts = CdnOptions(
+        roles=("origin", "edge"),
+        submissions={"edge": sub.model_dump(mode="json")},
+        origin_cache_control=origin_cc,
+    )
+    with lab_network("mini", opts) as (cn, svc):
+        edge = f"http://{cn.ip('e1')}"
+
+        def get(path: str, **headers: str) -> tuple[int, str]:
+            return _curl(cn, "c1", edge + path, **headers)
+
+        out = cn.host("c1").cmd(f"curl -s -m 5 http://{cn.ip('origin')}/_origin/catalog")
+        cat = json.loads(out[out.index("{") :])
+        paths: dict[str, list[str]] = {}
+        for o in cat["objects"]:
+            paths.setdefault(o.get("class", o.get("kind")), []).append(o["path"])
+        get.paths = paths  # type: ignore[attr-defined]
+
+        try:
+            return f"{label}: " + body(cn, svc, get)
+        except Fail as e:
+            log = Path(cn.run_dir) / "logs" / "e1.log" if cn.run_dir else None
+            errs = []
+            if log is not None and log.exists():
+                errs = [ln for ln in log.read_text(errors="replace").splitlines() if "Error" in ln][-1:]
+            raise Fail(f"[{label}] {e}" + (f"; the edge logged: {errs[-1]}" if errs else "")) from None
+
+
+def _expect_seq(what: str, got: list[tuple[int, str]], want: list[tuple[int, str]]) -> None:
+    if got != want:
+        raise Fail(f"{what}: expected (status, X-Cache) {want}, got {got}")
+
+
+def _visible_workload(cn: Any, svc: Any, get: Callable[..., tuple[int, str]]) -> str:
+    img = get.paths["image"][0]  # type: ignore[attr-defined]
+    _expect_seq(
+        f"GET {img} (public, max-age=3600) three times from c1 through e1, the third with request max-age=600",
+        [get(img), get(img), get(img, Cache_Control="max-age=600")],
+        [(200, "MISS"), (200, "HIT"), (200, "HIT")],
+    )
+    _expect_seq(
+        "GET /dyn/stock (no-cache, ETag) three times",
+        [get("/dyn/stock") for _ in range(3)],
+        [(200, "MISS"), (200, "REVALIDATED"), (200, "REVALIDATED")],
+    )
+    for path in ("/dyn/ad", "/dyn/personal"):
+        _expect_seq(f"GET {path} (no-store / private) twice", [get(path), get(path)], [(200, "MISS")] * 2)
+    css = get.paths["css"][0]  # type: ignore[attr-defined]
+    first = get(css)
+    time.sleep(1.5)  # max-age=1 is over
+    svc.fail("origin")
+    try:
+        stale = get(css)
+    finally:
+        svc.recover("origin")
+    _expect_seq(
+        f"GET {css} (max-age=1, stale-if-error=60), then again 1.5 s later with the origin down",
+        [first, stale],
+        [(200, "MISS"), (200, "STALE")],
+    )
+    return (
+        "fresh HITs, 304 revalidation, never storing no-store/private, stale served when the origin is down"
+    )
+
+
+def _hidden_workload(cn: Any, svc: Any, get: Callable[..., tuple[int, str]]) -> str:
+    img = get.paths["image"][1]  # type: ignore[attr-defined]
+    seq = [get(img), get(img)]
+    time.sleep(1.5)  # s-maxage=1 is over for the edge; max-age=600 (and Expires) is not
+    seq.append(get(img))
+    _expect_seq(
+        f"GET {img} (public, max-age=600, s-maxage=1) twice, then 1.5 s later: a shared cache goes by s-maxage",
+        seq,
+        [(200, "MISS"), (200, "HIT"), (200, "REVALIDATED")],
+    )
+    js = get.paths["js"][0]  # type: ignore[attr-defined]
+    _expect_seq(
+        f"GET {js} (public, max-age=soon: invalid, so stale at once) twice",
+        [get(js), get(js)],
+        [(200, "MISS"), (200, "REVALIDATED")],
+    )
+    return "s-maxage over max-age and Expires, an invalid max-age is stale"
+
+
+def check_network_visible(mod: ModuleType) -> str:
+    return _edge_network(mod, "mini", {"css": "public, max-age=1, stale-if-error=60"}, _visible_workload)
+
+
+def check_network_hidden(mod: ModuleType) -> str:
+    return _edge_network(
+        mod,
+        "hidden workload",
+        {"image": "public, max-age=600, s-maxage=1", "js": "public, max-age=soon"},
+        _hidden_workload,
+    )
+
+
 def checks() -> list[Check]:
     h = f"{SLIDE}; RFC 9111 §4.2.1 (freshness lifetime)"
     return [
@@ -369,5 +489,22 @@ def checks() -> list[Check]:
             _edge_check(_not_stored),
             "lecture slide 8 (cookies, ads: uncachable); RFC 9111 §3",
             timeout=10,
+        ),
+        Check(
+            "network (mini): your functions in the edges, a client through them",
+            check_network_visible,
+            "HITs, a 304 revalidation, no-store/private, stale-if-error with the origin killed (RFC 5861 §4)",
+            timeout=600,
+            points=2,
+            stage="network",
+        ),
+        Check(
+            "network (hidden workload): other Cache-Control at the origin",
+            check_network_hidden,
+            "RFC 9111 §4.2.1 (s-maxage first in a shared cache), §1.2.2 (invalid delta-seconds: stale)",
+            timeout=600,
+            points=2,
+            visibility="after_due_date",
+            stage="network",
         ),
     ]

@@ -11,6 +11,7 @@ also after links fail (tree repair) and come back.
 from __future__ import annotations
 
 import random
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from types import ModuleType
@@ -31,7 +32,7 @@ from testbed.grade import Check, Fail
 
 TITLE = "IP multicast: per-(source, group) shortest-path trees as per-switch ports, and repair"
 MODULE = "mcast_tree"
-#: the reference implementation a submission may not import (testbed.grade_guard)
+#: the reference implementation a submission may not import (contract.import_guard)
 REFERENCE = ("controller.multicast:build_tree",)
 SLIDE = 'lecture slide 9 "Content Distribution Networks" (content replication to many CDN servers)'
 GROUP = "239.1.1.1"
@@ -242,6 +243,150 @@ def check_repair(mod: ModuleType) -> str:
     return f"{n} sends after failures and repairs, all exact"
 
 
+# ---------------------------------------------------------------------------------------------------------
+# network stage: the student's build_tree inside the real Ryu controller; hosts join a group with IGMP
+
+PATCH = {"controller.multicast:build_tree": "build_tree"}
+GROUP, PORT, BURST = "239.5.5.5", 5005, 10
+RECEIVER = r"""
+import socket, struct, sys
+group, port, me, out = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind((group, port))
+s.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, struct.pack("4s4s", socket.inet_aton(group), socket.inet_aton(me)))
+with open(out, "a", buffering=1) as f:
+    while True:
+        f.write(s.recv(100).decode() + "\n")
+"""
+SENDER = r"""
+import socket, sys, time
+group, port, me, tag, n = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], int(sys.argv[5])
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, socket.inet_aton(me))
+s.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, 8)
+for i in range(n):
+    s.sendto(f"{tag}-{i}".encode(), (group, port)); time.sleep(0.02)
+"""
+#: not in the handout: a ring with a chord, so a failed link has a way round
+HIDDEN_TOPOLOGY = {
+    "name": "mring",
+    "description": "grader's hidden ring with a chord: trees must be repaired round a failed link",
+    "subnet": "10.67.0.0/24",
+    "regions": [{"name": "ring"}],
+    "switches": [{"name": f"mr{i}", "region": "ring"} for i in (1, 2, 3, 4, 5)],
+    "links": [
+        {"a": "mr1", "b": "mr2", "delay_ms": 1},
+        {"a": "mr2", "b": "mr3", "delay_ms": 1},
+        {"a": "mr3", "b": "mr4", "delay_ms": 1},
+        {"a": "mr4", "b": "mr5", "delay_ms": 1},
+        {"a": "mr5", "b": "mr1", "delay_ms": 1},
+        {"a": "mr2", "b": "mr5", "delay_ms": 3},
+    ],
+    "hosts": [
+        {"name": "origin", "role": "origin", "region": "ring", "switch": "mr1"},
+        {"name": "e1", "role": "edge", "region": "ring", "switch": "mr2"},
+        {"name": "e2", "role": "edge", "region": "ring", "switch": "mr3"},
+        {"name": "e3", "role": "edge", "region": "ring", "switch": "mr4"},
+        {"name": "e4", "role": "edge", "region": "ring", "switch": "mr5"},
+        {"name": "e5", "role": "edge", "region": "ring", "switch": "mr3"},
+    ],
+}
+
+
+def _mcast_network(
+    mod: ModuleType,
+    topo: Any,
+    label: str,
+    members: list[str],
+    others: list[str],
+    fail: tuple[str, str] | None,
+) -> str:
+    import subprocess
+    import sys
+    import tempfile
+    from pathlib import Path
+
+    from testbed.grade_network import controller_errors, lab_network, submission_of
+    from testbed.net.cdn import CdnOptions
+    from testbed.util import DeadlineExceeded, timeout_scale, wait_until
+
+    sub = submission_of(mod, REFERENCE, PATCH)
+    with lab_network(topo, CdnOptions(roles=("origin",)), controller_submission=sub) as (cn, svc):
+        tmp = Path(tempfile.mkdtemp(prefix="cdnlab-grade-mc-", dir=cn.run_dir))
+        outs = {n: tmp / f"{n}.txt" for n in members + others}
+        procs: list[Any] = []
+        try:
+            for n in members:
+                outs[n].write_text("")
+                h = cn.host(n)
+                procs.append(
+                    h.popen([sys.executable, "-c", RECEIVER, GROUP, str(PORT), cn.ip(n), str(outs[n])])
+                )
+            for n in others:  # not joined: what reaches their NIC at all
+                h = cn.host(n)
+                procs.append(
+                    h.popen(
+                        ["tcpdump", "-l", "-n", "-i", f"{n}-eth0", "udp", "and", "dst", GROUP],
+                        stdout=open(outs[n], "w"),  # noqa: SIM115 - closed with the process
+                        stderr=subprocess.DEVNULL,
+                    )
+                )
+
+            def joined() -> set[str]:
+                g = cn.rest("/multicast")["groups"].get(GROUP, {})
+                return set(g.get("igmp_members", {}))
+
+            wait_until(lambda: joined() >= set(members), 15, 0.2, what="IGMP joins seen by the controller")
+            src = cn.host("origin")
+
+            def burst(tag: str, what: str) -> None:
+                src.cmd(f"{sys.executable} -c '{SENDER}' {GROUP} {PORT} {cn.ip('origin')} {tag} {BURST}")
+                try:
+                    wait_until(
+                        lambda: all(outs[n].read_text().count(f"{tag}-") >= BURST for n in members),
+                        5,
+                        0.1,
+                        what=what,
+                    )
+                except DeadlineExceeded:
+                    pass
+                time.sleep(0.5)  # late duplicates
+                got = {n: outs[n].read_text().count(f"{tag}-") for n in members}
+                if any(v != BURST for v in got.values()):
+                    errs = controller_errors(cn)
+                    raise Fail(
+                        f"[{label}, {what}] origin sent {BURST} datagrams to {GROUP}: expected exactly {BURST} at "
+                        f"each member, got {got}" + (f"; the controller logged: {errs[-1]}" if errs else "")
+                    )
+
+            burst("a", "every link up")
+            if fail is not None:
+                cn.net.configLinkStatus(fail[0], fail[1], "down")
+                time.sleep(1.0 * timeout_scale())  # port status reaches the controller; trees rebuilt
+                burst("b", f"link {fail[0]}-{fail[1]} down")
+        finally:
+            for p in procs:
+                p.kill()
+                p.wait()
+        strays = {n: outs[n].read_text().count(GROUP) for n in others}
+        if any(strays.values()):
+            raise Fail(f"[{label}] hosts that never joined {GROUP} received its datagrams: {strays}")
+    return f"{label}: exactly {BURST} copies at each of {len(members)} members, none elsewhere" + (
+        f", also after {fail[0]}-{fail[1]} failed" if fail else ""
+    )
+
+
+def check_network_visible(mod: ModuleType) -> str:
+    return _mcast_network(mod, "multicast", "multicast", ["e1", "e3", "e6"], ["e2", "e8"], None)
+
+
+def check_network_hidden(mod: ModuleType) -> str:
+    from testbed.net.spec import parse_topology
+
+    topo = parse_topology(HIDDEN_TOPOLOGY, "the grader's hidden topology")
+    return _mcast_network(mod, topo, "hidden topology", ["e2", "e3", "e4"], ["e5"], ("mr1", "mr5"))
+
+
 def checks() -> list[Check]:
     tree = "one Dijkstra tree rooted at the source's switch: reverse routes.path[member switch][root]"
     return [
@@ -264,5 +409,22 @@ def checks() -> list[Check]:
             check_repair,
             "trees are rebuilt from the new routes after port status; nothing stale in your function",
             timeout=15,
+        ),
+        Check(
+            "network (multicast): the real controller, IGMP joins, one copy per member",
+            check_network_visible,
+            "your build_tree runs inside the Ryu controller; receivers join with IGMP; tcpdump at non-members",
+            timeout=600,
+            points=2,
+            stage="network",
+        ),
+        Check(
+            "network (hidden topology): a ring, a link fails",
+            check_network_hidden,
+            "trees are rebuilt after the port status: still exactly one copy per member",
+            timeout=600,
+            points=2,
+            visibility="after_due_date",
+            stage="network",
         ),
     ]

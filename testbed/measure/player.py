@@ -427,6 +427,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--csv", type=Path, help="write every segment's record here")
     ap.add_argument("--json", action="store_true", help="also print the failed attempts")
     ap.add_argument("--summary", type=Path, help="also write the printed JSON to this file")
+    ap.add_argument(
+        "--submission",
+        type=Path,
+        metavar="JSON",
+        help="a lab submission (contract.sandbox.Submission as JSON) run in a sandbox: --policy then names "
+        "its class as module:Class (the video lab's network stage)",
+    )
     a = ap.parse_args(argv)
     cfg = PlayerConfig(
         manifest=a.manifest,
@@ -446,17 +453,31 @@ def main(argv: list[str] | None = None) -> int:
         retry_s=a.retry,
         give_up_s=a.give_up,
     )
+    sandbox = None
+    if a.submission is not None:
+        from contract.sandbox import Submission, activate
+
+        try:
+            sandbox = activate(Submission.model_validate_json(a.submission.read_text()))
+        except Exception as e:  # noqa: BLE001 - a bad file or the student's import error, said plainly
+            text = str(getattr(e, "cdnlab_text", f"{type(e).__name__}: {e}")) + str(getattr(e, "cdnlab_where", ""))
+            print(f"error: submission {a.submission} does not load: {text}", file=sys.stderr)
+            return 2
     try:
-        policy = load_policy(cfg.policy)
-    except ValueError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    log = CsvLog(a.csv) if a.csv else None
-    try:
-        session = asyncio.run(Player(cfg, policy, on_segment=log).run())
+        try:
+            policy = load_policy(cfg.policy)
+        except ValueError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        log = CsvLog(a.csv) if a.csv else None
+        try:
+            session = asyncio.run(Player(cfg, policy, on_segment=log).run())
+        finally:
+            if log is not None:
+                log.close()
     finally:
-        if log is not None:
-            log.close()
+        if sandbox is not None:
+            sandbox.close()
     out = session.summary()
     if a.json:
         out["failures"] = session.failures

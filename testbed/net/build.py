@@ -73,6 +73,9 @@ class BuildOptions:
     #: ``extra["control"]`` (True or a dict of ``contract.netview.ControlView`` fields, ``key`` as the
     #: services' text key): the controller consumes the CDN's heartbeats (see ``CdnNet.control_view``)
     extra: dict[str, Any] = field(default_factory=dict)
+    #: a lab submission (``contract.sandbox.Submission`` as a JSON file) the Ryu controller runs in a sandbox
+    #: and plugs in: the network stage of ``cdnlab grade`` (:mod:`testbed.grade_network`)
+    controller_submission: Path | None = None
 
 
 DEFAULT_CONTROL_GROUP = "239.10.0.2"  # as testbed.net.cdn: the heartbeat group when the topology names none
@@ -495,7 +498,8 @@ class CdnNet:
         self.controller_proc = subprocess.Popen(
             [sys.executable, "-m", "controller", "--view", str(view_path), "--log",
              str(self.run_dir / "controller.log"), "--of-port", str(self.of_port),
-             "--rest-port", str(self.rest_port), "--view-wait", f"{self.VIEW_WAIT_S:g}"],
+             "--rest-port", str(self.rest_port), "--view-wait", f"{self.VIEW_WAIT_S:g}",
+             *(["--submission", str(self.opts.controller_submission)] if self.opts.controller_submission else [])],
             stdout=logf, stderr=subprocess.STDOUT, start_new_session=True,
         )
         self.state.add_pid(self.controller_proc.pid, "controller")

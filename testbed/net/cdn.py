@@ -117,6 +117,9 @@ class CdnOptions:
     heartbeat_interval: float = 0.5
     control_miss_limit: int = 3  # heartbeat intervals of silence before DNS/redirector take an edge as down
     origin_cache_control: dict[str, str] = field(default_factory=dict)  # class -> Cache-Control at the origin
+    #: role -> a lab submission (``contract.sandbox.Submission`` fields) every service of that role runs in a
+    #: sandbox and plugs in: the network stage of ``cdnlab grade`` (:mod:`testbed.grade_network`)
+    submissions: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 def config_model(role: str) -> type[ServiceConfig]:
@@ -255,6 +258,8 @@ class CdnServices:
         if make is None:
             raise ValueError(f"{host} is a {role}: it runs no CDN service")
         cfg = make()
+        if role in self.opts.submissions:
+            cfg["submission"] = dict(self.opts.submissions[role])
         validate(config_model(role), cfg, f"the generated config of {host} ({role})")
         return cfg
 

@@ -20,7 +20,8 @@ from typing import TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from contract.config import ConfigError, load_model
+from contract.config import ConfigError, load_model, read_data, validate
+from contract.sandbox import Submission, activate
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +37,8 @@ class ServiceConfig(BaseModel):
     #: the run's management token: control endpoints (purge, stats, faults) need it as a bearer token;
     #: without one they accept loopback peers only (:mod:`testbed.services.admin`)
     admin_token: str | None = Field(None, min_length=16)
+    #: a lab submission this service runs in a sandbox and plugs in (the network stage of ``cdnlab grade``)
+    submission: Submission | None = None
 
 
 C = TypeVar("C", bound=ServiceConfig)
@@ -83,18 +86,41 @@ def service_main(
     ap = argparse.ArgumentParser(prog=prog, description=(serve.__doc__ or "").strip().split("\n")[0] or None)
     ap.add_argument("--config", required=True, help="YAML or JSON file with this service's config")
     args = ap.parse_args(argv)
+    # a submission first: the rest of the config may name it (a mapping policy, an eviction policy)
+    sandbox = None
+    try:
+        raw = read_data(args.config)
+    except ConfigError:
+        raw = None  # load_model below reports it
+    if isinstance(raw, dict) and raw.get("submission") is not None:
+        try:
+            sub = validate(Submission, raw["submission"], f"{args.config}: submission")
+            sandbox = activate(sub)
+        except Exception as e:  # noqa: BLE001 - a bad field or the student's import error, said plainly
+            text = str(getattr(e, "cdnlab_text", f"{type(e).__name__}: {e}")) + str(
+                getattr(e, "cdnlab_where", "")
+            )
+            print(f"{prog or 'service'}: ERROR submission does not load: {text}", file=sys.stderr)
+            return 2
     try:
         cfg = load_model(model, args.config)
     except ConfigError as e:
         print(f"{prog or 'service'}: bad config: {e}", file=sys.stderr)
+        if sandbox is not None:
+            sandbox.close()
         return 2
     setup_logging(cfg)
     log.info("starting %s with %s", cfg.name, args.config)
+    if sandbox is not None and cfg.submission is not None:
+        log.info("submission %s plugged in: %s", cfg.submission.file, ", ".join(cfg.submission.patch) or "-")
     try:
         _event_loop_runner()(run_until_signalled(serve, cfg))
     except OSError as e:  # e.g. address in use: say so plainly
         log.error("cannot run: %s", e)
         print(f"{prog or 'service'}: {e}", file=sys.stderr)
         return 1
+    finally:
+        if sandbox is not None:
+            sandbox.close()
     log.info("stopped cleanly")
     return 0

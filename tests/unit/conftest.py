@@ -1,4 +1,5 @@
-"""Fixtures shared by the unit tests of the HTTP services: a client session and a scriptable upstream."""
+"""Fixtures shared by the unit tests: a client session and a scriptable upstream for the HTTP services; the
+grader limited to its direct stage."""
 
 from __future__ import annotations
 
@@ -20,3 +21,9 @@ async def up():
     u = await Upstream().start()
     yield u
     await u.close()
+
+
+@pytest.fixture(autouse=True)
+def _grade_direct_stage_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The unit tier grades the direct stage only: the network stage builds Mininet networks (tests/mininet)."""
+    monkeypatch.setenv("CDNLAB_GRADE_STAGE", "direct")

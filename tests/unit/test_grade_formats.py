@@ -23,7 +23,9 @@ def test_reference_solution_earns_full_marks_in_gradescope_format(lab: str, tmp_
     data = json.loads(out.read_text())
     assert data["score"] == data["max_score"] == len(data["tests"]) > 0
     assert data["execution_time"] >= 0 and "score:" in data["output"]
-    assert all(set(t) == TEST_KEYS and t["visibility"] == "visible" for t in data["tests"])
+    assert all(set(t) == TEST_KEYS and t["visibility"] in grade.GRADESCOPE_VISIBILITY for t in data["tests"])
+    hidden = {c.name for c in grade.load_lab(lab).grader.checks() if c.visibility != "visible" and c.stage == "direct"}
+    assert {t["name"] for t in data["tests"] if t["visibility"] == "after_due_date"} == hidden
 
 
 def test_starter_scores_zero_and_each_failure_says_why(tmp_path: Path, capsys) -> None:

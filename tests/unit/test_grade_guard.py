@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from contract.import_guard import Reference, static_check
 from testbed import grade
-from testbed.grade_guard import Reference, static_check
 
 ROOT = grade.assignments_dir()
 
@@ -44,6 +44,11 @@ GAMES = {
         "EcsPolicy",
         "from testbed.services.mapping import EcsAware as EcsPolicy\n",
         SNEAK + "EcsPolicy = _m['testbed.services.mapping'].EcsAware\n",
+    ),
+    "video-streaming": (
+        "Abr",
+        "from testbed.measure.abr import Bba as Abr\n",
+        SNEAK + "Abr = _m['testbed.measure.abr'].Mpc\n",
     ),
     "cache-replacement": (
         "LFUDA",

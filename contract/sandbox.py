@@ -1,8 +1,8 @@
 """The process that runs a graded submission, and the narrow interface the grader reaches it through.
 
 ``cdnlab grade`` never imports the student's file itself. :class:`Sandbox` starts
-``python -m testbed.grade_sandbox`` with two pipes, which installs the import guard of
-:mod:`testbed.grade_guard` (the lab's reference code is never compiled there; the labs' answer keys and
+``python -m contract.sandbox`` with two pipes, which installs the import guard of
+:mod:`contract.import_guard` (the lab's reference code is never compiled there; the labs' answer keys and
 graders are unreadable), loads the submission and then serves requests. The grader holds a
 :class:`RemoteObject` for the student's module and uses it like a module: attribute lookups, calls and
 operators travel as pickled messages (length-prefixed frames). Data travels by value (builtins, dataclasses,
@@ -39,7 +39,9 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
-from testbed.grade_guard import Blocked
+from pydantic import BaseModel, ConfigDict, Field
+
+from contract.import_guard import Blocked
 
 FRAME = struct.Struct("!I")
 MAX_FRAME = 256 * 1024 * 1024
@@ -138,6 +140,20 @@ def _kind(obj: Any) -> str:
     return "callable" if callable(obj) else "object"
 
 
+def _reentrant_lock() -> Any:
+    """A reentrant lock per thread of control: eventlet's green one when eventlet runs without patching
+    ``thread`` (the controller: green threads share one OS thread, so an OS lock would let two of them
+    write a request at once), else :class:`threading.RLock`."""
+    if "eventlet" in sys.modules:
+        from eventlet import patcher
+
+        if not patcher.is_monkey_patched("thread"):
+            from eventlet.green import threading as green_threading
+
+            return green_threading.RLock()
+    return threading.RLock()
+
+
 class Channel:
     """One end of the symmetric RPC: owns the objects it handed out, proxies those it was handed."""
 
@@ -150,7 +166,7 @@ class Channel:
         self._next = itertools.count(1)
         self._rid = itertools.count(1)
         self._types: dict[type, bool] = {}
-        self.lock = threading.RLock()
+        self.lock = _reentrant_lock()
         self.broken: str | None = None
 
     # -- wire --------------------------------------------------------------------------------------------
@@ -573,7 +589,7 @@ class Sandbox:
         env["PYTHONDONTWRITEBYTECODE"] = "1"
         try:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "testbed.grade_sandbox", str(c_r), str(c_w)],
+                [sys.executable, "-m", "contract.sandbox", str(c_r), str(c_w)],
                 pass_fds=(c_r, c_w),
                 stdin=subprocess.DEVNULL,
                 stdout=2,  # the student's prints go to the grader's standard error
@@ -618,6 +634,14 @@ class Sandbox:
         self.start()
         return self.load()
 
+    def kill(self) -> None:
+        """SIGKILL the sandbox's process group without waiting (safe in a signal handler)."""
+        if self.proc is not None and self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
     def close(self) -> None:
         if self.proc is not None:
             if self.proc.poll() is None:
@@ -642,6 +666,61 @@ class Sandbox:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+# ---------------------------------------------------------------------------------------------------------
+# a submission inside a service (the network stage of a lab's grader)
+
+
+class Submission(BaseModel):
+    """A student's file that a service (edge, DNS server, controller, player) runs in a sandbox of its own.
+
+    ``patch`` maps ``package.module:attr`` in the service to the student's attribute that replaces it (the
+    edge's ``freshness_lifetime``, the controller's ``choose``); the proxy of the student's module is also
+    registered in ``sys.modules`` as ``module``, so a dotted plug-in path (``cdnlab_student_dns_mapping:
+    EcsPolicy`` as a mapping policy, ``cdnlab_student_cache_replacement:LFUDA`` as an eviction policy) loads
+    it.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    file: Path
+    module: str = Field(pattern=r"^cdnlab_student_[a-z0-9_]+$")
+    reference: list[str] = Field(default_factory=list)
+    protected: list[Path] = Field(default_factory=list)
+    preload: list[str] = Field(default_factory=list)
+    patch: dict[str, str] = Field(default_factory=dict)
+
+
+def activate(sub: Submission) -> Sandbox:
+    """Start the sandbox, load the student's file, register its proxy and apply ``sub.patch``.
+
+    Raises :class:`SandboxError` when the sandbox cannot start, the student's exception when the file does
+    not import, and ValueError when a patch target does not exist; the sandbox is closed in all three cases.
+    """
+    import importlib
+
+    sandbox = Sandbox(sub.file, sub.module, sub.reference, sub.protected, sub.preload)
+    try:
+        sandbox.start()
+        mod = sandbox.load()
+        for target, attr in sub.patch.items():
+            modname, sep, name = target.partition(":")
+            if not sep:
+                raise ValueError(f"submission patch {target!r} must look like 'package.module:attr'")
+            main = sys.modules.get("__main__")
+            if getattr(getattr(main, "__spec__", None), "name", None) == modname:
+                owner = main  # python -m that.module: its code runs as __main__, not under its name
+            else:
+                owner = importlib.import_module(modname)
+            if not hasattr(owner, name):
+                raise ValueError(f"submission patch {target!r}: {modname} has no {name}")
+            setattr(owner, name, getattr(mod, attr))
+        sys.modules[sub.module] = mod
+    except BaseException:
+        sandbox.close()
+        raise
+    return sandbox
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -684,7 +763,7 @@ def child_main(argv: list[str]) -> int:
     student = Path(config["file"])
     ch = _SandboxChannel(rfd, wfd, student)
     try:
-        from testbed import grade_guard
+        from contract import import_guard as grade_guard
 
         guard = grade_guard.install(
             grade_guard.Reference.parse(config["reference"]),

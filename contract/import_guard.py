@@ -7,7 +7,7 @@ function or class of a module the student otherwise uses, e.g. ``"controller.any
 1. :func:`static_check` reads the submission's syntax tree before anything runs and names the line that
    imports or reaches a reference name, a lab's answer key or the grader, or a module that fishes in the
    interpreter (``gc``, ``ctypes``, ``importlib``, ``inspect``, ``subprocess``, ``sys.modules``, ...).
-2. :func:`install`, in the sandbox process that runs the submission (:mod:`testbed.grade_sandbox`), puts a
+2. :func:`install`, in the sandbox process that runs the submission (:mod:`contract.sandbox`), puts a
    meta-path finder first on ``sys.meta_path`` (PEP 451) that refuses a wholly reserved module and loads a
    partly reserved one from a rewritten syntax tree in which each reserved name is a :class:`Blocked`
    stand-in. The reference code is never compiled in that process, so neither ``sys.modules`` nor the
