@@ -11,7 +11,16 @@ import pytest
 
 from testbed import grade
 
-LABS = ["http-caching", "cache-replacement", "dns-mapping", "anycast-failover", "multicast-tree", "video-streaming"]
+LABS = [
+    "http-caching",
+    "cache-replacement",
+    "dns-mapping",
+    "anycast-failover",
+    "multicast-tree",
+    "video-streaming",
+    "server-selection",
+    "cooperative-caching",
+]
 ROOT = grade.assignments_dir()
 
 

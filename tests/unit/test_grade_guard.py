@@ -50,6 +50,16 @@ GAMES = {
         "from testbed.measure.abr import Bba as Abr\n",
         SNEAK + "Abr = _m['testbed.measure.abr'].Mpc\n",
     ),
+    "server-selection": (
+        "Selector",
+        "from testbed.services.mapping import NetworkMap as Selector\n",
+        SNEAK + "Selector = _m['testbed.services.mapping'].LatencyMap\n",
+    ),
+    "cooperative-caching": (
+        "home",
+        "from testbed.services.hashing import home, rank\n",
+        SNEAK + "home = _m['testbed.services.hashing'].home\nrank = _m['testbed.services.hashing'].rank\n",
+    ),
     "cache-replacement": (
         "LFUDA",
         "import sys\nLFUDA = sys.modules['cdnlab_grader_cache_replacement'].RefLFUDA\n",
