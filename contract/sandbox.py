@@ -37,6 +37,7 @@ import traceback
 from collections.abc import Callable, Iterable
 from enum import Enum
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -727,23 +728,36 @@ def activate(sub: Submission) -> Sandbox:
 # the sandbox's side
 
 
+def load_file(path: str | Path, name: str) -> ModuleType:
+    """Import the file ``path`` as module ``name`` (registered in ``sys.modules``; removed if it fails)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"cannot load {path}")
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[name] = mod
+    try:
+        spec.loader.exec_module(mod)
+    except BaseException:
+        sys.modules.pop(name, None)
+        raise
+    return mod
+
+
+def describe_load_error(e: BaseException) -> str:
+    """One line for an exception from :func:`activate`: the student's exception with file and line when it
+    came back from the sandbox, else ``Type: message``."""
+    if hasattr(e, "cdnlab_text"):
+        return str(e.cdnlab_text) + str(getattr(e, "cdnlab_where", ""))
+    return f"{type(e).__name__}: {e}"
+
+
 class _SandboxChannel(Channel):
     serving_student = True
 
     def load(self, path: str, name: str) -> Any:
-        import importlib.util
-
-        spec = importlib.util.spec_from_file_location(name, path)
-        if spec is None or spec.loader is None:
-            raise ImportError(f"cannot load {path}")
-        mod = importlib.util.module_from_spec(spec)
-        sys.modules[name] = mod
-        try:
-            spec.loader.exec_module(mod)
-        except BaseException:
-            sys.modules.pop(name, None)
-            raise
-        return mod
+        return load_file(path, name)
 
 
 def _die_with_parent() -> None:

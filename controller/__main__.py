@@ -87,16 +87,14 @@ def main(argv: list[str] | None = None) -> int:
         view = view.model_copy(update={"anycast_mode": args.mode})
     sandbox = None
     if args.submission:
-        from contract.sandbox import Submission, activate
+        from contract.sandbox import Submission, activate, describe_load_error
 
         try:
             with open(args.submission) as f:
                 sub = Submission.model_validate_json(f.read())
             sandbox = activate(sub)
         except Exception as e:  # noqa: BLE001 - a bad file or the student's import error, said plainly
-            text = str(getattr(e, "cdnlab_text", f"{type(e).__name__}: {e}")) + str(
-                getattr(e, "cdnlab_where", "")
-            )
+            text = describe_load_error(e)
             print(f"cdnlab controller: submission {args.submission} does not load: {text}", file=sys.stderr)
             return 2
     rest_port = args.rest_port or view.rest_port

@@ -202,6 +202,29 @@ def dump_group_ids(bridge: str) -> list[int]:
     return sorted(int(m) for m in re.findall(r"group_id=(\d+)", r.stdout))
 
 
+#: a multicast receiver for a Mininet host: joins GROUP on its address (IGMP), appends each datagram to OUT
+MCAST_RECEIVER = r"""
+import socket, struct, sys
+group, port, me, out = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind((group, port))
+s.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, struct.pack("4s4s", socket.inet_aton(group), socket.inet_aton(me)))
+with open(out, "a", buffering=1) as f:
+    while True:
+        f.write(s.recv(100).decode() + "\n")
+"""
+
+#: a multicast sender: N datagrams "TAG-i" to GROUP from address ME, 20 ms apart
+MCAST_SENDER = r"""
+import socket, sys, time
+group, port, me, tag, n = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], int(sys.argv[5])
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, socket.inet_aton(me))
+s.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, 8)
+for i in range(n):
+    s.sendto(f"{tag}-{i}".encode(), (group, port)); time.sleep(0.02)
+"""
+
 HTTP_SERVER = r"""
 import http.server, socket, sys
 name = sys.argv[1]

@@ -26,7 +26,6 @@ error); its exit status is 0 whenever the results were written, since a low scor
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import signal
@@ -42,7 +41,7 @@ from types import ModuleType
 from typing import Any
 
 from contract.import_guard import Reference, static_check
-from contract.sandbox import Sandbox, SandboxError
+from contract.sandbox import Sandbox, SandboxError, load_file
 
 STUDENT_PREFIX = "cdnlab_student_"
 DEFAULT_TIMEOUT = 5.0
@@ -122,20 +121,6 @@ class Lab:
         return self.path / "solution"
 
 
-def _load_file(path: Path, name: str) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(name, path)
-    if spec is None or spec.loader is None:
-        raise ImportError(f"cannot load {path}")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[name] = mod
-    try:
-        spec.loader.exec_module(mod)
-    except BaseException:
-        sys.modules.pop(name, None)
-        raise
-    return mod
-
-
 def list_labs(root: Path | None = None) -> list[str]:
     root = root or assignments_dir()
     if not root.is_dir():
@@ -148,7 +133,7 @@ def load_lab(name: str, root: Path | None = None) -> Lab:
     path = root / name
     if not (path / "grader.py").is_file():
         raise KeyError(name)
-    grader = _load_file(path / "grader.py", "cdnlab_grader_" + name.replace("-", "_"))
+    grader = load_file(path / "grader.py", "cdnlab_grader_" + name.replace("-", "_"))
     return Lab(name, path, grader, getattr(grader, "TITLE", name), grader.MODULE)
 
 

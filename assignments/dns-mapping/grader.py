@@ -20,7 +20,7 @@ from types import ModuleType
 from typing import Any
 
 from testbed.grade import Check, Fail
-from testbed.services.mapping import EcsAware, MappingSpec, MapRequest, hrw_rank
+from testbed.services.mapping import EcsAware, MappingSpec, MapRequest, StaticEdgeState, hrw_rank
 
 TITLE = "DNS mapping with EDNS Client Subnet (RFC 7871), never to a down edge"
 MODULE = "mapping_policy"
@@ -56,18 +56,7 @@ NAME = "a73.g.cdnlab.net."
 RESOLVER_EU = "10.1.5.5"
 
 
-class FakeState:
-    """An EdgeState: the named edges are down."""
-
-    def __init__(self, down: set[str] | None = None) -> None:
-        self.down = set(down or ())
-        self.generation = 0
-
-    def is_up(self, name: str) -> bool:
-        return name not in self.down
-
-    def load(self, name: str) -> float | None:
-        return None
+FakeState = StaticEdgeState  # the named edges are down
 
 
 def _spec() -> MappingSpec:

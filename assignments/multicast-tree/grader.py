@@ -25,6 +25,7 @@ from controller import packets as pk
 from controller.core import ControllerCore
 from controller.examples import random_view, triangle
 from controller.graph import SwitchGraph
+from controller.minibuild import MCAST_RECEIVER, MCAST_SENDER
 from controller.multicast import build_tree as ref_build_tree
 from controller.routing import compute_routes
 from controller.simulate import FakeNet, connect_all, port_event
@@ -248,25 +249,6 @@ def check_repair(mod: ModuleType) -> str:
 
 PATCH = {"controller.multicast:build_tree": "build_tree"}
 GROUP, PORT, BURST = "239.5.5.5", 5005, 10
-RECEIVER = r"""
-import socket, struct, sys
-group, port, me, out = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind((group, port))
-s.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, struct.pack("4s4s", socket.inet_aton(group), socket.inet_aton(me)))
-with open(out, "a", buffering=1) as f:
-    while True:
-        f.write(s.recv(100).decode() + "\n")
-"""
-SENDER = r"""
-import socket, sys, time
-group, port, me, tag, n = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], int(sys.argv[5])
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-s.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, socket.inet_aton(me))
-s.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, 8)
-for i in range(n):
-    s.sendto(f"{tag}-{i}".encode(), (group, port)); time.sleep(0.02)
-"""
 #: not in the handout: a ring with a chord, so a failed link has a way round
 HIDDEN_TOPOLOGY = {
     "name": "mring",
@@ -320,7 +302,7 @@ def _mcast_network(
                 outs[n].write_text("")
                 h = cn.host(n)
                 procs.append(
-                    h.popen([sys.executable, "-c", RECEIVER, GROUP, str(PORT), cn.ip(n), str(outs[n])])
+                    h.popen([sys.executable, "-c", MCAST_RECEIVER, GROUP, str(PORT), cn.ip(n), str(outs[n])])
                 )
             for n in others:  # not joined: what reaches their NIC at all
                 h = cn.host(n)
@@ -340,7 +322,9 @@ def _mcast_network(
             src = cn.host("origin")
 
             def burst(tag: str, what: str) -> None:
-                src.cmd(f"{sys.executable} -c '{SENDER}' {GROUP} {PORT} {cn.ip('origin')} {tag} {BURST}")
+                src.cmd(
+                    f"{sys.executable} -c '{MCAST_SENDER}' {GROUP} {PORT} {cn.ip('origin')} {tag} {BURST}"
+                )
                 try:
                     wait_until(
                         lambda: all(outs[n].read_text().count(f"{tag}-") >= BURST for n in members),

@@ -19,7 +19,7 @@ from types import ModuleType
 from typing import Any
 
 from testbed.grade import Check, Fail
-from testbed.services.mapping import Decision, MappingSpec, MapRequest
+from testbed.services.mapping import Decision, MappingSpec, MapRequest, StaticEdgeState
 
 TITLE = (
     "Server selection: design the redirector's choice from the network map, beat anycast, survive failures"
@@ -35,18 +35,7 @@ SLIDES = 'lecture slides 11-12 "Server Selection" ("closest replica", "any alive
 POLICY = "testbed.services.mapping:GeoByResolver"  # any importable policy: the spec is what matters
 
 
-class FakeState:
-    """An EdgeState: the named edges are down."""
-
-    def __init__(self, down: set[str] | None = None) -> None:
-        self.down = set(down or ())
-        self.generation = 0
-
-    def is_up(self, name: str) -> bool:
-        return name not in self.down
-
-    def load(self, name: str) -> float | None:
-        return None
+FakeState = StaticEdgeState  # the named edges are down
 
 
 def _case(topo: Any) -> tuple[MappingSpec, dict[str, str], dict[str, dict[str, float]]]:

@@ -455,12 +455,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     sandbox = None
     if a.submission is not None:
-        from contract.sandbox import Submission, activate
+        from contract.sandbox import Submission, activate, describe_load_error
 
         try:
             sandbox = activate(Submission.model_validate_json(a.submission.read_text()))
         except Exception as e:  # noqa: BLE001 - a bad file or the student's import error, said plainly
-            text = str(getattr(e, "cdnlab_text", f"{type(e).__name__}: {e}")) + str(getattr(e, "cdnlab_where", ""))
+            text = describe_load_error(e)
             print(f"error: submission {a.submission} does not load: {text}", file=sys.stderr)
             return 2
     try:

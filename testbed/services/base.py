@@ -21,7 +21,7 @@ from typing import TypeVar
 from pydantic import BaseModel, ConfigDict, Field
 
 from contract.config import ConfigError, load_model, read_data, validate
-from contract.sandbox import Submission, activate
+from contract.sandbox import Submission, activate, describe_load_error
 
 log = logging.getLogger(__name__)
 
@@ -97,9 +97,7 @@ def service_main(
             sub = validate(Submission, raw["submission"], f"{args.config}: submission")
             sandbox = activate(sub)
         except Exception as e:  # noqa: BLE001 - a bad field or the student's import error, said plainly
-            text = str(getattr(e, "cdnlab_text", f"{type(e).__name__}: {e}")) + str(
-                getattr(e, "cdnlab_where", "")
-            )
+            text = describe_load_error(e)
             print(f"{prog or 'service'}: ERROR submission does not load: {text}", file=sys.stderr)
             return 2
     try:

@@ -131,6 +131,20 @@ class AllUp:
         return None
 
 
+class StaticEdgeState:
+    """An :class:`EdgeState` fixed by hand: the named edges are down, no load known (graders, what-ifs)."""
+
+    def __init__(self, down: set[str] | None = None) -> None:
+        self.down = set(down or ())
+        self.generation = 0
+
+    def is_up(self, name: str) -> bool:
+        return name not in self.down
+
+    def load(self, name: str) -> float | None:
+        return None
+
+
 @dataclass(frozen=True, slots=True)
 class MapRequest:
     """One selection question: which edge for ``name`` asked by ``source`` (resolver or client)?

@@ -17,31 +17,13 @@ import pytest
 
 from contract.netview import NetView
 from controller.examples import triangle
-from controller.minibuild import HTTP_SERVER, build, dump_flows
+from controller.minibuild import HTTP_SERVER, MCAST_RECEIVER, MCAST_SENDER, build, dump_flows
 from testbed.util import free_port, timeout_scale, wait_tcp, wait_until
 
 pytestmark = [pytest.mark.mininet, pytest.mark.vm]
 VIP = "10.0.0.100"
 
-RECEIVER = r"""
-import socket, struct, sys
-group, port, me, out = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind((group, port))
-s.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, struct.pack("4s4s", socket.inet_aton(group), socket.inet_aton(me)))
-with open(out, "a", buffering=1) as f:
-    while True:
-        f.write(s.recv(100).decode() + "\n")
-"""
-
-SENDER = r"""
-import socket, sys, time
-group, port, me, tag, n = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], int(sys.argv[5])
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-s.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, socket.inet_aton(me))
-for i in range(n):
-    s.sendto(f"{tag}-{i}".encode(), (group, port)); time.sleep(0.02)
-"""
+RECEIVER, SENDER = MCAST_RECEIVER, MCAST_SENDER
 
 
 KEEPALIVE_CLIENT = r"""
@@ -233,8 +215,11 @@ def test_link_down_reroutes(env: Env) -> None:
             5,
             what="link hc2-hc3 seen down",
         )
-        wait_until(lambda: env.rest("/anycast")["services"]["web"]["choice"]["hc2"] == "hch4", 5,
-                   what="hc2's choice recomputed")  # the topology view can be a moment ahead of the choice
+        wait_until(
+            lambda: env.rest("/anycast")["services"]["web"]["choice"]["hc2"] == "hch4",
+            5,
+            what="hc2's choice recomputed",
+        )  # the topology view can be a moment ahead of the choice
         assert env.converges("hch2", "hch4")
         assert _ping(env, "hch2", "hch3")  # via hc1
     finally:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from contract.sandbox import load_file
 from testbed import grade
 
 LABS = [
@@ -101,7 +102,7 @@ def test_endless_loop_times_out_in_main_thread(tmp_path: Path, monkeypatch: pyte
     f = tmp_path / "policy.py"
     f.write_text("class LFUDA:\n    def __init__(self):\n        while True:\n            pass\n")
     lab = grade.load_lab("cache-replacement")
-    mod = grade._load_file(f, grade.student_module_name("cache-replacement"))
+    mod = load_file(f, grade.student_module_name("cache-replacement"))
     check = grade.Check("loops", lambda m: m.LFUDA() and None, timeout=0.3)
     t0 = time.monotonic()
     r = grade.run_check(check, mod, f)
