@@ -117,6 +117,9 @@ class CdnOptions:
     heartbeat_interval: float = 0.5
     control_miss_limit: int = 3  # heartbeat intervals of silence before DNS/redirector take an edge as down
     origin_cache_control: dict[str, str] = field(default_factory=dict)  # class -> Cache-Control at the origin
+    #: role -> {limit field: value} for every service of that role (``max_connections``, ``tcp_max_connections``,
+    #: ...: :func:`limit_fields`); unset limits keep the services' defaults (docs/architecture.md, "Limits")
+    limits: dict[str, dict[str, Any]] = field(default_factory=dict)
     #: role -> a lab submission (``contract.sandbox.Submission`` fields) every service of that role runs in a
     #: sandbox and plugs in: the network stage of ``cdnlab grade`` (:mod:`testbed.grade_network`)
     submissions: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -128,6 +131,36 @@ def config_model(role: str) -> type[ServiceConfig]:
 
     module, name = CONFIG_MODELS[role].split(":")
     return getattr(importlib.import_module(module), name)
+
+
+def limit_fields(role: str) -> list[str]:
+    """The limit fields of ``role``'s service config: the HTTP services' :class:`HttpLimitsConfig` fields
+    (edge, redirector, origin; the edge's ``max_field_size`` too), the DNS server's ``tcp_*``."""
+    from testbed.services.base import ServiceConfig
+    from testbed.services.limits import HttpLimitsConfig
+
+    model = config_model(role)
+    if issubclass(model, HttpLimitsConfig):
+        names = set(HttpLimitsConfig.model_fields) - set(ServiceConfig.model_fields)
+        return sorted(names | ({"max_field_size"} & set(model.model_fields)))
+    return sorted(n for n in model.model_fields if n.startswith("tcp_"))
+
+
+def parse_limit(text: str) -> tuple[str, str, Any]:
+    """``ROLE.FIELD=VALUE`` (``cdnlab up --limit``) as (role, field, value); ValueError names what is wrong."""
+    key, sep, raw = text.partition("=")
+    role, dot, name = key.strip().partition(".")
+    if not sep or not dot or not name or not raw.strip():
+        raise ValueError(f"--limit {text!r}: expected ROLE.FIELD=VALUE, e.g. edge.max_connections=64")
+    if role not in CONFIG_MODELS or role == "resolver":
+        raise ValueError(f"--limit {text!r}: no role {role!r} with limits; roles: edge, redirector, origin, dns")
+    if name not in limit_fields(role):
+        raise ValueError(f"--limit {text!r}: {role} has no limit {name!r}; its limits: {', '.join(limit_fields(role))}")
+    try:
+        value: Any = json.loads(raw)
+    except json.JSONDecodeError:
+        value = raw.strip()
+    return role, name, value
 
 
 def _write_private(path: Path, text: str) -> None:
@@ -258,6 +291,11 @@ class CdnServices:
         if make is None:
             raise ValueError(f"{host} is a {role}: it runs no CDN service")
         cfg = make()
+        for name, value in self.opts.limits.get(role, {}).items():
+            if name not in limit_fields(role):
+                raise ValueError(f"limits.{role}.{name}: not a limit of {role}; its limits: "
+                                 f"{', '.join(limit_fields(role))}")
+            cfg[name] = value
         if role in self.opts.submissions:
             cfg["submission"] = dict(self.opts.submissions[role])
         validate(config_model(role), cfg, f"the generated config of {host} ({role})")
@@ -278,7 +316,8 @@ class CdnServices:
 
     def control(self, via: str, url: str, method: str = "GET", body: Any = None, timeout_s: float = 5) -> Any:
         """A control request (stats, purge, update, fault, push) with the run's token, sent by curl inside
-        host ``via``'s namespace; the JSON answer. A refusal or a non-JSON answer raises RuntimeError."""
+        host ``via``'s namespace; the JSON answer. Any status but 2xx (a refusal, a bad request, an unknown
+        object, a conflict) or a non-JSON answer raises RuntimeError with the status and the body."""
         data = ""
         if body is not None:
             data = f"-H 'Content-Type: application/json' --data {shlex.quote(json.dumps(body))} "
@@ -289,7 +328,7 @@ class CdnServices:
             doc = json.loads(text[text.index("{"):]) if "{" in text else None
         except ValueError:
             doc = None
-        if doc is None or not code.strip().isdigit() or int(code) >= 500 or int(code) == 403:
+        if doc is None or not code.strip().isdigit() or not 200 <= int(code) < 300:
             raise RuntimeError(f"{method} {url} from {via}: HTTP {code.strip() or '?'}: {text.strip()[:300]}")
         return doc
 

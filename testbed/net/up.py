@@ -82,8 +82,21 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-services", action="store_true", help="network only: start no CDN processes")
     ap.add_argument("--no-cli", action="store_true", help="build, report and tear down (for scripts); with "
                     "--web: keep the network up, without a CLI, until SIGTERM or Ctrl-C")
+    ap.add_argument("--limit", action="append", default=[], metavar="ROLE.FIELD=VALUE",
+                    help="a service limit for every service of ROLE, e.g. edge.max_connections=64 or "
+                    "dns.tcp_max_connections=16 (repeatable; docs/architecture.md, Limits)")
     add_web_arg(ap)
     args = ap.parse_args(argv)
+    limits: dict[str, dict[str, object]] = {}
+    try:
+        for text in args.limit:
+            from testbed.net.cdn import parse_limit
+
+            role, name, value = parse_limit(text)
+            limits.setdefault(role, {})[name] = value
+    except ValueError as e:
+        print(f"cdnlab up: {e}", file=sys.stderr)
+        return 2
     try:
         topo = load_topology(args.topo, subnet=args.subnet)
     except ConfigError as e:
@@ -96,11 +109,11 @@ def main(argv: list[str] | None = None) -> int:
         cn.start()
         if not args.no_services:
             try:
-                from testbed.net.cdn import start_services
+                from testbed.net.cdn import CdnOptions, start_services
             except ImportError:
                 start_services = None
             if start_services is not None:
-                start_services(cn)
+                start_services(cn, CdnOptions(limits=limits))
         print(describe(cn))
         if args.web is not None:
             dashboard = start_dashboard(args.web)
