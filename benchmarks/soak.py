@@ -30,7 +30,8 @@ not run (a driver failing or writing fewer samples than scheduled) and a service
 failure window.
 
 Resources (``growth``): every service process (one per host with a CDN role: origin, edges, mapping DNS,
-resolvers with their ``unbound`` child, redirector) is sampled from ``/proc`` in the root namespace:
+resolvers with their ``unbound`` child, redirector), the Ryu controller (``controller``) and each userspace
+link relay process (``relay-<i>``, with the relay link mode) is sampled from ``/proc`` in the root namespace:
 ``VmRSS`` and the entries of ``/proc/<pid>/fd``, summed over the process and its descendants. Samples
 are taken every ``--sample-s`` seconds and, *quiet*, at each minute's end once its drivers have finished
 (no request in flight). Growth is per process lifetime: a restarted edge is a new process, measured from
@@ -420,6 +421,10 @@ class Soak:
             use = tree_usage(p.pid, kids)
             if use is not None:
                 self.samples.append(ProcSample(h, p.pid, now, use[0], use[1], quiet, use[2]))
+        for name, pid in self.infrastructure():  # the controller and the link relays grow too, or not
+            use = tree_usage(pid, kids)
+            if use is not None:
+                self.samples.append(ProcSample(name, pid, now, use[0], use[1], quiet, use[2]))
         for e in self.svc.edges:
             if e in self.down or self.svc.service_process(e) is None:
                 continue
@@ -429,6 +434,20 @@ class Soak:
                 raise SoakFailure(f"edge {e} answered no stats: {exc}") from None
             self.cache_max[e] = max(self.cache_max.get(e, 0), int(store["bytes_used"]))
             self.cache_capacity = int(store["capacity_bytes"])
+
+    def infrastructure(self) -> list[tuple[str, int]]:
+        """(name, pid) of the emulation's own long-lived processes: the Ryu controller (``controller``) and
+        each userspace link relay (``relay-<i>``), while they run."""
+        out: list[tuple[str, int]] = []
+        ctl = self.cn.controller_proc
+        if ctl is not None and ctl.poll() is None:
+            out.append(("controller", ctl.pid))
+        pool = self.cn.relay_pool
+        for i, rp in enumerate(pool.procs if pool is not None else []):
+            proc = getattr(rp, "proc", None)
+            if proc is not None and proc.poll() is None:
+                out.append((f"relay-{i}", proc.pid))
+        return out
 
     # failures
     def fail(self, p: Planned) -> float:

@@ -50,6 +50,10 @@ def test_bench_soak_quick_runs_the_workload_through_its_failures(pytestconfig: p
     services = set(out["rss_growth_pct"])
     assert services == set(out["fds_growth"]) and {"origin", "redir", "dns_hi", "r_eu", "e_as"} <= services
     assert out["rss_growth_pct"]["e_as"] is not None and out["fds_growth"]["redir"] is not None
+    # the emulation's own processes are sampled too: the controller, and each relay when links are relayed
+    assert out["rss_growth_pct"]["controller"] is not None
+    relays = [s for s in services if s.startswith("relay-")]
+    assert bool(relays) == (out["link_mode"] == "relay"), (out["link_mode"], sorted(services))
     assert out["rss_growth_pct"]["e_na"] is None and out["rss_growth_pct"]["origin"] is None  # both restarted
     resolvers = [life for life in out["lifetimes"] if life["host"] == "r_eu"]
     assert resolvers and resolvers[0]["processes"] >= 2  # the wrapper and its unbound
