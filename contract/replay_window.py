@@ -49,9 +49,14 @@ new peer anyway. Timestamps are the sender's wall clock (one shared clock under 
 elsewhere); a backward step of the sender's clock by *d* delays the detection of its restart by up to
 *d*.
 
-Not covered: the first message a freshly started receiver hears from a peer is accepted, whatever its
-age. A per-message freshness bound against the receiver's own clock, or a boot id in the header,
-would close that gap.
+**Freshness** (``max_age_us``): a receiver that starts, or restarts, has no history of a peer, so the
+sequence window alone would accept the first authentic message it hears, however old (a heartbeat
+recorded an hour ago and replayed to a receiver that has just come up would say a dead edge is alive).
+A timestamped message whose transmission time is more than ``max_age_us`` before the receiver's own
+clock (``now_us``) is :attr:`Verdict.STALE`, at first contact as at any other time, and leaves no state.
+Heartbeats are sent every interval, so the bound (:data:`DEFAULT_MAX_AGE_S`, far above any interval and
+any queueing) only drops recordings. It needs the sender's and the receiver's clocks to agree within the
+bound: one clock under Mininet, NTP elsewhere. Messages without a timestamp are not bounded.
 """
 
 from __future__ import annotations
@@ -65,6 +70,7 @@ SEQ_MOD = 1 << 32  # the header's sequence number is 32 bits
 _HALF = 1 << 31
 DEFAULT_SIZE = 1024  # bits; RFC 4303 asks for at least 32 and prefers 64 by default: larger is cheap here
 DEFAULT_MAX_PEERS = 4096  # least recently heard peers are forgotten beyond this
+DEFAULT_MAX_AGE_S = 30.0  # a timestamped message older than this (receiver's clock) is stale
 
 
 class Verdict(Enum):
@@ -75,7 +81,7 @@ class Verdict(Enum):
     RESTART = "restart"  # behind the window but newer than anything accepted: the sender restarted
     DUPLICATE = "duplicate"  # inside the window, already accepted
     TOO_OLD = "too_old"  # left of the window
-    STALE = "stale"  # timestamp below the floor of the peer's current incarnation
+    STALE = "stale"  # timestamp below the floor of the peer's current incarnation, or older than max_age_us
 
     @property
     def ok(self) -> bool:
@@ -97,11 +103,16 @@ class ReplayWindow:
     (by :class:`Verdict` value).
     """
 
-    def __init__(self, size: int = DEFAULT_SIZE, max_peers: int = DEFAULT_MAX_PEERS) -> None:
+    def __init__(
+        self, size: int = DEFAULT_SIZE, max_peers: int = DEFAULT_MAX_PEERS, max_age_us: int | None = None
+    ) -> None:
         if not 1 <= size < _HALF:
             raise ValueError(f"window size {size} out of range")
         if max_peers < 1:
             raise ValueError("max_peers must be at least 1")
+        if max_age_us is not None and max_age_us <= 0:
+            raise ValueError("max_age_us must be positive")
+        self.max_age_us = max_age_us
         self.size = size
         self.max_peers = max_peers
         self._full = (1 << size) - 1
@@ -119,12 +130,21 @@ class ReplayWindow:
     def forget(self, peer: Hashable) -> None:
         self._peers.pop(peer, None)
 
-    def admit(self, peer: Hashable, seq: int, ts_us: int | None = None) -> Verdict:
+    def admit(self, peer: Hashable, seq: int, ts_us: int | None = None, now_us: int | None = None) -> Verdict:
         """Check ``seq`` (and the transmission timestamp ``ts_us``, if the message has one) from ``peer``;
-        slide the window if it is accepted. Only authenticated messages may be passed in."""
+        slide the window if it is accepted. ``now_us``, the receiver's wall clock, bounds a timestamped
+        message's age by ``max_age_us``. Only authenticated messages may be passed in."""
         if not 0 <= seq < SEQ_MOD:
             raise ValueError(f"sequence number {seq} is not 32-bit")
-        v = self._admit(peer, seq, ts_us)
+        if (
+            ts_us is not None
+            and now_us is not None
+            and self.max_age_us is not None
+            and now_us - ts_us > self.max_age_us
+        ):
+            v = Verdict.STALE
+        else:
+            v = self._admit(peer, seq, ts_us)
         self.counts[v.value] = self.counts.get(v.value, 0) + 1
         return v
 

@@ -6,6 +6,7 @@ All decisions live in the pure core; this module only knows Ryu (through control
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 from contract.netview import NetView
@@ -32,7 +33,7 @@ class CdnlabController(ra.app_manager.RyuApp):
         view: NetView | None = SETTINGS.get("view")
         if view is None:
             raise RuntimeError("controller.app.SETTINGS['view'] is not set (start with python -m controller)")
-        self.core = ControllerCore(view)
+        self.core = ControllerCore(view, wall_clock_us=lambda: time.time_ns() // 1000)
         self.datapaths: dict[int, Any] = {}
         self._parts: dict[tuple[int, str], set[int]] = {}  # multipart state replies being collected
         from controller import rest

@@ -92,7 +92,15 @@ class ControllerCore:
     """``generation``: the first cookie generation (default: random, so a restarted controller differs
     from its predecessor); every switch connection takes the next one."""
 
-    def __init__(self, view: NetView, clock: Any = time.monotonic, generation: int | None = None) -> None:
+    def __init__(
+        self,
+        view: NetView,
+        clock: Any = time.monotonic,
+        generation: int | None = None,
+        wall_clock_us: Any = None,
+    ) -> None:
+        """``clock``: seconds for timeouts (monotonic); ``wall_clock_us``: the wall clock in microseconds,
+        to bound heartbeats' age (None: unbounded, as in the pure tests; the app passes the real one)."""
         self.view = view
         self.clock = clock
         self.sg = SwitchGraph(view)
@@ -129,7 +137,7 @@ class ControllerCore:
         self.heartbeats: HeartbeatMonitor | None = None
         if view.control is not None:
             members = {m: str(view.host(m).ip) for m in heartbeat_sources(view)}
-            self.heartbeats = HeartbeatMonitor(view.control, members)
+            self.heartbeats = HeartbeatMonitor(view.control, members, wall_clock_us)
 
     # ----------------------------------------------------------------- helpers
     def note(self, text: str) -> None:

@@ -15,7 +15,10 @@ Datagrams are verified with :func:`contract.mcast_wire.decode` (HMAC-SHA-256 whe
 key); bad ones are counted by reason and ignored: ``malformed``/``version``/``auth`` (wire), and
 ``wrong_session``, ``not_heartbeat``, ``unknown_sender`` (name and source IP name no member),
 ``sender_mismatch`` (the name is a member but the datagram came from another member's address),
-``replay`` (a timestamp not newer than the member's last heartbeat).
+``replay`` (a timestamp not newer than the member's last heartbeat), ``stale`` (with a wall clock: a
+timestamp more than ``max_age_us`` before it, so a recording replayed to a controller that has just started,
+and so has no last heartbeat to compare with, does not revive a dead member; :mod:`contract.replay_window`
+applies the same bound in the services).
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from dataclasses import dataclass
 
 from contract import mcast_wire as wire
 from contract.netview import ControlView, NetView
+from contract.replay_window import DEFAULT_MAX_AGE_S
 from controller.flows import (
     ETH_IP,
     OFPP_CONTROLLER,
@@ -104,8 +108,16 @@ class BeatTransition:
 class HeartbeatMonitor:
     """Heartbeat-timeout failure detector over the members in ``members`` (host name -> IPv4 address)."""
 
-    def __init__(self, cfg: ControlView, members: dict[str, str]) -> None:
+    def __init__(
+        self,
+        cfg: ControlView,
+        members: dict[str, str],
+        wall_clock_us: Callable[[], int] | None = None,
+        max_age_us: int = int(DEFAULT_MAX_AGE_S * 1e6),
+    ) -> None:
         self.cfg = cfg
+        self.wall_clock_us = wall_clock_us  # None: no freshness bound (pure tests)
+        self.max_age_us = max_age_us
         self.key = cfg.key_bytes
         self.group = str(cfg.group)
         self.by_ip = {ip: h for h, ip in members.items()}
@@ -158,6 +170,9 @@ class HeartbeatMonitor:
         b = self.beats[member]
         if msg.timestamp_us <= b.last_ts_us:
             self.bad("replay")
+            return None
+        if self.wall_clock_us is not None and self.wall_clock_us() - msg.timestamp_us > self.max_age_us:
+            self.bad("stale")
             return None
         self.received += 1
         b.last_ts_us = msg.timestamp_us

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import time
 
 import aiohttp
 import dns.message
@@ -49,6 +50,9 @@ class Clock:
 _SEQ = itertools.count(1)  # like a publisher: every heartbeat a new sequence number and a later timestamp
 
 
+T0_US = time.time_ns() // 1000  # heartbeats carry their transmission time; the feeds drop old ones
+
+
 def heartbeat(
     name: str,
     rps: float,
@@ -59,7 +63,7 @@ def heartbeat(
     session: int = SESSION,
 ) -> bytes:
     n = next(_SEQ) if seq is None else seq
-    hb = wire.Heartbeat(name, wire.Role.EDGE, n, interval_ms, addr, rps, 0, 0.1, 1)
+    hb = wire.Heartbeat(name, wire.Role.EDGE, T0_US + n, interval_ms, addr, rps, 0, 0.1, 1)  # sent just now
     return wire.encode(hb, session_id=session, sender_id=abs(hash(name)) % 2**32, seq=n, key=key.encode())
 
 

@@ -50,10 +50,11 @@ def make_view(control: bool = True, hch5_tree: bool = True, **ctl: object) -> Ne
 class Cdn:
     """A core on a fake network, with members that answer probes and send heartbeats."""
 
-    def __init__(self, view: NetView | None = None) -> None:
+    def __init__(self, view: NetView | None = None, wall_us: list[int] | None = None) -> None:
         self.v = view or make_view()
         self.clock = Clock()
-        self.core = ControllerCore(self.v, clock=self.clock)
+        wall = (lambda: wall_us[0]) if wall_us is not None else None
+        self.core = ControllerCore(self.v, clock=self.clock, wall_clock_us=wall)
         self.net = FakeNet(self.v)
         connect_all(self.core, self.net)
         self.ts_us = 1_700_000_000_000_000
@@ -315,3 +316,18 @@ def test_builder_shares_the_key_with_the_services(tmp_path: Path) -> None:
     wrong = CdnNet(topo, BuildOptions(run_dir=tmp_path, extra={"control": {"port": 7999}}))
     with pytest.raises(ValueError, match="7999"):
         CdnServices(wrong, CdnOptions(multicast=True))
+
+
+def test_a_recording_replayed_to_a_controller_that_just_started_does_not_revive_the_member() -> None:
+    """No last heartbeat to compare with: the bound against the controller's wall clock drops it."""
+    wall = [1_700_000_000_000_000 + 3600 * 10**6]  # an hour after the recording was made
+    c = Cdn(wall_us=wall)
+    recording = c.datagram("hch4", ts_us=1_700_000_000_000_000)
+    c.ts_us = wall[0] - 10**6  # the live members' heartbeats are sent now
+    c.run(1.0, {"hch5"}, refuse=frozenset({"hch4"}))  # hch4 is dead: probes refused, never heard
+    c.send("hch4", recording)
+    assert c.core.anycast()["control"]["errors"] == {"stale": 1}
+    assert not c.member("hch4")["healthy"] and c.reached("hch1") == "hch5"
+    before = c.core.anycast()["control"]["received"]
+    c.send("hch4", c.datagram("hch4", ts_us=wall[0] - 200_000))  # a heartbeat sent 0.2 s ago counts
+    assert c.core.anycast()["control"]["received"] == before + 1

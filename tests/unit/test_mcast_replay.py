@@ -157,6 +157,18 @@ def test_a_restarted_publisher_is_heard_again_and_its_old_heartbeats_stay_droppe
     assert lst.replayed == 3 and lst.nodes()["e1"].requests_per_s == 98.0
 
 
+def test_a_recording_replayed_to_a_listener_that_just_started_is_dropped() -> None:
+    """A fresh listener has no window for the sender: the wall-clock bound decides."""
+    now_us = 1_800_000_000_000_000
+    lst = ControlListener(session_id=SESSION, key=KEY, wall_clock_us=lambda: now_us)
+    pub = wire.Codec(SESSION, 0xED6E, KEY)
+    recording = pub.encode(heartbeat("e1", now_us - 3600 * 10**6, rps=5.0))  # an hour old
+    assert not lst.feed(recording)
+    assert lst.replayed == 1 and "e1" not in lst.nodes()
+    assert lst.feed(pub.encode(heartbeat("e1", now_us - 100_000, rps=6.0)))  # sent 0.1 s ago
+    assert lst.nodes()["e1"].requests_per_s == 6.0
+
+
 # ---------------------------------------------------------------------------------------------- Scapy
 
 
@@ -328,3 +340,26 @@ async def test_scapy_replayed_heartbeat_is_dropped_by_the_control_feed(feed_on_l
     sock.send(recorded)  # the capture of the previous incarnation, numbered 41 > 1: still dropped
     await until(lambda: feed.stats()["replayed"] == 2, "old incarnation's replay counted")
     assert feed.stats()["heartbeats"] == 2 and checker.load("eu1") == 30.0
+
+
+async def test_scapy_old_heartbeat_is_dropped_by_a_feed_that_never_heard_the_node(
+    feed_on_loopback, tmp_path
+) -> None:
+    """First contact: no window yet, so only the age bound stands between a recording and the table."""
+    feed, checker, sock = feed_on_loopback
+    sender_id = int.from_bytes(wire.sha256(b"eu2")[:4], "big")
+    body = McastHeartbeat(
+        timestamp_us=int(time.time() * 1e6) - 3600 * 10**6,
+        interval_ms=500,
+        role=1,
+        addr="10.0.0.2",
+        requests_per_s=1.0,
+        node_name=b"eu2",
+    )
+    recorded = capture(
+        tmp_path / "old.pcap", scapy_datagram("239.255.16.2", wire.CONTROL_PORT, body, 9, sender_id, KEY)
+    )
+    sock.send(recorded)
+    await until(lambda: feed.stats()["replayed"] == 1, "an hour-old heartbeat dropped")
+    feed.sync()
+    assert feed.stats()["heartbeats"] == 0 and "eu2" not in feed.listener.nodes()

@@ -183,3 +183,20 @@ def test_agrees_with_a_model_that_remembers_every_number(seed: int, offset: int)
         if want:
             seen.add(s)
             top = max(top, s)
+
+
+def test_a_timestamped_message_older_than_max_age_is_stale_even_at_first_contact() -> None:
+    w = ReplayWindow(max_age_us=30_000_000)
+    now = 10**15
+    assert w.admit(P, 500, now - 31_000_000, now) is Verdict.STALE  # a recording: leaves no state
+    assert w.top(P) is None and len(w) == 0
+    assert w.admit(P, 7, now - 29_000_000, now) is Verdict.NEW  # the live sender, numbered lower: heard
+    assert w.admit(P, 8, now - 1_000, now) is Verdict.ACCEPTED
+    assert w.admit(P, 9, None, now) is Verdict.ACCEPTED  # no timestamp: not bounded
+    assert w.admit(("other", 1), 10, now - 60_000_000) is Verdict.NEW  # no clock given: not bounded
+    assert w.counts["stale"] == 1
+
+
+def test_max_age_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="max_age_us"):
+        ReplayWindow(max_age_us=0)

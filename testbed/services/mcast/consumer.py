@@ -30,7 +30,7 @@ from typing import Any, Protocol
 from pydantic import BaseModel, ConfigDict, Field
 
 from contract import mcast_wire as wire
-from testbed.services.mcast.control import CONTROL_GROUP, ControlListener, NodeState
+from testbed.services.mcast.control import CONTROL_GROUP, ControlListener, NodeState, wall_clock_us
 from testbed.services.mcast.net import GroupConfig
 
 log = logging.getLogger(__name__)
@@ -87,7 +87,11 @@ class ControlFeed:
         self.checker = checker
         self.listen = listen
         self.listener = ControlListener(
-            cfg.group, session_id=cfg.session_id, key=wire.key_bytes(cfg.key), miss_limit=cfg.miss_limit
+            cfg.group,
+            session_id=cfg.session_id,
+            key=wire.key_bytes(cfg.key),
+            miss_limit=cfg.miss_limit,
+            wall_clock_us=wall_clock_us,
         )
         self.syncs = 0
         self.failures: list[str] = []

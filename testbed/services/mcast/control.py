@@ -31,7 +31,7 @@ from pydantic import Field
 
 from contract import mcast_wire as wire
 from contract.mcast_wire import Role
-from contract.replay_window import DEFAULT_SIZE, ReplayWindow, Verdict
+from contract.replay_window import DEFAULT_MAX_AGE_S, DEFAULT_SIZE, ReplayWindow, Verdict
 from testbed.services.base import ServiceConfig, service_main
 from testbed.services.mcast.net import GroupConfig, open_group_socket
 
@@ -210,6 +210,11 @@ class HeartbeatPublisher:
             self._sock = None
 
 
+def wall_clock_us() -> int:
+    """The wall clock in microseconds, as heartbeats carry their transmission time."""
+    return time.time_ns() // 1000
+
+
 class ControlListener:
     """Joins the control group and keeps a :class:`LoadTable` of every node's latest heartbeat.
 
@@ -217,7 +222,10 @@ class ControlListener:
     Bad datagrams are counted in ``errors`` by reason and ignored. An authentic heartbeat then passes a
     per-(session, sender) anti-replay window (:mod:`contract.replay_window`, RFC 4303 §3.4.3; sender
     restarts recognised by the heartbeat's timestamp): one already accepted, or older than the window,
-    is dropped and counted in ``replayed``, so a recorded heartbeat cannot keep a dead node alive.
+    is dropped and counted in ``replayed``, so a recorded heartbeat cannot keep a dead node alive. With
+    ``wall_clock_us`` (the services pass the real clock; :func:`wall_clock_us`) a heartbeat sent more than
+    ``DEFAULT_MAX_AGE_S`` before it is dropped too, so a recording replayed to a listener that has just
+    started, and so has no window for that sender yet, cannot either.
     """
 
     def __init__(
@@ -229,14 +237,16 @@ class ControlListener:
         miss_limit: int = 3,
         clock: Callable[[], float] = time.monotonic,
         replay_window: int = DEFAULT_SIZE,
+        wall_clock_us: Callable[[], int] | None = None,
     ) -> None:
         self.group = group
+        self.wall_clock_us = wall_clock_us
         self.session_id = session_id
         self.key = key
         self.table = LoadTable(miss_limit, clock)
-        self.replay = ReplayWindow(replay_window)
+        self.replay = ReplayWindow(replay_window, max_age_us=int(DEFAULT_MAX_AGE_S * 1e6))
         self.received = 0
-        self.replayed = 0  # authentic heartbeats dropped by the anti-replay window
+        self.replayed = 0  # authentic heartbeats dropped by the anti-replay window (or too old)
         self.sender_restarts = 0  # publishers seen to restart their sequence numbers
         self.errors: dict[str, int] = {}
         self._sock: socket.socket | None = None
@@ -254,7 +264,8 @@ class ControlListener:
         except wire.WireError as e:
             self.errors[e.reason] = self.errors.get(e.reason, 0) + 1
             return False
-        v = self.replay.admit((h.session_id, h.sender_id), h.seq, wire.send_time_us(msg))
+        now_us = self.wall_clock_us() if self.wall_clock_us is not None else None
+        v = self.replay.admit((h.session_id, h.sender_id), h.seq, wire.send_time_us(msg), now_us)
         if not v.ok:
             self.replayed += 1
             return False
@@ -365,7 +376,13 @@ async def serve(cfg: ControlConfig, stop: asyncio.Event) -> None:
             tasks.append(asyncio.create_task(pub.run(stop)))
     listener = api = None
     if cfg.http_port or cfg.nodes_file:
-        listener = ControlListener(cfg.group, session_id=cfg.session_id, key=key, miss_limit=cfg.miss_limit)
+        listener = ControlListener(
+            cfg.group,
+            session_id=cfg.session_id,
+            key=key,
+            miss_limit=cfg.miss_limit,
+            wall_clock_us=wall_clock_us,
+        )
         listener.start()
 
         def snapshot() -> dict:
