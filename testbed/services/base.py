@@ -20,7 +20,7 @@ from typing import TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from contract.config import ConfigError, load_model, read_data, validate
+from contract.config import ConfigError, read_data, validate
 from contract.sandbox import Submission, activate, describe_load_error
 
 log = logging.getLogger(__name__)
@@ -90,8 +90,9 @@ def service_main(
     sandbox = None
     try:
         raw = read_data(args.config)
-    except ConfigError:
-        raw = None  # load_model below reports it
+    except ConfigError as e:
+        print(f"{prog or 'service'}: bad config: {e}", file=sys.stderr)
+        return 2
     if isinstance(raw, dict) and raw.get("submission") is not None:
         try:
             sub = validate(Submission, raw["submission"], f"{args.config}: submission")
@@ -101,7 +102,7 @@ def service_main(
             print(f"{prog or 'service'}: ERROR submission does not load: {text}", file=sys.stderr)
             return 2
     try:
-        cfg = load_model(model, args.config)
+        cfg = validate(model, raw, args.config)  # the file is read once
     except ConfigError as e:
         print(f"{prog or 'service'}: bad config: {e}", file=sys.stderr)
         if sandbox is not None:
