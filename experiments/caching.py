@@ -33,11 +33,28 @@ import time
 from pathlib import Path
 from typing import Any
 
+from pydantic import Field
+
 from experiments.common import emulate, run_drivers, save_samples
-from experiments.framework import Run, md_table, plt, read_csv, read_results, write_report
+from experiments.framework import ExperimentParams, Run, md_table, plt, read_csv, read_results, write_report
 from testbed.net.cdn import CdnOptions, CdnServices
 from testbed.net.spec import Role
 from testbed.services.catalog import Catalog, CatalogConfig
+
+
+class Params(ExperimentParams):
+    """``specs/caching.yaml`` params: the lecture's institutional example (slides 4-6)."""
+
+    object_bytes: int = Field(gt=0)
+    rate_per_s: int = Field(gt=0)
+    hit_fraction: float = Field(ge=0, le=1)
+    hot_objects: int = Field(gt=0)
+    catalog_objects: int = Field(gt=0)
+    duration_s: int = Field(gt=0)
+    warmup_s: int = Field(ge=0)
+    timeout_s: int = Field(gt=0)
+    lan_delay_s: float = Field(ge=0)
+
 
 CASES = ("no_cache", "with_cache")
 

@@ -24,12 +24,22 @@ from pathlib import Path
 from typing import Any
 
 import networkx as nx
+from pydantic import Field
 
 from experiments.common import emulate, median, run_drivers, save_samples
-from experiments.framework import Run, md_table, plt, read_csv, read_results, write_report
+from experiments.framework import ExperimentParams, Run, md_table, plt, read_csv, read_results, write_report
 from testbed.net.cdn import CUSTOMER_NAME, CdnOptions
 from testbed.net.spec import Role, Topology
 from testbed.services.catalog import Catalog, CatalogConfig
+
+
+class Params(ExperimentParams):
+    """``specs/catchment.yaml`` params."""
+
+    fetches: int = Field(gt=0)
+    pings: int = Field(gt=0)
+    timeout_s: int = Field(gt=0)
+
 
 
 def _directed(topo: Topology) -> nx.DiGraph:

@@ -14,12 +14,33 @@ import threading
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
+
+from pydantic import Field
 
 from experiments.common import catalog_paths, emulate, nearest_edge, run_drivers, save_samples
-from experiments.framework import Run, md_table, plt, read_csv, read_results, write_report
+from experiments.framework import ExperimentParams, Run, md_table, plt, read_csv, read_results, write_report
 from testbed.net.cdn import CdnOptions, CdnServices
 from testbed.util import wait_until
+
+
+class Params(ExperimentParams):
+    """``specs/failover.yaml`` params."""
+
+    methods: list[Literal["anycast", "dns", "redirect"]] = Field(min_length=1)
+    kinds: list[Literal["process", "host", "link"]] = Field(min_length=1)
+    client: str
+    interval_ms: int = Field(gt=0)
+    before_s: float = Field(ge=0)
+    after_s: float = Field(gt=0)
+    dns_ttl: int = Field(ge=0)
+    dns_ttl_sweep: list[int]
+    ttl_violator_min_ttl: int = Field(ge=0)
+    redirect_health_sweep: list[float]
+    health_interval: float = Field(gt=0)
+    health_fall: int = Field(ge=1)
+    tcp_connections: int = Field(ge=0)
+
 
 KILL_LABEL = {"process": "edge process killed", "host": "edge host silenced", "link": "edge access link down"}
 

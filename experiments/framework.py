@@ -5,7 +5,10 @@ An experiment is two files:
 * ``experiments/specs/<name>.yaml`` — an :class:`ExperimentSpec`: topology, seed, what the experiment
   cites (source-material sections and papers), ``params`` for a full run and ``quick`` overrides for
   ``--quick`` (which the test suite runs);
-* ``experiments/<name>.py`` — ``run(r: Run) -> dict`` measures, writes raw samples with
+* ``experiments/<name>.py`` — ``Params``, an :class:`ExperimentParams` model of the spec's ``params``
+  (each one typed; a missing, unknown or mistyped parameter in ``params`` or ``quick`` is a ConfigError
+  naming the file and the field when the spec is loaded); ``run(r: Run) -> dict`` measures, writes raw
+  samples with
   :meth:`Run.csv` and returns the results (written to ``results.json``); ``report(out: Path) -> None``
   rebuilds PNG plots and ``report.md`` from the files in ``out`` alone (``cdnlab report DIR``).
 
@@ -26,9 +29,9 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from contract.config import ConfigError, load_model
+from contract.config import ConfigError, format_validation_error, load_model
 from testbed.net import fidelity
 from testbed.net.spec import Topology, load_topology
 
@@ -49,6 +52,34 @@ class ExperimentSpec(BaseModel):
     quick: dict[str, Any] = Field(default_factory=dict)
 
 
+class ExperimentParams(BaseModel):
+    """Base of an experiment's ``Params``: every parameter a field, none unknown."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+def params_model(name: str) -> type[ExperimentParams] | None:
+    """The ``Params`` model of experiment ``name`` (None for an experiment that declares none)."""
+    model = getattr(module_for(name), "Params", None)
+    return model if isinstance(model, type) and issubclass(model, ExperimentParams) else None
+
+
+def validated_params(spec: ExperimentSpec, quick: bool, source: str = "") -> dict[str, Any]:
+    """``spec.params`` (with ``spec.quick`` over them when ``quick``) checked against the experiment's
+    ``Params``: a ConfigError names ``source`` (the spec file) and the field."""
+    params = dict(spec.params)
+    if quick:
+        params.update(spec.quick)
+    model = params_model(spec.name)
+    if model is None:
+        return params
+    try:
+        return model.model_validate(params).model_dump()
+    except ValidationError as e:
+        where = f"{source or spec.name}: {'quick' if quick else 'params'}"
+        raise ConfigError(format_validation_error(where, e)) from None
+
+
 def list_experiments() -> list[str]:
     return sorted(p.stem for p in SPEC_DIR.glob("*.yaml"))
 
@@ -58,11 +89,18 @@ def load_spec(name_or_path: str | Path) -> ExperimentSpec:
     if p.suffix not in (".yaml", ".yml", ".json"):
         p = SPEC_DIR / f"{name_or_path}.yaml"
         if not p.exists():
-            raise ConfigError(f"{name_or_path}: no such experiment; experiments: {', '.join(list_experiments())}")
+            raise ConfigError(
+                f"{name_or_path}: no such experiment; experiments: {', '.join(list_experiments())}"
+            )
     spec = load_model(ExperimentSpec, p)
     extra = set(spec.quick) - set(spec.params)
     if extra:
-        raise ConfigError(f"{p}: quick: overrides unknown params {sorted(extra)}; params: {sorted(spec.params)}")
+        raise ConfigError(
+            f"{p}: quick: overrides unknown params {sorted(extra)}; params: {sorted(spec.params)}"
+        )
+    if (SPEC_DIR.parent / f"{spec.name}.py").exists():  # typed parameters, full and quick
+        validated_params(spec, False, str(p))
+        validated_params(spec, True, str(p))
     return spec
 
 
@@ -171,27 +209,49 @@ def read_results(out: Path) -> dict[str, Any]:
     return json.loads(p.read_text())
 
 
-def run_experiment(name: str, out: Path, *, quick: bool = False, seed: int | None = None,
-                   topology: str | None = None, build: dict[str, Any] | None = None,
-                   progress: Any = None, subnet: str | None = None) -> dict[str, Any]:
+def run_experiment(
+    name: str,
+    out: Path,
+    *,
+    quick: bool = False,
+    seed: int | None = None,
+    topology: str | None = None,
+    build: dict[str, Any] | None = None,
+    progress: Any = None,
+    subnet: str | None = None,
+) -> dict[str, Any]:
     """Run one experiment: raw data and results.json first, then plots and report.md."""
     spec = load_spec(name)
     mod = module_for(spec.name)
-    params = dict(spec.params)
-    if quick:
-        params.update(spec.quick)
+    params = validated_params(spec, quick)
     out.mkdir(parents=True, exist_ok=True)
-    r = Run(spec=spec, out=out, seed=spec.seed if seed is None else seed, quick=quick,
-            topology=topology or spec.topology, params=params, build=dict(build or {}), progress=progress,
-            subnet=subnet)
+    r = Run(
+        spec=spec,
+        out=out,
+        seed=spec.seed if seed is None else seed,
+        quick=quick,
+        topology=topology or spec.topology,
+        params=params,
+        build=dict(build or {}),
+        progress=progress,
+        subnet=subnet,
+    )
     t0 = time.monotonic()
     results = mod.run(r)
     results = dict(results)
     results["meta"] = {
-        "experiment": spec.name, "description": spec.description, "seed": r.seed, "quick": quick,
-        "topology": r.topology, **({"subnet": subnet} if subnet else {}), "params": params, "cites": spec.cites,
-        "duration_s": round(time.monotonic() - t0, 2), "started": time.strftime(
-            "%Y-%m-%dT%H:%M:%SZ", time.gmtime(r.started)), "host": platform.node(), **r.meta,
+        "experiment": spec.name,
+        "description": spec.description,
+        "seed": r.seed,
+        "quick": quick,
+        "topology": r.topology,
+        **({"subnet": subnet} if subnet else {}),
+        "params": params,
+        "cites": spec.cites,
+        "duration_s": round(time.monotonic() - t0, 2),
+        "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(r.started)),
+        "host": platform.node(),
+        **r.meta,
     }
     if r.emulation:
         results["meta"]["emulation"] = fidelity.merge(r.emulation)
@@ -212,9 +272,14 @@ def percent(v: float) -> str:
 
 def md_table(rows: list[Mapping[str, Any]], columns: list[str], headers: list[str] | None = None) -> str:
     """A Markdown table; shares (columns ending in :data:`PERCENT_SUFFIXES`) are printed as percentages."""
+
     def fmt(v: Any, col: str) -> str:
-        if isinstance(v, int | float) and not isinstance(v, bool) and col.endswith(PERCENT_SUFFIXES) \
-                and 0 <= v <= 1:
+        if (
+            isinstance(v, int | float)
+            and not isinstance(v, bool)
+            and col.endswith(PERCENT_SUFFIXES)
+            and 0 <= v <= 1
+        ):
             return percent(v)
         if isinstance(v, float):
             return f"{v:.3g}" if abs(v) < 1000 else f"{v:.0f}"
@@ -230,9 +295,11 @@ def write_report(out: Path, title: str, results: Mapping[str, Any], sections: li
     """``report.md``: title, what was run (meta), then the given (heading, Markdown body) sections."""
     meta = results.get("meta", {})
     lines = [f"# {title}", "", meta.get("description", ""), ""]
-    lines.append(f"Topology `{meta.get('topology')}`, seed {meta.get('seed')}"
-                 f"{', quick mode' if meta.get('quick') else ''}; links {meta.get('link_mode', '-')}, "
-                 f"controller {meta.get('controller_mode', '-')}; took {meta.get('duration_s')} s.")
+    lines.append(
+        f"Topology `{meta.get('topology')}`, seed {meta.get('seed')}"
+        f"{', quick mode' if meta.get('quick') else ''}; links {meta.get('link_mode', '-')}, "
+        f"controller {meta.get('controller_mode', '-')}; took {meta.get('duration_s')} s."
+    )
     if meta.get("emulation"):  # a network was built: say whether its links were measured
         lines += ["", fidelity.links_sentence(meta["emulation"])]
     warn = fidelity.warning(meta.get("emulation"))

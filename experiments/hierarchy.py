@@ -34,14 +34,32 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import aiohttp
+from pydantic import Field
 
-from experiments.framework import Run, md_table, plt, read_csv, read_results, write_report
+from experiments.framework import ExperimentParams, Run, md_table, plt, read_csv, read_results, write_report
 from testbed.measure.workload import Zipf
 from testbed.services.catalog import Catalog, CatalogConfig
 from testbed.util import free_port, wait_tcp
+
+
+class Params(ExperimentParams):
+    """``specs/hierarchy.yaml`` params."""
+
+    configs: list[Literal["independent", "cluster", "icp", "parent"]] = Field(min_length=1)
+    edges: int = Field(ge=2)
+    objects: int = Field(gt=0)
+    object_bytes: int = Field(gt=0)
+    alpha: float = Field(gt=0)
+    requests_per_edge: int = Field(gt=0)
+    edge_capacity_objects: int = Field(gt=0)
+    parent_capacity_objects: int = Field(gt=0)
+    entry_overhead_bytes: int = Field(ge=0)
+    icp_timeout_ms: int = Field(gt=0)
+    concurrency_per_edge: int = Field(gt=0)
+
 
 CONFIGS = ("independent", "cluster", "icp", "parent")
 HOST = "127.0.0.1"

@@ -30,15 +30,30 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
+
+from pydantic import Field
 
 from experiments.common import catalog_paths, run_drivers, save_samples
-from experiments.framework import Run, md_table, plt, read_csv, read_results, write_report
+from experiments.framework import ExperimentParams, Run, md_table, plt, read_csv, read_results, write_report
 from testbed.net import fidelity
 from testbed.net.build import BuildOptions, CdnNet
 from testbed.net.cdn import CdnOptions, CdnServices, start_services
 from testbed.net.spec import Role
 from testbed.util import wait_until
+
+
+class Params(ExperimentParams):
+    """``specs/invalidation.yaml`` params."""
+
+    ttl_s: int = Field(gt=0)
+    update_at_s: int = Field(ge=0)
+    tail_s: int = Field(ge=0)
+    probe_interval_ms: int = Field(gt=0)
+    probe_timeout_s: int = Field(gt=0)
+    object_class: Literal["html", "image", "js", "css", "video"]
+    heartbeat_interval: float = Field(gt=0)
+
 
 PHASES = ("ttl_only", "multicast")
 _VERSION = re.compile(r"-v(\d+)\"?$")

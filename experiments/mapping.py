@@ -29,11 +29,23 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from pydantic import Field
+
 from experiments.common import emulate, median, nearest_edges, run_drivers, save_samples
-from experiments.framework import Run, md_table, plt, read_csv, read_results, write_report
+from experiments.framework import ExperimentParams, Run, md_table, plt, read_csv, read_results, write_report
 from testbed.net.cdn import CUSTOMER_NAME, CdnOptions, CdnServices, resolver_of
 from testbed.net.spec import Role, Topology
 from testbed.services.catalog import Catalog, CatalogConfig
+
+
+class Params(ExperimentParams):
+    """``specs/mapping.yaml`` params."""
+
+    fetches: int = Field(gt=0)
+    interval_s: float = Field(ge=0)
+    object_bytes: int = Field(gt=0)
+    timeout_s: int = Field(gt=0)
+
 
 CASES = {
     "resolver": {"ecs": False, "mapping_policy": "testbed.services.mapping:NetworkMap"},

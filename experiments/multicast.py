@@ -35,12 +35,24 @@ from pathlib import Path
 from typing import Any
 
 import networkx as nx
+from pydantic import Field
 
 from experiments.common import emulate
-from experiments.framework import Run, md_table, plt, read_results, write_report
+from experiments.framework import ExperimentParams, Run, md_table, plt, read_results, write_report
 from testbed.measure.replication import DRIVER, MPORT, TPORT, UNICAST_SINK
 from testbed.net.spec import Role, Topology
 from testbed.util import stop_process, wait_until
+
+
+class Params(ExperimentParams):
+    """``specs/multicast.yaml`` params."""
+
+    edges: list[int] = Field(min_length=1)
+    objects: int = Field(gt=0)
+    object_kb: int = Field(gt=0)
+    rate_mbit: int = Field(ge=0)
+    timeout_s: int = Field(gt=0)
+
 
 ROOT = Path(__file__).resolve().parents[1]
 CHUANG_SIRBU = 0.8

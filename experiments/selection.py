@@ -11,7 +11,9 @@ from __future__ import annotations
 
 from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
+
+from pydantic import Field
 
 from experiments.common import (
     catalog_paths,
@@ -21,10 +23,23 @@ from experiments.common import (
     run_drivers,
     save_samples,
 )
-from experiments.framework import Run, md_table, plt, read_csv, read_results, write_report
+from experiments.framework import ExperimentParams, Run, md_table, plt, read_csv, read_results, write_report
 from testbed.measure.workload import zipf_workload
 from testbed.net.cdn import CdnOptions
 from testbed.net.spec import Role
+
+
+class Params(ExperimentParams):
+    """``specs/selection.yaml`` params."""
+
+    methods: list[Literal["anycast", "dns", "redirect"]] = Field(min_length=1)
+    objects: int = Field(gt=0)
+    alpha: float = Field(gt=0)
+    rate_per_client: float = Field(gt=0)
+    duration_s: int = Field(gt=0)
+    dns_ttl: int = Field(ge=0)
+    warm: bool
+
 
 PHASES = ["dns_ms", "connect_ms", "redirect_ms", "ttfb_ms"]
 

@@ -25,14 +25,43 @@ import sys
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
+
+from pydantic import Field
 
 from experiments.common import emulate, median, nearest_edge
 from experiments.failover import settle
-from experiments.framework import Run, md_table, plt, read_csv, read_results, write_report
+from experiments.framework import ExperimentParams, Run, md_table, plt, read_csv, read_results, write_report
 from testbed.net.cdn import CdnOptions, CdnServices
 from testbed.net.spec import Role
 from testbed.util import wait_until
+
+
+class Params(ExperimentParams):
+    """``specs/video.yaml`` params."""
+
+    methods: list[Literal["anycast", "dns", "redirect"]] = Field(min_length=1)
+    policy: str
+    policies: list[str] = Field(min_length=1)
+    bitrates_kbps: list[int] = Field(min_length=1)
+    segment_s: int = Field(gt=0)
+    title_duration_s: int = Field(gt=0)
+    max_buffer_s: int = Field(gt=0)
+    clients_per_region: int = Field(ge=1)
+    bottleneck_client: str
+    bottleneck_mbit: float = Field(gt=0)
+    bottleneck_trace: str | None
+    failover_client: str
+    failover_segment_s: int = Field(gt=0)
+    failover_buffer_s: int = Field(gt=0)
+    failover_at_s: int = Field(ge=0)
+    failover_duration_s: int = Field(gt=0)
+    anycast_modes: list[Literal["destination", "affinity"]]
+    dns_ttls: list[int]
+    dns_ttl: int = Field(ge=0)
+    health_interval: float = Field(gt=0)
+    health_fall: int = Field(ge=1)
+
 
 SEGMENT_COLUMNS = [
     "phase", "label", "method", "policy", "client", "region", "title", "number", "representation", "bitrate_kbps",

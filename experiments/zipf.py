@@ -25,10 +25,27 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from experiments.framework import Run, md_table, plt, read_csv, read_results, write_report
+from pydantic import Field
+
+from experiments.framework import ExperimentParams, Run, md_table, plt, read_csv, read_results, write_report
 from testbed.measure.workload import Zipf
 from testbed.services.eviction import load_policy_class
 from testbed.services.store import ObjectStore
+
+
+class Params(ExperimentParams):
+    """``specs/zipf.yaml`` params."""
+
+    alphas: list[float] = Field(min_length=1)
+    policies: list[str] = Field(min_length=1)
+    objects: int = Field(gt=0)
+    requests: int = Field(gt=0)
+    warmup_fraction: float = Field(ge=0, lt=1)
+    cache_fractions: list[float] = Field(min_length=1)
+    size_mu: float
+    size_sigma: float = Field(ge=0)
+    fit_min_count: int = Field(ge=1)
+
 
 
 def policy_class(name: str) -> type:
