@@ -351,6 +351,18 @@ def _node_run(node, cmd: str) -> None:
         raise LinkEmulationError(f"{node.name}: `{cmd}` failed: {rc[0].strip()}")
 
 
+def _node_exec(node, cmd: str) -> None:
+    """Run ``cmd`` in its own process in a Mininet node's network namespace; raise with its output if it
+    fails. Safe from any thread: unlike :func:`_node_run` it never touches the node's shell, which Mininet
+    lets run one command at a time (a trace's rate change from its thread while a test or experiment runs
+    ``node.cmd`` would trip ``sendCmd``'s assertion)."""
+    r = subprocess.run(
+        ["mnexec", "-a", str(node.pid), "sh", "-c", cmd], capture_output=True, text=True, timeout=30
+    )
+    if r.returncode != 0:
+        raise LinkEmulationError(f"{node.name}: `{cmd}` failed (exit {r.returncode}): {(r.stdout + r.stderr).strip()}")
+
+
 def offloads_off(node, intf: str) -> None:
     """TX checksum/TSO/GSO and GRO off (OVS's userspace datapath and the relay copy frames verbatim)."""
     host_env.offloads_off(intf, node=node)
@@ -405,7 +417,7 @@ class RateLink(Link):
         """Change both directions' rate now (a bandwidth trace's step)."""
         _check_rate(self, mbit)
         for intf in (self.intf1, self.intf2):
-            _node_run(intf.node, htb_rate_command(intf.name, mbit))
+            _node_exec(intf.node, htb_rate_command(intf.name, mbit))
         self.shape = replace(self.shape, bw_mbit=float(mbit))
 
     def verify(self) -> None:
@@ -462,7 +474,7 @@ class NetemLink(Link):
         """Change both directions' rate now (a bandwidth trace's step): the HTB class under netem."""
         _check_rate(self, mbit)
         for intf in (self.intf1, self.intf2):
-            _node_run(intf.node, htb_rate_command(intf.name, mbit))
+            _node_exec(intf.node, htb_rate_command(intf.name, mbit))
         self.shape = replace(self.shape, bw_mbit=float(mbit))
 
     def verify(self) -> None:

@@ -129,7 +129,7 @@ class TracePlayer:
                     self.set_rate(mbit)
                     self.applied.append((time.monotonic(), mbit))
                 except Exception as e:  # noqa: BLE001 - kept and reported; the link keeps its last rate
-                    self.errors.append(f"{self.what}: {e}")
+                    self.errors.append(f"{self.what}: {type(e).__name__}: {e}")
                     if len(self.errors) > 20:
                         return
                 at += d

@@ -237,6 +237,40 @@ def test_bandwidth_cap_is_honoured(tmp_path, cls_name, kw, exact_timing):
 
 
 @pytest.mark.vm
+@pytest.mark.parametrize(
+    ("cls_name", "kw"),
+    [("RelayLink", {"delay_ms": 5, "bw": 20}), ("NetemLink", {"delay_ms": 5, "bw": 20}), ("RateLink", {"bw": 20})],
+)
+def test_set_rate_from_a_thread_while_the_hosts_shell_is_busy(tmp_path, cls_name, kw):
+    """A bandwidth trace changes a link's rate from its own thread while an experiment holds the host's
+    shell (``node.cmd``); the change must not go through that shell (Mininet runs one command at a time)."""
+    import threading
+
+    if cls_name == "NetemLink" and not links.netem_available():
+        pytest.skip("this kernel has no netem (sch_netem): `make test-vm` runs the netem cases in a VM")
+    with emunet([kw], cls_name=cls_name, tmp_path=tmp_path) as net:
+        h1 = net.get("tlh1")
+        link = net.links[0]
+        errors: list[BaseException] = []
+
+        def change() -> None:
+            try:
+                for mbit in (5, 7.5):
+                    link.set_rate(mbit)
+            except BaseException as e:  # noqa: BLE001 - reported below
+                errors.append(e)
+
+        h1.sendCmd("sleep 2")  # the host's shell is busy for the whole change
+        t = threading.Thread(target=change)
+        t.start()
+        t.join(30)
+        assert h1.waitOutput() is not None
+        assert not t.is_alive() and errors == [], errors
+        assert link.shape.bw_mbit == 7.5
+        link.verify()  # tc (or the relay) shows the new rate on both ends
+
+
+@pytest.mark.vm
 def test_link_down_stops_traffic_and_up_restores_it(tmp_path, each_link_mode):
     with emunet([{"delay_ms": 2}], each_link_mode, tmp_path=tmp_path) as net:
         h1, h2 = net.get("tlh1", "tlh2")

@@ -80,7 +80,7 @@ def test_a_failing_rate_change_is_kept_not_raised() -> None:
     tp = TracePlayer(Trace("t", ((0.05, 1.0),)), boom, "c1-s1").start()
     time.sleep(0.3)
     tp.stop()
-    assert tp.errors and tp.errors[0] == "c1-s1: tc said no" and tp.applied == []
+    assert tp.errors and tp.errors[0] == "c1-s1: RuntimeError: tc said no" and tp.applied == []
 
 
 def test_the_rate_change_is_tc_class_change_of_the_htb_class() -> None:
