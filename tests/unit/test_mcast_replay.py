@@ -57,8 +57,15 @@ SESSION = 16
 ORIGIN_ID = 0x0A1B2C3D
 
 
-def inval(iid: int, path: str, sent_at_us: int = 0) -> wire.Invalidate:
-    return wire.Invalidate(iid, wire.InvalAction.PURGE, sent_at_us, ((wire.Match.EXACT, path),))
+def inval(iid: int, path: str, sent_at_us: int | None = None) -> wire.Invalidate:
+    """An INVALIDATE of ``path``, first issued at ``sent_at_us`` (default: now)."""
+    sent = int(time.time() * 1e6) if sent_at_us is None else sent_at_us
+    return wire.Invalidate(iid, wire.InvalAction.PURGE, sent, ((wire.Match.EXACT, path),))
+
+
+def report(next_id: int, invals: tuple[int, ...], ts_us: int | None = None) -> wire.SenderReport:
+    """A SENDER_REPORT sent at ``ts_us`` (default: now) that retains the invalidations ``invals``."""
+    return wire.SenderReport(int(time.time() * 1e6) if ts_us is None else ts_us, next_id, (), invals)
 
 
 def heartbeat(name: str, ts_us: int, rps: float = 1.0, interval_ms: int = 100) -> wire.Heartbeat:
@@ -86,6 +93,51 @@ def test_a_replayed_invalidate_purges_nothing_even_after_the_receiver_forgot_it(
     rx.datagram_received(captured)
     assert "/a" in sink.objects and sink.purges.count("/a") == 1
     assert rx.stats.replayed == 2 and rx.stats.errors == {}
+
+
+def test_a_recording_of_invalidations_replayed_to_a_receiver_that_just_started_purges_nothing() -> None:
+    """No window yet, so sequence numbers cannot tell; the invalidations' age holds them until the
+    sender's first fresh SENDER_REPORT, which no longer retains them."""
+    hour_ago = int((time.time() - 3600) * 1e6)
+    origin = wire.Codec(SESSION, ORIGIN_ID, KEY)
+    recording = [origin.encode(inval(i, f"/obj/{i}", hour_ago)) for i in (1, 2, 3)]
+    sink = MemorySink()
+    for p in ("/obj/1", "/obj/2", "/obj/3"):
+        sink.admit(p, 200, {}, b"current")
+    rx = IngestReceiver(lambda d: None, sink, session_id=SESSION, key=KEY, clock=lambda: 0.0)
+    for d in recording:
+        rx.datagram_received(d)
+    assert sink.purges == [] and rx.stats.invalidations_applied == 0
+    rx.datagram_received(origin.encode(report(next_id=500, invals=(400, 401))))  # the sender, now
+    assert sink.purges == [] and rx.stats.invalidations_applied == 0 and rx.stats.replayed == 3
+    for d in recording:  # and again after the anchor: below the window
+        rx.datagram_received(d)
+    assert sink.purges == [] and rx.stats.replayed == 6
+    rx.datagram_received(origin.encode(inval(501, "/obj/2")))  # the next genuine one
+    assert sink.purges == ["/obj/2"]
+
+
+def test_an_old_invalidation_the_sender_still_retains_is_applied_at_its_first_report() -> None:
+    """A late joiner hears a repeat of an invalidation first issued a minute ago: held, then applied."""
+    origin = wire.Codec(SESSION, ORIGIN_ID, KEY)
+    sink = MemorySink()
+    sink.admit("/a", 200, {}, b"v1")
+    rx = IngestReceiver(lambda d: None, sink, session_id=SESSION, key=KEY, clock=lambda: 0.0)
+    rx.datagram_received(origin.encode(inval(7, "/a", int((time.time() - 60) * 1e6))))
+    assert sink.purges == []
+    rx.datagram_received(origin.encode(report(next_id=8, invals=(7,))))
+    assert sink.purges == ["/a"] and rx.stats.invalidations_applied == 1 and rx.stats.replayed == 0
+
+
+def test_a_stale_sender_report_is_dropped_and_anchors_nothing() -> None:
+    origin = wire.Codec(SESSION, ORIGIN_ID, KEY)
+    sink = MemorySink()
+    sink.admit("/a", 200, {}, b"v1")
+    rx = IngestReceiver(lambda d: None, sink, session_id=SESSION, key=KEY, clock=lambda: 0.0)
+    rx.datagram_received(origin.encode(report(next_id=3, invals=(1,), ts_us=int((time.time() - 3600) * 1e6))))
+    assert rx.stats.replayed == 1
+    rx.datagram_received(origin.encode(inval(1, "/a", int((time.time() - 3600) * 1e6))))
+    assert sink.purges == []  # held: the stale report did not anchor the sender
 
 
 def test_a_forgery_cannot_move_the_window_to_block_genuine_invalidations() -> None:
@@ -276,7 +328,9 @@ async def test_scapy_replayed_invalidate_is_dropped_by_the_edge(edge_on_loopback
     assert st["invalidations_applied"] == 1 and st["duplicates"] == 0 and st["purged"] == 1
     assert await x_cache(http, url) == "HIT"  # still cached
 
-    newer = McastInvalidate(inval_id=2, action=0, sent_at_us=0, entries=[InvalEntry(match=0, path=path)])
+    newer = McastInvalidate(
+        inval_id=2, action=0, sent_at_us=int(time.time() * 1e6), entries=[InvalEntry(match=0, path=path)]
+    )
     sock.send(bytes(scapy_datagram("239.255.16.1", wire.DATA_PORT, newer, 8, ORIGIN_ID)[UDP].payload))
     await until(lambda: stats()["invalidations_applied"] == 2, "next genuine invalidation applied")
     assert await x_cache(http, url) == "MISS" and stats()["replayed"] == 1

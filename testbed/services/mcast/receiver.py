@@ -16,7 +16,11 @@ Every malformed, truncated, forged (wrong key/session, bad digest) or duplicate 
 :meth:`IngestReceiver.datagram_received`. Control messages (INVALIDATE, SENDER_REPORT, other receivers'
 NACKs) that pass the tag check also pass a per-(session, sender) anti-replay window
 (:mod:`contract.replay_window`, RFC 4303 §3.4.3): a captured one sent again is dropped and counted in
-``stats.replayed``.
+``stats.replayed``. A SENDER_REPORT sent more than ``DEFAULT_MAX_AGE_S`` (30 s) before the receiver's wall
+clock is dropped too. An INVALIDATE carries its first issue time, not its transmission time, so at first
+contact (no fresh SENDER_REPORT heard from its sender yet) one issued more than 30 s ago is held, not
+applied: the sender's next report anchors it, and a held invalidation the sender no longer retains is a
+recording and is dropped (``stats.replayed``); one it retains would be NACKed and applied anyway.
 
 Run standalone: ``python -m testbed.services.mcast.receiver --config F`` (see :class:`ReceiverConfig`).
 """
@@ -40,7 +44,7 @@ from pydantic import Field
 
 from contract import mcast_wire as wire
 from contract.mcast_wire import Match
-from contract.replay_window import DEFAULT_SIZE, ReplayWindow, Verdict
+from contract.replay_window import DEFAULT_MAX_AGE_S, DEFAULT_SIZE, ReplayWindow, Verdict
 from testbed.services.base import ServiceConfig, service_main
 from testbed.services.mcast.net import EndpointRunner, GroupConfig
 
@@ -189,7 +193,11 @@ class _SenderState:
     manifests: OrderedDict = field(default_factory=OrderedDict)
     last_seen: float = 0.0
     max_data_oid: int = 0
+    anchored: bool = False  # a fresh SENDER_REPORT from this sender was heard
+    held: OrderedDict = field(default_factory=OrderedDict)  # inval id -> old INVALIDATE heard before the anchor
 
+
+MAX_HELD_INVALS = 64
 
 MAX_RANGES_PER_NACK = 128
 # control messages this receiver acts on (heartbeats on the ingest group are ignored, not replay-checked)
@@ -220,7 +228,7 @@ class IngestReceiver:
         self.rng = rng or random.Random()
         self.transmit = transmit
         self.sink = sink
-        self.replay = ReplayWindow(replay_window)
+        self.replay = ReplayWindow(replay_window, max_age_us=int(DEFAULT_MAX_AGE_S * 1e6))
         self.codec = wire.Codec(session_id, receiver_id or self.rng.randrange(1, 2**32), key)
         self.nack_backoff = nack_backoff
         self.nack_retry = nack_retry
@@ -253,7 +261,9 @@ class IngestReceiver:
         if h.sender_id == self.receiver_id:
             return  # our own NACK looped back
         if h.type in _REPLAY_CHECKED:
-            v = self.replay.admit((h.session_id, h.sender_id), h.seq, wire.send_time_us(msg))
+            v = self.replay.admit(
+                (h.session_id, h.sender_id), h.seq, wire.send_time_us(msg), now_us=int(self.wall() * 1e6)
+            )
             if not v.ok:
                 self.stats.replayed += 1
                 return
@@ -289,7 +299,10 @@ class IngestReceiver:
         elif isinstance(msg, wire.SenderReport):
             self._on_report(h.sender_id, st, msg)
         elif isinstance(msg, wire.Invalidate):
-            self._on_invalidate(st, msg)
+            if not st.anchored and self.wall() - msg.sent_at_us / 1e6 > DEFAULT_MAX_AGE_S:
+                self._hold(st, msg)
+            else:
+                self._on_invalidate(st, msg)
         elif isinstance(msg, wire.Manifest):
             st.manifests[msg.manifest_id] = msg
             self.stats.manifests += 1
@@ -385,7 +398,27 @@ class IngestReceiver:
                 w.tx_done = True
                 self._schedule(w)
 
+    def _hold(self, st: _SenderState, m: wire.Invalidate) -> None:
+        """An old INVALIDATE before the sender's first fresh report: it may be a recording; wait for the anchor."""
+        st.held[m.inval_id] = m
+        while len(st.held) > MAX_HELD_INVALS:
+            st.held.popitem(last=False)
+            self.stats.replayed += 1
+
+    def _anchor(self, st: _SenderState, r: wire.SenderReport) -> None:
+        """The sender's first fresh report: apply the held invalidations it still retains, drop the rest."""
+        st.anchored = True
+        held, st.held = st.held, OrderedDict()
+        retained = set(r.invals)
+        for iid, m in held.items():
+            if iid in retained:
+                self._on_invalidate(st, m)
+            else:
+                self.stats.replayed += 1
+
     def _on_report(self, sid: int, st: _SenderState, r: wire.SenderReport) -> None:
+        if not st.anchored:
+            self._anchor(st, r)
         for oid, n in r.objects:
             w = self._want(st, oid)
             if w is None:
