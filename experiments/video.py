@@ -91,11 +91,10 @@ class Players:
         self.n = 0
 
     def steering(self, client: str, via: str) -> list[str]:
-        if via == "anycast":
-            return ["--vip", self.cn.topo.anycast[0].vip]
-        if via == "dns":
-            return ["--resolver", self.cn.ip(self.svc.resolver_for(client))]
-        return ["--redirector", self.cn.ip(self.svc.redirectors[0])]
+        args = self.svc.steering_args(client, via)
+        if args is None:
+            raise ValueError(f"{self.cn.topo.name}: this CDN has no {via} service for {client}")
+        return args
 
     def start(self, client: str, via: str, title: str, policy: str, duration: float, max_buffer: float,
               extra: list[str] | None = None) -> dict[str, Any]:

@@ -612,6 +612,18 @@ class CdnServices:
         """The client's resolver (see :func:`resolver_of`)."""
         return resolver_of(self.cn.topo, client)
 
+    def steering_args(self, client: str, via: str) -> list[str] | None:
+        """The options that send a measuring tool (``testbed.measure.player``, ``probe``) on ``client``
+        through selection method ``via``: the anycast VIP, the client's resolver, or the redirector.
+        None when this CDN has no such service."""
+        if via == "anycast" and self.cn.topo.anycast:
+            return ["--vip", self.cn.topo.anycast[0].vip]
+        if via == "redirect" and self.redirectors:
+            return ["--redirector", self.cn.ip(self.redirectors[0])]
+        if via == "dns" and (res := self.resolver_for(client)):
+            return ["--resolver", self.cn.ip(res)]
+        return None
+
     def service_process(self, host: str) -> subprocess.Popen | None:
         """The running service process of ``host`` (None: none started, or it has exited)."""
         role = self.cn.topo.host(host).role.value

@@ -245,19 +245,16 @@ class CdnCLI(CLI):
     def _steering(self, client: str, via: str) -> list[str] | None:
         """The options that send a measuring tool on ``client`` through method ``via`` (the anycast VIP,
         the client's resolver, or the redirector); None, said why, when the CDN has no such service."""
-        node = self.mn[client]
-        if via == "anycast" and self.cn.topo.anycast:
-            return ["--vip", self.cn.topo.anycast[0].vip]
-        if via == "redirect" and self.svc and self.svc.redirectors:
-            return ["--redirector", self.cn.ip(self.svc.redirectors[0])]
-        if via == "dns" and self.svc and self.svc.resolver_for(client):
-            res = self.cn.ip(self.svc.resolver_for(client))
-            chain = node.cmd(f"dig +short +time=2 +tries=1 @{res} {CUSTOMER_NAME} A").split()
+        args = self.svc.steering_args(client, via) if self.svc else None
+        if args is None:
+            print(f"*** no {via} service in this CDN")
+            return None
+        if via == "dns":
+            res = args[1]
+            chain = self.mn[client].cmd(f"dig +short +time=2 +tries=1 @{res} {CUSTOMER_NAME} A").split()
             if chain and not chain[0].startswith(";"):
                 print(f"{CUSTOMER_NAME} -> {' -> '.join(chain)} (resolver {res})")
-            return ["--resolver", res]
-        print(f"*** no {via} service in this CDN")
-        return None
+        return args
 
     def do_play(self, line: str) -> None:
         """play CLIENT [TITLE] [--via anycast|dns|redirect] [--policy P] [--duration S]: stream a DASH title
