@@ -50,7 +50,15 @@ class Clock:
 _SEQ = itertools.count(1)  # like a publisher: every heartbeat a new sequence number and a later timestamp
 
 
-T0_US = time.time_ns() // 1000  # heartbeats carry their transmission time; the feeds drop old ones
+_LAST_US = [0]
+
+
+def sent_now_us() -> int:
+    """A heartbeat's transmission time: the wall clock now (the feeds drop one older than 30 s, so never a
+    time taken at import: the unit tier may run this file minutes after collecting it), always later than
+    the previous one."""
+    _LAST_US[0] = max(time.time_ns() // 1000, _LAST_US[0] + 1)
+    return _LAST_US[0]
 
 
 def heartbeat(
@@ -63,7 +71,7 @@ def heartbeat(
     session: int = SESSION,
 ) -> bytes:
     n = next(_SEQ) if seq is None else seq
-    hb = wire.Heartbeat(name, wire.Role.EDGE, T0_US + n, interval_ms, addr, rps, 0, 0.1, 1)  # sent just now
+    hb = wire.Heartbeat(name, wire.Role.EDGE, sent_now_us(), interval_ms, addr, rps, 0, 0.1, 1)
     return wire.encode(hb, session_id=session, sender_id=abs(hash(name)) % 2**32, seq=n, key=key.encode())
 
 
