@@ -3,6 +3,7 @@
 #   sudo make test    run the test suite (unit tier, then the Mininet tier)
 #   sudo make test-vm the Mininet tier's VM subset with netem and the kernel datapath, in a VM of Debian's
 #                     kernel (for machines whose kernel has neither; see docs/troubleshooting.md)
+#   sudo make vm-exec CMD='...'  one command (a benchmark, a grader) in that VM instead of the tier
 SHELL := /bin/bash
 PYTHON_SYS ?= /usr/bin/python3
 VENV ?= .venv
@@ -19,7 +20,7 @@ PYTEST_ARGS ?=
 VM_APT_PACKAGES := qemu-system-x86 linux-image-amd64 busybox-static
 VM_ARGS ?=
 
-.PHONY: setup apt ovs venv demo test test-unit test-mininet test-vm vm-tools lint clean doctor
+.PHONY: setup apt ovs venv demo test test-unit test-mininet test-vm vm-exec vm-tools lint clean doctor
 
 setup: apt ovs venv
 
@@ -78,6 +79,14 @@ vm-tools: venv
 test-vm: setup vm-tools
 	$(VENV)/bin/cdnlab clean --quiet
 	$(PY) tests/vm/run.py $(VM_ARGS)
+
+# One shell command in the same VM instead of the tier (a benchmark, a grader), e.g.
+#   sudo make vm-exec CMD='cdnlab bench links --links netem --json'
+vm-exec: export CMD := $(CMD)
+vm-exec: setup vm-tools
+	@[ -n "$$CMD" ] || { echo "make vm-exec: give the command: make vm-exec CMD='...'"; exit 2; }
+	$(VENV)/bin/cdnlab clean --quiet
+	$(PY) tests/vm/run.py $(VM_ARGS) --exec "$$CMD"
 
 test-unit: venv
 	$(VENV)/bin/python -m pytest -m "not mininet" $(PYTEST_ARGS)

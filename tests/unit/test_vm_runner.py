@@ -41,6 +41,29 @@ def test_the_verdict_fails_an_empty_or_wrong_run(guest, counts, word):
     assert (got is None) if word is None else (word in got)
 
 
+@pytest.mark.parametrize(
+    ("guest", "rc", "word"),
+    [
+        (GUEST_OK, 0, None),
+        (GUEST_OK, 1, "exited 1"),
+        (GUEST_OK, None, "did not finish"),
+        ({**GUEST_OK, "datapath": "none"}, 0, "lacks netem or the kernel datapath"),
+        ({"failed_step": "boot"}, None, "could not start: boot"),
+    ],
+)
+def test_an_exec_run_passes_only_when_the_command_exits_0_on_netem_and_the_kernel_datapath(guest, rc, word):
+    got = vm_run.exec_verdict(guest, rc)
+    assert (got is None) if word is None else (word in got)
+
+
+def test_exec_takes_no_pytest_arguments(monkeypatch, tmp_path):
+    monkeypatch.setattr(vm_run, "OUT", tmp_path / "vm")
+    monkeypatch.setattr(vm_run.os, "geteuid", lambda: 0)
+    monkeypatch.setattr(vm_run, "kernel_image", lambda: Path("/boot/vmlinuz-x"))
+    with pytest.raises(SystemExit, match="no pytest arguments"):
+        vm_run.main(["--accel", "tcg", "--exec", "true", "--", "-k", "links"])
+
+
 def test_vng_boots_debians_kernel_with_the_checkout_writable(monkeypatch, tmp_path):
     monkeypatch.setenv("PATH", f"{tmp_path}:/usr/bin:/bin")
     (tmp_path / "vng").write_text("#!/bin/sh\n")

@@ -4,7 +4,7 @@
 # on tmpfs (the guest sees the host's files read-only, and ovsdb-server cannot make its temporary file on
 # the shared 9p /tmp), then runs the Mininet tier's VM subset (`-m vm`) with --links netem --datapath kernel.
 # Writes test-artifacts/vm/guest.json (what the guest had) and junit.xml (what ran); the host reads both.
-# Usage: guest.sh REPO ACCEL [PYTEST_ARGS...]   (ACCEL: kvm or tcg; under tcg timing is coarse, and the
+# Usage: guest.sh REPO ACCEL [PYTEST_ARGS...]  or  guest.sh REPO ACCEL --exec FILE  (ACCEL: kvm or tcg; under tcg timing is coarse, and the
 # tests that measure time assert only what TCG honours: see the exact_timing fixture)
 set -u
 repo=$1; accel=$2; shift 2
@@ -30,6 +30,13 @@ cd "$repo" || exit 6
 export CDNLAB_TEST_LINKS=netem CDNLAB_TEST_DATAPATH=kernel
 # TCG runs the guest about ten times slower: deadlines for things to come up stretch, measurements do not
 [ "$accel" = tcg ] && export CDNLAB_TIMING=coarse CDNLAB_TIMEOUT_SCALE=4
+if [ "${1:-}" = --exec ]; then  # run.py --exec: one command instead of the tier; its status in exec.rc
+  export PATH="$repo/.venv/bin:$PATH"
+  bash -o pipefail "$2" 2>&1 | tee "$out/exec.log"
+  rc=${PIPESTATUS[0]}
+  echo "$rc" > "$out/exec.rc"
+  exit "$rc"
+fi
 .venv/bin/python -m pytest -v -p no:cacheprovider -m vm --links netem --datapath kernel \
   --junitxml="$out/junit.xml" -o junit_family=xunit2 "$@" 2>&1 | tee "$out/pytest.log"
 exit "${PIPESTATUS[0]}"

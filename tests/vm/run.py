@@ -13,6 +13,12 @@ datapath, at least one test passed, and none failed or errored.
 
 Usage: ``python tests/vm/run.py [--accel auto|kvm|tcg] [--memory 3G] [--cpus 2] [--timeout 2400]
 [-- PYTEST_ARGS...]``.
+
+``--exec CMD`` runs one shell command in the same guest instead of the tier (``make vm-exec CMD=...``): a
+benchmark or a grader on netem and the kernel datapath, e.g. ``cdnlab bench links --links netem --json``.
+The command runs as root in the checkout with the venv on ``PATH``; its output streams as the tier's
+does. The last line is then ``kernel``, ``netem``, ``datapath``, ``exec``, ``exit`` (its status),
+``seconds``, ``accel``, ``boot``; exit status 0 only when the guest had both and the command exited 0.
 """
 
 from __future__ import annotations
@@ -121,12 +127,27 @@ def verdict(guest: dict[str, Any], counts: dict[str, int] | None) -> str | None:
     return None
 
 
+def exec_verdict(guest: dict[str, Any], rc: int | None) -> str | None:
+    """``--exec``: None when the guest had netem and the kernel datapath and the command exited 0."""
+    if guest.get("failed_step"):
+        return f"the guest could not start: {guest['failed_step']}"
+    if guest.get("netem") is not True or guest.get("datapath") != "kernel":
+        return f"the guest lacks netem or the kernel datapath: {guest}"
+    if rc is None:
+        return "the command did not finish (no exit status)"
+    if rc != 0:
+        return f"the command exited {rc}"
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="make test-vm", description=__doc__.split("\n\n")[0])
     ap.add_argument("--accel", choices=("auto", "kvm", "tcg"), default=os.environ.get("CDNLAB_VM_ACCEL", "auto"))
     ap.add_argument("--memory", default="3G")
     ap.add_argument("--cpus", type=int, default=min(2, os.cpu_count() or 1))
     ap.add_argument("--timeout", type=float, default=2400, help="seconds before the VM is stopped")
+    ap.add_argument("--exec", dest="exec_cmd", metavar="CMD",
+                    help="run this shell command in the guest instead of the tier (a benchmark, a grader)")
     ap.add_argument("pytest_args", nargs="*", help="after --: extra pytest arguments (e.g. -k links)")
     a = ap.parse_args(argv)
     if os.geteuid() != 0:
@@ -141,6 +162,11 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(OUT)
     OUT.mkdir(parents=True)
     script = [str(ROOT / "tests" / "vm" / "guest.sh"), str(ROOT), accel, *a.pytest_args]
+    if a.exec_cmd:  # a file the guest reads: the command line needs no quoting through vng and the shell
+        if a.pytest_args:
+            raise SystemExit("test-vm: --exec runs a command instead of the tier: no pytest arguments with it")
+        (OUT / "exec.sh").write_text(a.exec_cmd + "\n")
+        script = [str(ROOT / "tests" / "vm" / "guest.sh"), str(ROOT), accel, "--exec", str(OUT / "exec.sh")]
     cmd = vng_command(kernel, accel, a.memory, a.cpus, script)
     problem = None
     with open(OUT / "console.log", "w") as console:
@@ -167,6 +193,13 @@ def main(argv: list[str] | None = None) -> int:
             problem = f"the VM ran past --timeout {a.timeout:g} s and was stopped"
     guest_file, junit = OUT / "guest.json", OUT / "junit.xml"
     guest = json.loads(guest_file.read_text()) if guest_file.exists() else {"failed_step": "boot"}
+    if a.exec_cmd:
+        rc_file = OUT / "exec.rc"
+        rc = int(rc_file.read_text()) if rc_file.exists() else None
+        problem = problem or exec_verdict(guest, rc)
+        return _report({"kernel": guest.get("kernel"), "netem": guest.get("netem", False),
+                        "datapath": guest.get("datapath"), "exec": a.exec_cmd, "exit": rc,
+                        "seconds": round(time.monotonic() - t0, 1), "accel": accel, "boot": kernel.name}, problem)
     counts = junit_counts(junit) if junit.exists() else None
     problem = problem or verdict(guest, counts)
     result: dict[str, Any] = {
@@ -174,6 +207,11 @@ def main(argv: list[str] | None = None) -> int:
         **(counts or {"passed": 0, "failed": 0, "skipped": 0, "errors": 0}),
         "seconds": round(time.monotonic() - t0, 1), "accel": accel, "boot": kernel.name,
     }
+    return _report(result, problem)
+
+
+def _report(result: dict[str, Any], problem: str | None) -> int:
+    """Print (and keep in result.json) the last line; 1 when there is a problem."""
     if problem:
         result["problem"] = problem
         print(f"test-vm: FAILED: {problem} (console: {OUT / 'console.log'})", flush=True)
