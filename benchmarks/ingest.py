@@ -8,7 +8,7 @@ each joined by a veth pair to a Linux bridge that lives in a switch namespace of
 The same object set is then replicated to the K edges twice:
 
 * **multicast**: one :class:`~testbed.services.mcast.sender.IngestSender` in the origin namespace, K
-  ``testbed.services.mcast.receiver`` services (NACK repair on); done when every receiver delivered every
+  ``testbed.services.mcast.receiver_service`` services (NACK repair on); done when every receiver delivered every
   object (digest-checked);
 * **unicast**: the origin opens one TCP connection per edge and sends every object over each; done when
   every edge acknowledged.
@@ -187,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
             spawn(
                 topo.nodes[1 + i],
                 "-m",
-                "testbed.services.mcast.receiver",
+                "testbed.services.mcast.receiver_service",
                 "--config",
                 str(cfg),
                 log=tmp / f"rx{i}.out",

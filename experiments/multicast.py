@@ -7,7 +7,7 @@ replicates the same object set to K edges twice, for each K in ``edges``:
 
 * **multicast**: the NACK-based reliable multicast sender of :mod:`testbed.services.mcast` (the driver
   script of ``benchmarks/ingest.py``) sends one stream to an IGMP-joined group; the K edges run
-  ``testbed.services.mcast.receiver``; the Ryu controller builds the shortest-path tree from the
+  ``testbed.services.mcast.receiver_service``; the Ryu controller builds the shortest-path tree from the
   IGMP joins (:mod:`controller.multicast`); done when every receiver delivered every object (digests);
 * **unicast**: the origin opens one TCP connection per edge and sends every object over each.
 
@@ -191,7 +191,7 @@ def run(r: Run) -> dict[str, Any]:
                     [
                         sys.executable,
                         "-m",
-                        "testbed.services.mcast.receiver",
+                        "testbed.services.mcast.receiver_service",
                         "--config",
                         str(sd / f"rx{i}.cfg.json"),
                     ],

@@ -44,7 +44,7 @@ import asyncio, json, pathlib, struct, sys, time
 mode, objdir, edges, statdir, rate = sys.argv[1], pathlib.Path(sys.argv[2]), sys.argv[3].split(","), pathlib.Path(sys.argv[4]), float(sys.argv[5])
 objs = {"/" + f.name: f.read_bytes() for f in sorted(objdir.iterdir())}
 async def multicast():
-    from testbed.services.mcast.net import EndpointRunner, GroupConfig
+    from testbed.services.mcast.sockets import EndpointRunner, GroupConfig
     from testbed.services.mcast.sender import IngestSender
     runner = EndpointRunner(GroupConfig(group=sys.argv[6], port=int(sys.argv[7]), iface_addr=sys.argv[8], ttl=1, loop=False))
     snd = IngestSender(runner.transmit, session_id=9, rate_bps=rate * 1e6 / 8, report_interval=0.1)

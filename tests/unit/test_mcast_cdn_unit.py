@@ -2,7 +2,7 @@
 
 The origin's sender and the edges' receivers are the real engines inside the real (loopback) services;
 only the datagram transport is replaced by an in-memory, optionally lossy, fan-out (the socket driver is
-:mod:`testbed.services.mcast.net`'s, exercised in the Mininet tier).
+:mod:`testbed.services.mcast.sockets`'s, exercised in the Mininet tier).
 """
 
 from __future__ import annotations

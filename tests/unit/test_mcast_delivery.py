@@ -21,9 +21,10 @@ import pytest
 
 from contract import mcast_wire as wire
 from testbed.services.mcast.control import ControlListener, LoadTable
-from testbed.services.mcast.receiver import IngestReceiver, MemorySink
+from testbed.services.mcast.receiver import IngestReceiver
 from testbed.services.mcast.sender import IngestSender
 from testbed.services.mcast.simnet import SimNetwork
+from testbed.services.mcast.sinks import MemorySink
 from testbed.util import wait_until
 
 SESSION = 42
@@ -396,7 +397,7 @@ PY = str(ROOT / ".venv" / "bin" / "python") if (ROOT / ".venv").exists() else sy
 
 COUNTER = """
 import socket, sys, time, pathlib
-from testbed.services.mcast.net import GroupConfig, open_group_socket
+from testbed.services.mcast.sockets import GroupConfig, open_group_socket
 cfg = GroupConfig(group=sys.argv[1], port=int(sys.argv[2]), iface_addr="127.0.0.1")
 s = open_group_socket(cfg, join=sys.argv[3] == "join", blocking=True)
 s.settimeout(0.1)
@@ -502,7 +503,7 @@ def test_real_multicast_in_a_namespace(netns, tmp_path: Path) -> None:
             )
         )
         receivers.append(
-            netns("-m", "testbed.services.mcast.receiver", "--config", str(cfg), log=tmp_path / f"rx{i}.log")
+            netns("-m", "testbed.services.mcast.receiver_service", "--config", str(cfg), log=tmp_path / f"rx{i}.log")
         )
     wait_until(
         lambda: all((tmp_path / f"rx{i}-stats.json").exists() for i in range(2)), 15, what="receivers up"

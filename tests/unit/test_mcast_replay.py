@@ -13,7 +13,7 @@ receiver once, and is acted on. Later the payload read back from the pcap is sen
 it is dropped and counted in ``replayed``. The receivers are the real ones:
 
 * the edge service, with its ingest receiver driven by the socket driver
-  (:class:`~testbed.services.mcast.net.EndpointRunner`);
+  (:class:`~testbed.services.mcast.sockets.EndpointRunner`);
 * the DNS/redirector's :class:`~testbed.services.mcast.consumer.ControlFeed`, with its listener thread.
 
 Both read a unicast loopback socket instead of joining a group, so no multicast leaves for the root
@@ -48,8 +48,9 @@ from testbed.services.mcast import control as control_mod
 from testbed.services.mcast.cdn import EdgeIngest
 from testbed.services.mcast.consumer import ControlConsumerConfig, ControlFeed
 from testbed.services.mcast.control import ControlListener
-from testbed.services.mcast.receiver import IngestReceiver, MemorySink
+from testbed.services.mcast.receiver import IngestReceiver
 from testbed.services.mcast.sender import IngestSender
+from testbed.services.mcast.sinks import MemorySink
 from testbed.util import async_wait_until, free_port
 
 KEY = b"replay-test-key"

@@ -1,10 +1,12 @@
 """Multicast inside the CDN: content ingest (origin -> edges), invalidation, and the control channel.
 
-- :mod:`.wire`: the message formats (struct codec, strict validation, HMAC/digest tags).
+- :mod:`contract.mcast_wire`: the message formats (struct codec, strict validation, HMAC/digest tags).
 - :mod:`.sender` / :mod:`.receiver`: NACK-based reliable multicast ingest (NORM-style, RFC 5740) as
-  sans-I/O engines ``IngestSender`` / ``IngestReceiver``, plus their services.
+  sans-I/O engines ``IngestSender`` (with its service) / ``IngestReceiver``; :mod:`.sinks`: where the
+  receiver puts objects; :mod:`.receiver_service`: the receiver as a service of its own.
 - :mod:`.control`: HEARTBEAT publishing and ``ControlListener`` (load per node, failure detection).
-- :mod:`.net`: multicast sockets and the asyncio driver; :mod:`.simnet`: a seeded lossy simulated network.
+- :mod:`.sockets`: multicast sockets and the asyncio driver; :mod:`.simnet`: a seeded lossy simulated
+  network.
 
 Names are imported lazily so ``python -m testbed.services.mcast.sender`` does not import itself twice.
 """
@@ -20,12 +22,12 @@ _EXPORTS = {
     "LoadSample": "control",
     "LoadTable": "control",
     "NodeState": "control",
-    "GroupConfig": "net",
-    "open_group_socket": "net",
-    "DirectorySink": "receiver",
+    "GroupConfig": "sockets",
+    "open_group_socket": "sockets",
+    "DirectorySink": "sinks",
     "IngestReceiver": "receiver",
-    "MemorySink": "receiver",
-    "ObjectSink": "receiver",
+    "MemorySink": "sinks",
+    "ObjectSink": "sinks",
     "IngestSender": "sender",
     "SimNetwork": "simnet",
 }

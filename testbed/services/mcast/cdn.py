@@ -5,7 +5,7 @@ The lecture's three uses of multicast inside a CDN, wired into the real origin a
 * **content ingestion** (origin -> edges): the origin runs :class:`OriginIngest`, an
   :class:`~testbed.services.mcast.sender.IngestSender` on the ingest group; every edge runs
   :class:`EdgeIngest`, an :class:`~testbed.services.mcast.receiver.IngestReceiver` whose
-  :class:`~testbed.services.mcast.receiver.ObjectSink` is the edge cache itself, so a pushed object becomes
+  :class:`~testbed.services.mcast.sinks.ObjectSink` is the edge cache itself, so a pushed object becomes
   a fresh cache entry (``Edge.admit``) and the first client request for it is a hit;
 * **origin-edge updates**: when the origin publishes a new version it multicasts an INVALIDATE (or pushes
   the new version), applied by every edge through ``Edge.purge``;
@@ -33,9 +33,10 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from contract import mcast_wire as wire
 from testbed.services.mcast.control import CONTROL_GROUP, HeartbeatPublisher, LoadSample
-from testbed.services.mcast.net import EndpointRunner, GroupConfig
-from testbed.services.mcast.receiver import IngestReceiver, ObjectSink
+from testbed.services.mcast.receiver import IngestReceiver
 from testbed.services.mcast.sender import make_sender
+from testbed.services.mcast.sinks import ObjectSink
+from testbed.services.mcast.sockets import EndpointRunner, GroupConfig
 
 log = logging.getLogger(__name__)
 

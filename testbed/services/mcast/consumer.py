@@ -31,7 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from contract import mcast_wire as wire
 from testbed.services.mcast.control import CONTROL_GROUP, ControlListener, NodeState, wall_clock_us
-from testbed.services.mcast.net import GroupConfig
+from testbed.services.mcast.sockets import GroupConfig
 
 log = logging.getLogger(__name__)
 

@@ -33,7 +33,7 @@ from contract import mcast_wire as wire
 from contract.mcast_wire import Role
 from contract.replay_window import DEFAULT_MAX_AGE_S, DEFAULT_SIZE, ReplayWindow, Verdict
 from testbed.services.base import ServiceConfig, service_main
-from testbed.services.mcast.net import GroupConfig, open_group_socket
+from testbed.services.mcast.sockets import GroupConfig, open_group_socket
 
 log = logging.getLogger(__name__)
 

@@ -22,63 +22,25 @@ contact (no fresh SENDER_REPORT heard from its sender yet) one issued more than 
 applied: the sender's next report anchors it, and a held invalidation the sender no longer retains is a
 recording and is dropped (``stats.replayed``); one it retains would be NACKed and applied anyway.
 
-Run standalone: ``python -m testbed.services.mcast.receiver --config F`` (see :class:`ReceiverConfig`).
+Sinks are in :mod:`testbed.services.mcast.sinks`; the standalone service (``python -m
+testbed.services.mcast.receiver_service --config F``) in :mod:`testbed.services.mcast.receiver_service`.
 """
 
 from __future__ import annotations
 
-import asyncio
-import json
 import logging
 import random
-import sys
 import time
-import urllib.parse
 from collections import OrderedDict, deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Literal, Protocol, runtime_checkable
-
-from pydantic import Field
 
 from contract import mcast_wire as wire
 from contract.mcast_wire import Match
 from contract.replay_window import DEFAULT_MAX_AGE_S, DEFAULT_SIZE, ReplayWindow, Verdict
-from testbed.services.base import ServiceConfig, service_main
-from testbed.services.mcast.net import EndpointRunner, GroupConfig
+from testbed.services.mcast.sinks import ObjectSink
 
 log = logging.getLogger(__name__)
-
-
-@runtime_checkable
-class ObjectSink(Protocol):
-    """Where complete, verified objects go (the edge cache). ``purge`` returns whether it held ``path``.
-
-    A sink may also offer ``purge_prefix(prefix: str) -> int``; without it a prefix invalidation purges
-    the paths this receiver itself delivered under that prefix.
-    """
-
-    def admit(self, path: str, status: int, headers: Mapping[str, str], body: bytes) -> None: ...
-
-    def purge(self, path: str) -> bool: ...
-
-
-class MemorySink:
-    """An in-memory :class:`ObjectSink` (tests, simulations)."""
-
-    def __init__(self) -> None:
-        self.objects: dict[str, tuple[int, dict[str, str], bytes]] = {}
-        self.admits = 0
-        self.purges: list[str] = []
-
-    def admit(self, path: str, status: int, headers: Mapping[str, str], body: bytes) -> None:
-        self.objects[path] = (status, dict(headers), body)
-        self.admits += 1
-
-    def purge(self, path: str) -> bool:
-        self.purges.append(path)
-        return self.objects.pop(path, None) is not None
 
 
 @dataclass
@@ -605,172 +567,3 @@ class IngestReceiver:
 def _match(entry: tuple[Match, str], path: str) -> bool:
     m, p = entry
     return path == p if m is Match.EXACT else path.startswith(p)
-
-
-# ---------------------------------------------------------------------------------------------- sinks
-
-
-class DirectorySink:
-    """Stores each object under ``root`` (path -> file, plus ``.meta.json`` with status and headers)."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        root.mkdir(parents=True, exist_ok=True)
-
-    def _file(self, path: str) -> Path:
-        rel = urllib.parse.quote(path.lstrip("/"), safe="") or "%2F"
-        return self.root / rel
-
-    def admit(self, path: str, status: int, headers: Mapping[str, str], body: bytes) -> None:
-        f = self._file(path)
-        f.write_bytes(body)
-        f.with_name(f.name + ".meta.json").write_text(
-            json.dumps({"path": path, "status": status, "headers": dict(headers)})
-        )
-
-    def purge(self, path: str) -> bool:
-        f = self._file(path)
-        f.with_name(f.name + ".meta.json").unlink(missing_ok=True)
-        try:
-            f.unlink()
-            return True
-        except FileNotFoundError:
-            return False
-
-
-class HttpForwardSink:
-    """Forwards to an edge cache over HTTP: ``PUT {edge_url}{path}`` (X-Mcast-Status + headers) to admit,
-    ``DELETE {edge_url}{path}`` to purge. Runs requests in the background of the running asyncio loop."""
-
-    def __init__(self, edge_url: str) -> None:
-        self.edge_url = edge_url.rstrip("/")
-        self._tasks: set[asyncio.Task] = set()
-
-    def _spawn(self, coro) -> None:
-        t = asyncio.get_running_loop().create_task(coro)
-        self._tasks.add(t)
-        t.add_done_callback(self._tasks.discard)
-
-    async def _req(self, method: str, path: str, headers: dict[str, str], body: bytes | None) -> int:
-        import aiohttp
-
-        try:
-            async with (
-                aiohttp.ClientSession() as s,
-                s.request(
-                    method,
-                    self.edge_url + path,
-                    headers=headers,
-                    data=body,
-                    timeout=aiohttp.ClientTimeout(total=5),
-                ) as r,
-            ):
-                return r.status
-        except (aiohttp.ClientError, TimeoutError) as e:
-            log.warning("%s %s failed: %s", method, path, e)
-            return 0
-
-    def admit(self, path: str, status: int, headers: Mapping[str, str], body: bytes) -> None:
-        self._spawn(self._req("PUT", path, {**headers, "X-Mcast-Status": str(status)}, body))
-
-    def purge(self, path: str) -> bool:
-        self._spawn(self._req("DELETE", path, {}, None))
-        return True
-
-
-# ---------------------------------------------------------------------------------------------- service
-
-
-class ReceiverConfig(ServiceConfig):
-    """Config of ``python -m testbed.services.mcast.receiver``."""
-
-    name: str = "mcast-receiver"
-    session_id: int = Field(1, ge=0, le=2**32 - 1)
-    key: str | None = None
-    group: GroupConfig = GroupConfig()
-    nack_backoff_s: float = Field(0.03, ge=0)
-    nack_retry_s: float = Field(0.15, gt=0)
-    max_object_bytes: int = Field(256 << 20, ge=1)
-    sink: Literal["dir", "http"] = "dir"
-    store_dir: Path = Path("/tmp/cdnlab-mcast-store")
-    edge_url: str = "http://127.0.0.1:8080"
-    http_host: str = "127.0.0.1"
-    http_port: int | None = Field(None, ge=1, le=65535)  # GET /stats
-    stats_file: Path | None = None  # JSON stats written every second and at exit
-
-
-def make_receiver(cfg: ReceiverConfig, transmit: Callable[[bytes], None], sink: ObjectSink) -> IngestReceiver:
-    return IngestReceiver(
-        transmit,
-        sink,
-        session_id=cfg.session_id,
-        key=wire.key_bytes(cfg.key),
-        nack_backoff=cfg.nack_backoff_s,
-        nack_retry=cfg.nack_retry_s,
-        max_object_bytes=cfg.max_object_bytes,
-    )
-
-
-async def serve(cfg: ReceiverConfig, stop: asyncio.Event) -> None:
-    """Multicast ingest receiver: join the group, reassemble and verify objects, store them in the sink."""
-    runner = EndpointRunner(cfg.group)
-    sink: ObjectSink = DirectorySink(cfg.store_dir) if cfg.sink == "dir" else HttpForwardSink(cfg.edge_url)
-    rx = make_receiver(cfg, runner.transmit, sink)
-    log.info(
-        "receiver %08x joined %s:%d on %s",
-        rx.receiver_id,
-        cfg.group.group,
-        cfg.group.port,
-        cfg.group.iface_addr,
-    )
-    api = None
-    if cfg.http_port:
-        from aiohttp import web
-
-        async def stats(_req: web.Request) -> web.Response:
-            return web.json_response(
-                {"receiver_id": rx.receiver_id, "pending": rx.pending(), **rx.stats.as_dict()}
-            )
-
-        app = web.Application()
-        app.add_routes([web.get("/stats", stats)])
-        api = web.AppRunner(app, access_log=None)
-        await api.setup()
-        await web.TCPSite(api, cfg.http_host, cfg.http_port).start()
-
-    def dump() -> None:
-        if cfg.stats_file:
-            tmp = cfg.stats_file.with_suffix(".tmp")
-            tmp.write_text(
-                json.dumps({"receiver_id": rx.receiver_id, "pending": rx.pending(), **rx.stats.as_dict()})
-            )
-            tmp.replace(cfg.stats_file)
-
-    async def dumper() -> None:
-        """Write the stats file soon after anything is delivered or applied, and at least once a second."""
-        last_key, last_t = None, 0.0
-        while not stop.is_set():
-            s = rx.stats
-            key = (s.delivered, s.invalidations_applied, s.rejected, s.abandoned, s.replayed)
-            if key != last_key or time.monotonic() - last_t > 1.0:
-                dump()
-                last_key, last_t = key, time.monotonic()
-            try:
-                await asyncio.wait_for(stop.wait(), 0.02)
-            except TimeoutError:
-                pass
-
-    try:
-        await asyncio.gather(runner.run(rx, stop), dumper())
-    finally:
-        dump()
-        if api:
-            await api.cleanup()
-
-
-def main(argv: list[str] | None = None) -> int:
-    return service_main(ReceiverConfig, serve, argv, prog="testbed.services.mcast.receiver")
-
-
-if __name__ == "__main__":
-    sys.exit(main())

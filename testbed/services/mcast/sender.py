@@ -36,7 +36,7 @@ from contract import mcast_wire as wire
 from contract.mcast_wire import InvalAction, Match
 from contract.replay_window import DEFAULT_SIZE, ReplayWindow
 from testbed.services.base import ServiceConfig, service_main
-from testbed.services.mcast.net import EndpointRunner, GroupConfig
+from testbed.services.mcast.sockets import EndpointRunner, GroupConfig
 
 log = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TypeVar
 
-from testbed.services.mcast.net import Endpoint
+from testbed.services.mcast.sockets import Endpoint
 
 E = TypeVar("E", bound=Endpoint)
 
