@@ -46,7 +46,7 @@ LOSS_PCTS = (1.0, 10.0)
 
 def iperf(client, server, seconds: int, logdir: Path) -> dict:
     """Run iperf3 (TCP, client -> server) for ``seconds`` after a 1 s omitted warm-up; return its JSON."""
-    from testbed.util import free_port, wait_until
+    from testbed.util import free_port, json_in, wait_until
 
     port = free_port()
     log = logdir / "iperf3-server.log"
@@ -60,7 +60,7 @@ def iperf(client, server, seconds: int, logdir: Path) -> dict:
             what=f"iperf3 server on port {port}",
         )
         out = client.cmd(f"iperf3 -c {server.IP()} -p {port} -t {seconds} -O 1 -J 2>&1")
-        return json.loads(out[out.index("{") :])
+        return json_in(out)
     finally:
         server.cmd(f"kill {srv_pid} 2>/dev/null; wait {srv_pid} 2>/dev/null")
 

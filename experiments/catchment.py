@@ -28,6 +28,7 @@ from pydantic import Field
 
 from experiments.common import emulate, median, run_drivers, save_samples
 from experiments.framework import ExperimentParams, Run, md_table, plt, read_csv, read_results, write_report
+from testbed.measure import ping
 from testbed.net.cdn import CUSTOMER_NAME, CdnOptions
 from testbed.net.spec import Role, Topology
 from testbed.services.catalog import Catalog, CatalogConfig
@@ -97,11 +98,8 @@ def model(topo: Topology, clients: list[str], members: list[str]) -> dict[str, d
 
 def ping_min_ms(cn: Any, src: str, dst_ip: str, count: int) -> float | None:
     """The minimum RTT of ``count`` pings (ms): the path's propagation RTT, free of queueing and CPU noise."""
-    out = cn.host(src).cmd(f"ping -n -q -c {count} -i 0.05 -W 2 {dst_ip}")
-    for line in out.splitlines():
-        if "min/avg/max" in line:
-            return float(line.split("=")[1].split()[0].split("/")[0])
-    return None
+    mins = ping.parse_summary_rtts(cn.host(src).cmd(f"ping -n -q -c {count} -i 0.05 -W 2 {dst_ip}"))
+    return mins[0] if mins else None
 
 
 def run(r: Run) -> dict[str, Any]:

@@ -17,6 +17,7 @@ from testbed.net import fidelity
 from testbed.net.build import BuildOptions, CdnNet
 from testbed.net.cdn import CdnOptions, CdnServices, start_services
 from testbed.net.spec import Role, Topology
+from testbed.util import json_in
 
 
 @contextmanager
@@ -43,7 +44,7 @@ def emulate(r: Run, cdn: CdnOptions | None = None, *, services: bool = True, any
 def host_json(cn: CdnNet, host: str, url: str) -> Any:
     """GET a JSON document from inside ``host`` (e.g. an edge's /_cdn/stats)."""
     out = cn.host(host).cmd(f"curl -s -m 5 {url}")
-    return json.loads(out[out.index("{") if "{" in out else 0:])
+    return json_in(out)
 
 
 def catalog_paths(cn: CdnNet, svc: CdnServices, classes: Sequence[str] = ("image", "js", "css"),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import random
 import signal
@@ -10,7 +11,7 @@ import socket
 import subprocess
 import time
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 T = TypeVar("T")
 
@@ -126,6 +127,27 @@ def tcp_open(host: str, port: int, timeout: float = 0.2) -> bool:
 def wait_tcp(host: str, port: int, timeout: float = 10.0) -> None:
     """Wait until something accepts TCP connections on host:port."""
     wait_until(lambda: tcp_open(host, port), timeout, what=f"TCP {host}:{port} accepting")
+
+
+def json_in(out: str) -> Any:
+    """The first JSON object (or array) in a command's output: a host's shell may print before it (``[1]
+    4242`` for a background job) and a tool after it. :meth:`json.JSONDecoder.raw_decode` from each ``{``
+    or ``[`` in turn; an array counts only when nothing but blanks follows it on its line. ValueError,
+    quoting the output, when there is none. The one parser of a host's JSON output in cdnlab."""
+    dec = json.JSONDecoder()
+    err: json.JSONDecodeError | None = None
+    for i, ch in enumerate(out):
+        if ch not in "{[":
+            continue
+        try:
+            doc, end = dec.raw_decode(out, i)
+        except json.JSONDecodeError as e:
+            err = err or e
+            continue
+        if ch == "{" or not out[end:].split("\n", 1)[0].strip():
+            return doc
+    why = f" ({err.msg})" if err else ""
+    raise ValueError(f"no JSON in the output{why}: {out.strip()[-300:]!r}")
 
 
 def stop_process(p: subprocess.Popen, timeout: float = 5.0, first: int | None = signal.SIGTERM) -> int | None:

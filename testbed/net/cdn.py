@@ -49,7 +49,7 @@ from testbed.net.netmap import NetworkMaps, network_maps, rtt_to_edges
 from testbed.net.spec import Role, Topology
 from testbed.services import admin
 from testbed.services.base import ServiceConfig
-from testbed.util import StopWaiting, wait_until
+from testbed.util import StopWaiting, json_in, wait_until
 
 CDN_NAME = "a73.g.cdnlab.net"
 CUSTOMER_NAME = "www.customer.example"
@@ -325,7 +325,7 @@ class CdnServices:
             f"curl -s -m {timeout_s:g} -X {method} {self.admin_curl()} {data}-w '\\n%{{http_code}}' {url}")
         text, _, code = out.strip().rpartition("\n")
         try:
-            doc = json.loads(text[text.index("{"):]) if "{" in text else None
+            doc = json_in(text) if "{" in text else None
         except ValueError:
             doc = None
         if doc is None or not code.strip().isdigit() or not 200 <= int(code) < 300:

@@ -21,6 +21,7 @@ from mininet.node import Controller
 
 from testbed.net.cdn import CUSTOMER_NAME, SERVICE_MODULES
 from testbed.net.containment import NamespaceError
+from testbed.util import json_in
 
 #: the CDN's own commands, in the order `help` lists them, each with a one-line summary
 CDN_COMMANDS = {
@@ -225,7 +226,7 @@ class CdnCLI(CLI):
             opts += steer
         out = node.cmd(shlex.join([sys.executable, "-m", "testbed.measure.fetch", path, "--via", via, *opts]))
         try:
-            result = json.loads(out[out.index("{"):])
+            result = json_in(out)
         except ValueError:
             print(f"*** the fetch did not run: {out.strip()[-500:]}")
             return
@@ -296,7 +297,7 @@ class CdnCLI(CLI):
               f"({duration:g} s of video)...")
         out = self.mn[client].cmd(shlex.join(cmd))
         try:
-            r = json.loads(out[out.index("{"):].splitlines()[0])
+            r = json_in(out)
         except ValueError:
             print(f"*** the player did not run: {out.strip()[-500:]}")
             return
