@@ -47,6 +47,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from testbed.measure import link_bytes
 from testbed.measure.replication import DRIVER, GROUP, MPORT, TPORT, UNICAST_SINK
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -103,8 +104,7 @@ class Topo:
         out = []
         for end in (e for link in self.links for e in link):
             ns, dev = end
-            r = sh("ip", "netns", "exec", ns, "cat", f"/sys/class/net/{dev}/statistics/tx_bytes")
-            out.append(int(r.stdout))
+            out.append(link_bytes.read_counter(dev, "tx_bytes", netns=ns))
         return out
 
     def destroy(self) -> None:

@@ -37,6 +37,7 @@ from pydantic import Field
 
 from experiments.common import emulate, run_drivers, save_samples
 from experiments.framework import ExperimentParams, Run, md_table, plt, read_csv, read_results, write_report
+from testbed.measure import link_bytes
 from testbed.net.cdn import CdnOptions, CdnServices
 from testbed.net.spec import Role
 from testbed.services.catalog import Catalog, CatalogConfig
@@ -143,8 +144,7 @@ class LinkCounter:
         self._thread = threading.Thread(target=self._loop, daemon=True)
 
     def read(self) -> tuple[int, int]:
-        base = Path("/sys/class/net") / self.intf / "statistics"
-        return int((base / "rx_bytes").read_text()), int((base / "tx_bytes").read_text())
+        return link_bytes.rx_tx(self.intf)
 
     def _loop(self) -> None:
         while not self._stop.is_set():

@@ -39,6 +39,7 @@ from pydantic import Field
 
 from experiments.common import emulate
 from experiments.framework import ExperimentParams, Run, md_table, plt, read_results, write_report
+from testbed.measure import link_bytes
 from testbed.measure.replication import DRIVER, MPORT, TPORT, UNICAST_SINK
 from testbed.net.spec import Role, Topology
 from testbed.util import stop_process, wait_until
@@ -117,7 +118,7 @@ class LinkBytes:
 
     @staticmethod
     def _read(intf: str, counter: str) -> int:
-        return int((Path("/sys/class/net") / intf / "statistics" / counter).read_text())
+        return link_bytes.read_counter(intf, counter)
 
     def snapshot(self) -> dict[str, int]:
         snap = {"origin": self._read(self.origin_port, "rx_bytes")}
