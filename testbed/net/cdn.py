@@ -235,9 +235,14 @@ class CdnServices:
                 break
         return {r: sorted(v) for r, v in out.items()}
 
-    def edge_specs(self) -> list[dict[str, Any]]:
+    def edge_specs(self, prober: str | None = None) -> list[dict[str, Any]]:
+        """The edges as the mapping services know them; with ``prober`` (the DNS or redirector host that
+        health-checks them) each carries ``probe_rtt_ms``, the plan's path RTT from it, which stretches
+        that edge's probe timeout (a far edge is not down for being far)."""
+        rows = self.rtt_rows().get(prober, {}) if prober else {}
         return [{"name": e, "address": self.cn.ip(e), "port": HTTP_PORT,
-                 "region": self.cn.topo.host(e).region or "default"} for e in self.edges]
+                 "region": self.cn.topo.host(e).region or "default",
+                 **({"probe_rtt_ms": rows[e]} if e in rows else {})} for e in self.edges]
 
     def rtt_rows(self) -> dict[str, dict[str, float]]:
         """host -> edge -> RTT (ms) by the topology's lowest-delay paths (computed once)."""
@@ -252,8 +257,9 @@ class CdnServices:
             self._maps = network_maps(self.cn.topo, addresses, self.edges, self.rtt_rows())
         return self._maps
 
-    def mapping(self, policy: str, service: str = "dns") -> dict[str, Any]:
-        """The ``mapping`` section of a DNS (``service="dns"``) or redirector config."""
+    def mapping(self, policy: str, service: str = "dns", host: str | None = None) -> dict[str, Any]:
+        """The ``mapping`` section of a DNS (``service="dns"``) or redirector config; ``host``: the service's
+        host, whose path RTT to each edge sets that edge's probe timeout."""
         regions = self.regions() or {"default": [self.cn.topo.subnet]}
         rows = self.rtt_rows()
         rtt: dict[str, dict[str, float]] = {}
@@ -263,7 +269,7 @@ class CdnServices:
                 rtt[r] = {e: round(sum(rows[m][e] for m in members) / len(members), 3) for e in self.edges}
         maps = self.network_maps()
         return {"policy": policy, "ecs_inner": self.opts.ecs_inner, "regions": regions,
-                "edges": self.edge_specs(), "rtt_ms": rtt,
+                "edges": self.edge_specs(host), "rtt_ms": rtt,
                 "network_map": maps.redirector if service == "redirector" else maps.dns}
 
     def health(self) -> dict[str, Any]:
@@ -483,7 +489,7 @@ class CdnServices:
         o = self.opts
         cfg: dict[str, Any] = {"name": name, "host": self.cn.ip(name), "port": 53, "admin_token": self.admin_token,
                                "log_file": str(self.log_dir / f"{name}.log"),
-                               "mapping": self.mapping(o.mapping_policy), "health": self.health()}
+                               "mapping": self.mapping(o.mapping_policy, host=name), "health": self.health()}
         if level in ("high", "both"):
             cfg["zones"] = self.customer_zones()
         lows = self._low_servers()
@@ -513,7 +519,7 @@ class CdnServices:
     def redirector_config(self, r: str) -> dict[str, Any]:
         cfg = {"name": r, "host": "0.0.0.0", "port": HTTP_PORT, "log_file": str(self.log_dir / f"{r}.log"),
                "admin_token": self.admin_token,
-               "mapping": self.mapping(self.opts.redirect_policy, "redirector"), "health": self.health()}
+               "mapping": self.mapping(self.opts.redirect_policy, "redirector", host=r), "health": self.health()}
         control = self.control_consumer_config(r)
         if control:
             cfg["control"] = control

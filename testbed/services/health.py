@@ -1,7 +1,8 @@
 """Active health checking of edge servers, shared by the mapping DNS and the redirector.
 
 "Any alive node: to provide fault tolerance" (lecture, server selection): every ``interval`` seconds each
-edge's ``GET /_cdn/health`` is probed with a ``timeout``; ``fall`` consecutive failures mark it down, ``rise``
+edge's ``GET /_cdn/health`` is probed with a ``timeout`` (plus two of the edge's ``probe_rtt_ms``, the path
+RTT the plan gives, so a far edge is not down for being far); ``fall`` consecutive failures mark it down, ``rise``
 consecutive successes mark it up again (the HAProxy/nginx ``fall``/``rise`` scheme). A dead edge therefore
 leaves every answer within about ``interval x fall`` seconds. Before the first answer a warm-up round probes
 every edge once and takes the result as the initial state, so the first answer is neither "everything down"
@@ -154,10 +155,16 @@ class HealthChecker:
         base = e.probe_url.rstrip("/") if e.probe_url else f"http://{e.address}:{e.port}"
         return base + path
 
+    def timeout_for(self, e: EdgeSpec) -> float:
+        """Seconds a probe of ``e`` may take: the configured ``timeout`` plus two path RTTs (a connection's
+        handshake and the request's round trip) when the plan gave the edge's ``probe_rtt_ms``."""
+        return self.cfg.timeout + 2 * (e.probe_rtt_ms or 0.0) / 1000
+
     async def _probe(self, e: EdgeSpec) -> tuple[bool, str]:
         assert self._session is not None
         try:
-            async with self._session.get(self._url(e, self.cfg.path)) as r:
+            async with self._session.get(self._url(e, self.cfg.path),
+                                         timeout=aiohttp.ClientTimeout(total=self.timeout_for(e))) as r:
                 if r.status != 200:
                     return False, f"HTTP {r.status}"
                 try:
@@ -173,7 +180,8 @@ class HealthChecker:
     async def _poll_stats(self, e: EdgeSpec, h: EdgeHealth) -> None:
         assert self._session is not None
         try:
-            async with self._session.get(self._url(e, self.cfg.stats_path), headers=self._stats_headers) as r:
+            async with self._session.get(self._url(e, self.cfg.stats_path), headers=self._stats_headers,
+                                         timeout=aiohttp.ClientTimeout(total=self.timeout_for(e))) as r:
                 body = await r.json(content_type=None) if r.status == 200 else None
         except (TimeoutError, aiohttp.ClientError, OSError, ValueError):
             return

@@ -53,6 +53,9 @@ class EdgeSpec(BaseModel):
     region: str
     host: str | None = None  # name to put in redirect URLs instead of the address
     probe_url: str | None = None  # base URL for health/stats probes; default http://address:port
+    #: the path RTT (ms) from the service that probes this edge to it, from the plan: a probe takes about two
+    #: (TCP handshake, then request and answer), so the probe's timeout grows by two of it
+    probe_rtt_ms: float | None = Field(None, ge=0)
 
     def url_host(self) -> str:
         return self.host or str(self.address)

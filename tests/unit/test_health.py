@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from cdn_dns_fixtures import StandInEdge
 
 from testbed.services.health import HealthChecker, HealthConfig
@@ -75,3 +77,32 @@ async def _true(v: bool) -> bool:
 
 async def _false(v: bool) -> bool:
     return not v
+
+
+async def test_a_far_edge_gets_two_path_rtts_more_before_its_probe_times_out():
+    """An edge 150 ms away answers 0.35 s after the probe is sent; the base timeout is 0.2 s. With the
+    plan's path RTT the probe may take 0.2 + 2 x 0.15 = 0.5 s: up. Without it: timed out, down."""
+    from aiohttp import web
+
+    async def slow_health(_req: web.Request) -> web.Response:
+        await asyncio.sleep(0.35)
+        return web.json_response({"ok": True})
+
+    app = web.Application()
+    app.router.add_get("/_cdn/health", slow_health)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]  # noqa: SLF001
+    far = EdgeSpec(name="far", address="127.0.0.1", port=port, region="sa", probe_rtt_ms=150)
+    unknown = EdgeSpec(name="unknown", address="127.0.0.1", port=port, region="sa")
+    hc = HealthChecker([far, unknown], HealthConfig(interval=1.0, timeout=0.2, fall=2))
+    try:
+        assert hc.timeout_for(far) == 0.5 and hc.timeout_for(unknown) == 0.2
+        await hc.start()
+        assert hc.is_up("far") and not hc.is_up("unknown")
+        assert "Timeout" in hc.snapshot()["unknown"]["error"]
+    finally:
+        await hc.stop()
+        await runner.cleanup()
