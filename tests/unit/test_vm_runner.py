@@ -33,7 +33,7 @@ def test_junit_counts_separate_passed_failed_skipped_and_errors(tmp_path):
         (GUEST_OK, {"passed": 0, "failed": 0, "skipped": 5, "errors": 0}, "no test passed"),
         (GUEST_OK, None, "ran no tests"),
         ({**GUEST_OK, "netem": False}, {"passed": 19, "failed": 0, "skipped": 0, "errors": 0}, "lacks netem"),
-        ({"failed_step": "boot"}, None, "could not start the tier: boot"),
+        ({"failed_step": "boot"}, None, "could not start: boot"),
     ],
 )
 def test_the_verdict_fails_an_empty_or_wrong_run(guest, counts, word):

@@ -112,12 +112,20 @@ def junit_counts(path: Path) -> dict[str, int]:
             "skipped": n["skipped"], "errors": n["errors"]}
 
 
-def verdict(guest: dict[str, Any], counts: dict[str, int] | None) -> str | None:
-    """None when the VM tier passed, else what is wrong."""
+def guest_problem(guest: dict[str, Any]) -> str | None:
+    """What kept the guest from being the platform under test (a failed start, no netem or no kernel
+    datapath); None when it was."""
     if guest.get("failed_step"):
-        return f"the guest could not start the tier: {guest['failed_step']}"
+        return f"the guest could not start: {guest['failed_step']}"
     if guest.get("netem") is not True or guest.get("datapath") != "kernel":
         return f"the guest lacks netem or the kernel datapath: {guest}"
+    return None
+
+
+def verdict(guest: dict[str, Any], counts: dict[str, int] | None) -> str | None:
+    """None when the VM tier passed, else what is wrong."""
+    if problem := guest_problem(guest):
+        return problem
     if counts is None:
         return "the guest ran no tests (no junit.xml)"
     if counts["failed"] or counts["errors"]:
@@ -129,10 +137,8 @@ def verdict(guest: dict[str, Any], counts: dict[str, int] | None) -> str | None:
 
 def exec_verdict(guest: dict[str, Any], rc: int | None) -> str | None:
     """``--exec``: None when the guest had netem and the kernel datapath and the command exited 0."""
-    if guest.get("failed_step"):
-        return f"the guest could not start: {guest['failed_step']}"
-    if guest.get("netem") is not True or guest.get("datapath") != "kernel":
-        return f"the guest lacks netem or the kernel datapath: {guest}"
+    if problem := guest_problem(guest):
+        return problem
     if rc is None:
         return "the command did not finish (no exit status)"
     if rc != 0:
