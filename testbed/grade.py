@@ -224,6 +224,14 @@ def describe_exception(e: BaseException, student_file: Path | None) -> str:
     return last + where
 
 
+def _raised_in(e: BaseException, student_file: Path | None) -> bool:
+    """Whether ``e``'s traceback passes through the student's file."""
+    if student_file is None:
+        return False
+    target = student_file.resolve()
+    return any(fs.filename and Path(fs.filename).resolve() == target for fs in traceback.extract_tb(e.__traceback__))
+
+
 def run_check(check: Check, mod: Any, student_file: Path | None) -> Result:
     """One check against ``mod`` (the sandbox's proxy of the student's module, or a module)."""
     t0 = time.monotonic()
@@ -261,7 +269,12 @@ def run_check(check: Check, mod: Any, student_file: Path | None) -> Result:
         msg = f"{e}: did your code exit or crash the interpreter?"
         tb = traceback.format_exc()
     except Exception as e:  # noqa: BLE001 - student code may raise anything
-        msg = "your code raised " + describe_exception(e, student_file)
+        if check.stage == "network" and not hasattr(e, "cdnlab_text") and not _raised_in(e, student_file):
+            # the student's code runs in the network's services there: this came from the grader or testbed
+            msg = ("the grader itself failed, not your code (tell your instructor): "
+                   + describe_exception(e, None))
+        else:
+            msg = "your code raised " + describe_exception(e, student_file)
         tb = str(getattr(e, "cdnlab_traceback", "")) or traceback.format_exc()
     return Result(
         check.name,

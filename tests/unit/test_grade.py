@@ -179,3 +179,18 @@ def test_freshness_without_s_maxage_is_caught(tmp_path: Path) -> None:
     res = _results("http-caching", f)
     assert not res["lifetime: s-maxage > max-age > Expires"]
     assert res["current age"]
+
+
+def test_a_network_check_that_fails_in_the_grader_does_not_blame_the_student(tmp_path: Path) -> None:
+    """In the network stage the student's code runs inside the services; an exception raised in the grader's
+    own process (here Mininet's popen reading an unset $SHELL) is the grader's failure, and says so."""
+    f = tmp_path / "abr_policy.py"
+    f.write_text("x = 1\n")
+
+    def harness_bug(_m: object) -> None:
+        raise KeyError("SHELL")
+
+    r = grade.run_check(grade.Check("network (mini)", harness_bug, stage="network"), object(), f)
+    assert not r.ok and r.message.startswith("the grader itself failed, not your code") and "KeyError" in r.message
+    d = grade.run_check(grade.Check("direct", harness_bug), object(), f)
+    assert d.message.startswith("your code raised KeyError")
