@@ -82,11 +82,13 @@ test-vm: setup vm-tools
 
 # One shell command in the same VM instead of the tier (a benchmark, a grader), e.g.
 #   sudo make vm-exec CMD='cdnlab bench links --links netem --json'
-vm-exec: export CMD := $(CMD)
+# CMD goes to the guest as typed: $(value CMD), single-quoted for the shell (make would otherwise expand
+# $$? or $$HOME in it before any shell saw them).
+shell_quote = '$(subst ','\'',$(1))'
 vm-exec: setup vm-tools
-	@[ -n "$$CMD" ] || { echo "make vm-exec: give the command: make vm-exec CMD='...'"; exit 2; }
+	@$(if $(value CMD),true,{ echo "make vm-exec: give the command: make vm-exec CMD='...'"; exit 2; })
 	$(VENV)/bin/cdnlab clean --quiet
-	$(PY) tests/vm/run.py $(VM_ARGS) --exec "$$CMD"
+	$(PY) tests/vm/run.py $(VM_ARGS) --exec $(call shell_quote,$(value CMD))
 
 test-unit: venv
 	$(VENV)/bin/python -m pytest -m "not mininet" $(PYTEST_ARGS)

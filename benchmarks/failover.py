@@ -1,7 +1,9 @@
 """``cdnlab bench failover [--json] [--trials N]``: IP-anycast failover time through the SDN controller.
 
-A triangle network (controller/examples.py) in Mininet with userspace OVS; client hch1's nearest anycast
-member is hch4, the next is hch5. A prober in hch1 opens a new HTTP connection to the VIP every ~5 ms
+A topology (``--topo``, default ``mini``) built by the product's own builder with its Ryu controller; each
+member of its first anycast service of two or more runs a small HTTP server that answers with its name
+(:mod:`testbed.measure.host_programs`). The member the client (``--client``) reaches while all are up is the
+one each trial fails. A prober in the client opens a new HTTP connection to the VIP every ~5 ms
 (each with its own timeout, so probes overlap). A trial kills the edge (``process``: SIGKILL of its HTTP
 server, detected by the controller's TCP-SYN liveness probes as an RST; ``link``: its access link goes
 down, detected by port status) and measures the time from the kill to the end of the first successful
@@ -23,17 +25,16 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 PROBER = r"""
 import asyncio, sys, time
-vip, out, period = sys.argv[1], sys.argv[2], float(sys.argv[3])
+vip, port, out, period = sys.argv[1], int(sys.argv[2]), sys.argv[3], float(sys.argv[4])
 f = open(out, "a", buffering=1)
 async def one():
     t0 = time.monotonic()
     try:
-        r, w = await asyncio.wait_for(asyncio.open_connection(vip, 80), 0.5)
+        r, w = await asyncio.wait_for(asyncio.open_connection(vip, port), 0.5)
         w.write(b"GET / HTTP/1.0\r\nHost: x\r\n\r\n")
         data = await asyncio.wait_for(r.read(), 0.5)
         w.close()
@@ -63,122 +64,108 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="cdnlab bench failover", description=__doc__.strip().split("\n")[0])
     ap.add_argument("--json", action="store_true", help="(the last line is always JSON)")
     ap.add_argument("--trials", type=int, default=10, help="trials per failure kind and mode (default 10)")
-    ap.add_argument("--keep", action="store_true", help="keep the temporary directory with the logs")
+    ap.add_argument("--keep", action="store_true", help="keep the run directory with the logs")
     ap.add_argument("--period-ms", type=float, default=5.0, help="prober request period (default 5 ms)")
+    ap.add_argument("--topo", default="mini",
+                    help="topology name or file with an anycast service of two or more members (default mini)")
+    ap.add_argument("--client", help="the probing client (default: the topology's first client)")
     args = ap.parse_args(argv)
+    from contract.config import ConfigError
+    from testbed.measure.host_programs import HTTP_SERVER
+    from testbed.net.build import BuildOptions, CdnNet
+    from testbed.net.spec import Role, load_topology
+    from testbed.util import wait_until
+
+    try:
+        topo = load_topology(args.topo)
+    except (ConfigError, FileNotFoundError) as e:
+        print(f"cdnlab bench failover: {e}", file=sys.stderr)
+        return 2
+    service = next((a for a in topo.anycast if len(a.members) >= 2), None)
+    clients = [h.name for h in topo.hosts_with(Role.client)]
+    client = args.client or (clients[0] if clients else None)
+    if service is None or client not in clients:
+        print(f"cdnlab bench failover: {args.topo} needs an anycast service of two or more members and the "
+              f"client {client!r} (clients: {', '.join(clients) or 'none'})", file=sys.stderr)
+        return 2
     if os.geteuid() != 0:
         print("cdnlab bench failover: needs root (Mininet)", file=sys.stderr)
         return 2
-    from controller.examples import triangle
-    from controller.minibuild import HTTP_SERVER, build
-    from testbed.util import free_port, stop_process, wait_tcp, wait_until
-
+    members = list(service.members)
     tmp = Path(tempfile.mkdtemp(prefix="cdnlab-failover-"))
-    rest, of_port = free_port(), free_port()
-    view = triangle(rest_port=rest)
-    (tmp / "view.json").write_text(json.dumps(view.model_dump(mode="json")))
-    ctl = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "controller",
-            "--view",
-            str(tmp / "view.json"),
-            "--of-port",
-            str(of_port),
-            "--log",
-            str(tmp / "controller.log"),
-            "--no-lldp",
-        ]
-    )
-    net = None
+    # the product's builder, with its Ryu controller (routing, anycast, TCP-SYN liveness probes of the VIP port)
+    cn = CdnNet(topo, BuildOptions(controller="ryu", run_dir=tmp))
     servers: dict[str, subprocess.Popen] = {}
-    prober = None
-
-    def rest_call(path: str, body: dict | None = None) -> dict:
-        req = urllib.request.Request(
-            f"http://127.0.0.1:{rest}{path}",
-            method="GET" if body is None else "POST",
-            data=None if body is None else json.dumps(body).encode(),
-        )
-        with urllib.request.urlopen(req, timeout=3) as r:
-            return json.loads(r.read())
-
-    def healthy(m: str) -> bool:
-        return rest_call("/anycast")["services"]["web"]["members"][m]["healthy"]
-
-    def start(m: str) -> None:
-        servers[m] = net.get(m).popen([sys.executable, "-c", HTTP_SERVER, m, "80"])
-
     results: dict[str, list[float]] = {}
     detect: list[float] = []  # link trials: kill -> the controller handling the port-status (its event log)
+
+    def healthy(m: str) -> bool:
+        return cn.rest("/anycast")["services"][service.name]["members"][m]["healthy"]
+
+    def start(m: str) -> None:
+        servers[m] = cn.popen(m, [sys.executable, "-c", HTTP_SERVER, m, str(service.port)], "http")
+
     try:
-        wait_tcp("127.0.0.1", rest, timeout=20)
-        net = build(view, of_port)
-        wait_until(
-            lambda: all(s["connected"] for s in rest_call("/topology")["switches"]), 20, what="switches"
-        )
-        for m in ("hch4", "hch5"):
+        cn.start()
+        for m in members:
             start(m)
-        wait_until(lambda: healthy("hch4") and healthy("hch5"), 20, what="members healthy")
+        wait_until(lambda: all(healthy(m) for m in members), 20, what="every anycast member healthy")
         log = tmp / "prober.txt"
         log.write_text("")
-        prober = net.get("hch1").popen(
-            [sys.executable, "-c", PROBER, str(view.anycast[0].vip), str(log), str(args.period_ms / 1000)]
-        )
+        cn.popen(client, [sys.executable, "-c", PROBER, str(service.vip), str(service.port), str(log),
+                          str(args.period_ms / 1000)], "prober")
+        wait_until(lambda: any(r in members for _, _, r in _read(log)), 10, what=f"{client} answered")
+        # the member the client reaches while all are up (its nearest): the one each trial fails
+        victim = next(r for _, _, r in reversed(_read(log)) if r in members)
+        switch = topo.host(victim).switch
+        print(f"{args.topo}: {client} reaches {service.name} {service.vip} at {victim}; "
+              f"failing {victim} ({args.trials} trials per kind and mode)")
 
         def answered_by(m: str, after: float) -> bool:
             return any(s >= after and r == m for s, _, r in _read(log))
 
         for mode in ("destination", "affinity"):
-            rest_call("/anycast/mode", {"mode": mode})
+            cn.rest("/anycast/mode", "POST", {"mode": mode})
             for kind in ("process", "link"):
                 key = f"{mode}/{kind}"
                 results[key] = []
                 for _ in range(args.trials):
                     t = time.monotonic()
-                    wait_until(lambda t=t: answered_by("hch4", t), 10, what="hch4 serving")
+                    wait_until(lambda t=t: answered_by(victim, t), 10, what=f"{victim} serving")
                     t_kill, t_kill_wall = time.monotonic(), time.time()
                     if kind == "process":
-                        servers["hch4"].kill()
-                        servers.pop("hch4").wait()
+                        p = servers.pop(victim)
+                        p.kill()
+                        p.wait()
+                        cn.state.forget_pid(p.pid)  # reaped: cleanup must not signal a reused pid
                     else:
-                        net.configLinkStatus("hch4", "hc1", "down")
-                    wait_until(
-                        lambda t_kill=t_kill: any(e > t_kill and r == "hch5" for _, e, r in _read(log)),
-                        10,
-                        what="failover to hch5",
-                    )
-                    ends = [e for _, e, r in _read(log) if e > t_kill and r == "hch5"]
-                    results[key].append((min(ends) - t_kill) * 1000)
+                        cn.net.configLinkStatus(victim, switch, "down")
+
+                    def others(t_kill: float = t_kill) -> list[float]:
+                        return [e for _, e, r in _read(log) if e > t_kill and r in members and r != victim]
+
+                    wait_until(lambda: bool(others()), 10, what=f"failover from {victim} to another member")
+                    results[key].append((min(others()) - t_kill) * 1000)
                     if kind == "link":
                         ev = [
                             e["t"]
-                            for e in rest_call("/topology")["events"]
-                            if e["t"] >= t_kill_wall and "hch4 access link down" in e["event"]
+                            for e in cn.rest("/topology")["events"]
+                            if e["t"] >= t_kill_wall and f"{victim} access link down" in e["event"]
                         ]
                         if ev:
                             detect.append((min(ev) - t_kill_wall) * 1000)
                     if kind == "process":
-                        start("hch4")
+                        start(victim)
                     else:
-                        net.configLinkStatus("hch4", "hc1", "up")
-                    wait_until(lambda: healthy("hch4"), 10, what="hch4 back")
+                        cn.net.configLinkStatus(victim, switch, "up")
+                    wait_until(lambda: healthy(victim), 10, what=f"{victim} back")
                 xs = results[key]
                 print(
                     f"{key:<22} failover ms: p50 {statistics.median(xs):7.1f}  max {max(xs):7.1f}  "
                     f"min {min(xs):7.1f}  (n={len(xs)})"
                 )
     finally:
-        if prober is not None:
-            prober.kill()
-            prober.wait()
-        for p in servers.values():
-            p.kill()
-            p.wait()
-        if net is not None:
-            net.stop()
-        stop_process(ctl, 10)
+        cn.stop()  # the prober and the servers too: they are the network's tracked processes
         if args.keep:
             print(f"logs kept in {tmp}")
         else:

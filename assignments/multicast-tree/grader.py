@@ -25,11 +25,11 @@ from controller import packets as pk
 from controller.core import ControllerCore
 from controller.examples import random_view, triangle
 from controller.graph import SwitchGraph
-from controller.minibuild import MCAST_RECEIVER, MCAST_SENDER
 from controller.multicast import build_tree as ref_build_tree
 from controller.routing import compute_routes
 from controller.simulate import FakeNet, connect_all, port_event
 from testbed.grade import Check, Fail
+from testbed.measure.host_programs import MCAST_RECEIVER, MCAST_SENDER
 
 TITLE = "IP multicast: per-(source, group) shortest-path trees as per-switch ports, and repair"
 MODULE = "mcast_tree"

@@ -17,9 +17,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from minibuild import Lab
 
 from controller.examples import renamed, triangle
-from controller.minibuild import Lab
 from testbed.util import free_port, wait_until
 
 pytestmark = pytest.mark.mininet

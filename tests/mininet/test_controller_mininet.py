@@ -14,10 +14,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from minibuild import HTTP_SERVER, MCAST_RECEIVER, MCAST_SENDER, build, dump_flows
 
 from contract.netview import NetView
 from controller.examples import triangle
-from controller.minibuild import HTTP_SERVER, MCAST_RECEIVER, MCAST_SENDER, build, dump_flows
 from testbed.util import free_port, timeout_scale, wait_tcp, wait_until
 
 pytestmark = [pytest.mark.mininet, pytest.mark.vm]

@@ -19,10 +19,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from minibuild import Lab, dump_flows, dump_group_ids, ovs_connected
 
 from controller.examples import renamed, triangle
 from controller.flows import COOKIE_NS, COOKIE_NS_MASK, cookie_generation
-from controller.minibuild import Lab, dump_flows, dump_group_ids, ovs_connected
 from testbed.util import free_port, wait_until
 
 pytestmark = pytest.mark.mininet

@@ -1,6 +1,7 @@
-"""A minimal Mininet network from a :class:`NetView`, for the controller's own tests and benchmark.
+"""A minimal Mininet network from a :class:`NetView`, for the controller's own Mininet-tier tests.
 
-The real topology builder is ``testbed/net/``; this one only wires switches (Open vSwitch on the given
+Test support, as faucet keeps ``clib/`` apart: the product's builder is ``testbed/net/build.py`` (benchmarks
+and graders use that one); this one only wires switches (Open vSwitch on the given
 datapath, userspace by default; OpenFlow 1.3, ports numbered as in the view), hosts (IP/MAC from the view), a remote controller on 127.0.0.1,
 and turns TX offloads off (TCP stalls on the userspace datapath otherwise). Anycast members get the VIP
 on their loopback (and ARP hardening: arp_ignore=1, arp_announce=2, as for direct server return).
@@ -20,6 +21,10 @@ from pathlib import Path
 from typing import Any
 
 from contract.netview import NetView
+from testbed.measure.host_programs import HTTP_SERVER, MCAST_RECEIVER, MCAST_SENDER
+
+__all__ = ["HTTP_SERVER", "MCAST_RECEIVER", "MCAST_SENDER", "Lab", "build", "dump_flows", "dump_group_ids",
+           "ovs_connected"]
 
 
 def offloads_off(net: Any) -> None:
@@ -200,42 +205,3 @@ def dump_group_ids(bridge: str) -> list[int]:
         ["ovs-ofctl", "-O", "OpenFlow13", "dump-groups", bridge], capture_output=True, text=True, check=True
     )
     return sorted(int(m) for m in re.findall(r"group_id=(\d+)", r.stdout))
-
-
-#: a multicast receiver for a Mininet host: joins GROUP on its address (IGMP), appends each datagram to OUT
-MCAST_RECEIVER = r"""
-import socket, struct, sys
-group, port, me, out = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind((group, port))
-s.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, struct.pack("4s4s", socket.inet_aton(group), socket.inet_aton(me)))
-with open(out, "a", buffering=1) as f:
-    while True:
-        f.write(s.recv(100).decode() + "\n")
-"""
-
-#: a multicast sender: N datagrams "TAG-i" to GROUP from address ME, 20 ms apart
-MCAST_SENDER = r"""
-import socket, sys, time
-group, port, me, tag, n = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], int(sys.argv[5])
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-s.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, socket.inet_aton(me))
-s.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, 8)
-for i in range(n):
-    s.sendto(f"{tag}-{i}".encode(), (group, port)); time.sleep(0.02)
-"""
-
-HTTP_SERVER = r"""
-import http.server, socket, sys
-name = sys.argv[1]
-class H(http.server.BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"  # keep-alive, so tests can hold a connection across a change
-    def do_GET(self):
-        body = name.encode()
-        self.send_response(200); self.send_header("Content-Length", str(len(body))); self.end_headers()
-        self.wfile.write(body)
-    def log_message(self, *a): pass
-class S(http.server.ThreadingHTTPServer):
-    allow_reuse_address = True
-S(("0.0.0.0", int(sys.argv[2])), H).serve_forever()
-"""

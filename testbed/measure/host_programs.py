@@ -1,0 +1,45 @@
+"""Small programs that run inside emulated hosts, as ``python -c PROGRAM ARGS`` in a host's namespace.
+
+Graders, benchmarks and the Mininet-tier tests start them to see what the network delivers, independently
+of the CDN's own services: a multicast receiver that joins with IGMP (RFC 3376) and records each datagram, a
+sender of numbered datagrams, and an HTTP server that names itself (which anycast member answered).
+"""
+
+#: a multicast receiver for a Mininet host: joins GROUP on its address (IGMP), appends each datagram to OUT
+MCAST_RECEIVER = r"""
+import socket, struct, sys
+group, port, me, out = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind((group, port))
+s.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, struct.pack("4s4s", socket.inet_aton(group), socket.inet_aton(me)))
+with open(out, "a", buffering=1) as f:
+    while True:
+        f.write(s.recv(100).decode() + "\n")
+"""
+
+#: a multicast sender: N datagrams "TAG-i" to GROUP from address ME, 20 ms apart
+MCAST_SENDER = r"""
+import socket, sys, time
+group, port, me, tag, n = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], int(sys.argv[5])
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, socket.inet_aton(me))
+s.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, 8)
+for i in range(n):
+    s.sendto(f"{tag}-{i}".encode(), (group, port)); time.sleep(0.02)
+"""
+
+#: an HTTP server that answers every GET with its own NAME (argv: NAME PORT); keep-alive
+HTTP_SERVER = r"""
+import http.server, socket, sys
+name = sys.argv[1]
+class H(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive, so tests can hold a connection across a change
+    def do_GET(self):
+        body = name.encode()
+        self.send_response(200); self.send_header("Content-Length", str(len(body))); self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *a): pass
+class S(http.server.ThreadingHTTPServer):
+    allow_reuse_address = True
+S(("0.0.0.0", int(sys.argv[2])), H).serve_forever()
+"""
