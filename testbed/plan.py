@@ -25,7 +25,7 @@ from typing import Any
 
 from contract.config import ConfigError
 from testbed.net.build import BuildOptions, CdnNet, port_numbers
-from testbed.net.cdn import SERVICE_MODULES, START_STAGE, CdnOptions, CdnServices
+from testbed.net.cdn import CdnOptions, CdnServices, daemon, start_stages
 from testbed.net.spec import Topology
 
 
@@ -117,8 +117,9 @@ def make_plan(
     cn = CdnNet(topo, build)  # not started: addresses, MACs, DPIDs and ports from the topology alone
     svc = CdnServices(cn, cdn)
     services = [
-        PlannedService(h, role, SERVICE_MODULES[role], stage, svc.config_dict(h))
-        for role, stage in START_STAGE.items()
+        PlannedService(h, role, daemon(role).module, stage, svc.config_dict(h))
+        for stage, roles in enumerate(start_stages(), start=1)
+        for role in roles
         for h in svc.hosts_of(role)
     ]
     view = cn.netview()

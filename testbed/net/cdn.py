@@ -49,6 +49,8 @@ from testbed.net.netmap import NetworkMaps, network_maps, rtt_to_edges
 from testbed.net.spec import Role, Topology
 from testbed.services import admin
 from testbed.services.base import ServiceConfig
+from testbed.services.daemon import Daemon, HttpReady
+from testbed.services.daemon import start_stages as daemon_stages
 from testbed.util import StopWaiting, json_in, wait_until
 
 CDN_NAME = "a73.g.cdnlab.net"
@@ -59,17 +61,11 @@ MCAST_DATA_PORT = 7400  # ingest + invalidation group
 MCAST_CONTROL_PORT = 7401  # heartbeat group
 MCAST_FEEDBACK_PORT = 7402  # origin's unicast NACK port
 DEFAULT_CONTROL_GROUP = "239.10.0.2"
-#: the service process of each role that runs one
+#: the service of each role that runs one: the module that declares it (``DAEMON``: its config model, start
+#: order and readiness, :mod:`testbed.services.daemon`) and that the launcher runs
 SERVICE_MODULES = {"origin": "testbed.services.origin", "edge": "testbed.services.edge",
                    "dns": "testbed.services.dns", "resolver": "testbed.services.resolver",
                    "redirector": "testbed.services.redirector"}
-#: the config model of each role's service (``module:class``)
-CONFIG_MODELS = {"origin": "testbed.services.origin:OriginConfig", "edge": "testbed.services.edge:EdgeConfig",
-                 "dns": "testbed.services.dns:DnsConfig", "resolver": "testbed.services.resolver:ResolverConfig",
-                 "redirector": "testbed.services.redirector:RedirectorConfig"}
-#: the start stage of each role: a stage starts when every service of the one before answers (the DNS
-#: servers of one stage start low-level first, so a high-level server's referrals point at live servers)
-START_STAGE = {"origin": 1, "edge": 1, "dns": 2, "resolver": 3, "redirector": 4}
 FAILURE_KINDS = ("process", "host", "link")
 #: what clients see when a host of each role fails (printed by the CLI's ``fail``)
 FAILURE_EFFECTS = {
@@ -125,12 +121,23 @@ class CdnOptions:
     submissions: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
-def config_model(role: str) -> type[ServiceConfig]:
-    """The pydantic model of ``role``'s service config (imported when asked: the services' modules are big)."""
+def daemon(role: str) -> Daemon:
+    """``role``'s service declaration (its module imported when asked: the services' modules are big)."""
     import importlib
 
-    module, name = CONFIG_MODELS[role].split(":")
-    return getattr(importlib.import_module(module), name)
+    return importlib.import_module(SERVICE_MODULES[role]).DAEMON
+
+
+def start_stages() -> list[list[str]]:
+    """The roles in start stages, from each service's declared ``after``: a stage starts when every service
+    of the one before answers (the DNS servers of one stage start low-level first, so a high-level server's
+    referrals point at live servers)."""
+    return daemon_stages({role: daemon(role) for role in SERVICE_MODULES})
+
+
+def config_model(role: str) -> type[ServiceConfig]:
+    """The pydantic model of ``role``'s service config."""
+    return daemon(role).config
 
 
 def limit_fields(role: str) -> list[str]:
@@ -152,7 +159,7 @@ def parse_limit(text: str) -> tuple[str, str, Any]:
     role, dot, name = key.strip().partition(".")
     if not sep or not dot or not name or not raw.strip():
         raise ValueError(f"--limit {text!r}: expected ROLE.FIELD=VALUE, e.g. edge.max_connections=64")
-    if role not in CONFIG_MODELS or role == "resolver":
+    if role not in SERVICE_MODULES or role == "resolver":
         raise ValueError(f"--limit {text!r}: no role {role!r} with limits; roles: edge, redirector, origin, dns")
     if name not in limit_fields(role):
         raise ValueError(f"--limit {text!r}: {role} has no limit {name!r}; its limits: {', '.join(limit_fields(role))}")
@@ -548,7 +555,7 @@ class CdnServices:
     def _launch(self, host: str) -> None:
         """Start ``host``'s service process (its role's module and config)."""
         role = self.cn.topo.host(host).role.value
-        self._start(host, SERVICE_MODULES[role], self.config_dict(host), role)
+        self._start(host, daemon(role).module, self.config_dict(host), role)
 
     def _alive(self, host: str, role: str) -> None:
         """Raise StopWaiting, with its log's tail, if ``host``'s service process has exited."""
@@ -576,18 +583,18 @@ class CdnServices:
 
             return alive_and_answering
 
-        if role in ("origin", "edge", "redirector"):
-            path = {"origin": "/_origin/health", "edge": "/_cdn/health", "redirector": "/_redirector/health"}[role]
-            wait_until(answering(lambda: self._http_ready(probe, ip, path)), t, 0.1,
+        ready = daemon(role).ready
+        if isinstance(ready, HttpReady):
+            wait_until(answering(lambda: self._http_ready(probe, ip, ready.path)), t, 0.1,
                        what=what or f"{role} {host} answering")
-        elif role == "dns":
+        elif ready.name == "cdn":
             # the high-level server answers its own zone; the referral for g.cdnlab.net has no answer
-            q = "ns1.cdnlab.net" if self.dns[host] == "high" and self._low_servers() else CDN_NAME
+            q = "ns1.cdnlab.net" if self.dns.get(host) == "high" and self._low_servers() else CDN_NAME
             wait_until(answering(lambda: self._dns_ready(probe, ip, q)), t, 0.1,
                        what=what or f"DNS {host} answering {q}")
-        elif role == "resolver":
+        else:
             wait_until(answering(lambda: self._dns_ready(probe, ip, CUSTOMER_NAME)), t, 0.2,
-                       what=what or f"resolver {host} resolving {CUSTOMER_NAME}")
+                       what=what or f"{role} {host} resolving {CUSTOMER_NAME}")
 
     def hosts_of(self, role: str) -> list[str]:
         """The hosts whose ``role`` service this run starts, in launch order (low-level DNS servers first;
@@ -602,11 +609,11 @@ class CdnServices:
                 "redirector": list(self.redirectors)}[role]
 
     def start(self) -> CdnServices:
-        """Start the services stage by stage (:data:`START_STAGE`): every service of a stage is launched,
+        """Start the services stage by stage (:func:`start_stages`): every service of a stage is launched,
         then each is waited for (failing at once, with its log's tail, if its process exits)."""
         self.prepare()
-        for stage in sorted(set(START_STAGE.values())):
-            hosts = [h for role, st in START_STAGE.items() if st == stage for h in self.hosts_of(role)]
+        for roles in start_stages():
+            hosts = [h for role in roles for h in self.hosts_of(role)]
             for h in hosts:
                 self._launch(h)
             for h in hosts:

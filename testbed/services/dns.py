@@ -64,6 +64,7 @@ from dnslib import (
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from testbed.services.base import ServiceConfig, service_main
+from testbed.services.daemon import Daemon, DnsReady
 from testbed.services.health import HealthChecker, HealthConfig
 from testbed.services.mapping import MappingPolicy, MappingSpec, MapRequest, _Base, load_policy
 from testbed.services.mcast.consumer import ControlConsumerConfig, ControlFeed
@@ -836,6 +837,13 @@ def free_dns_port(host: str = "127.0.0.1") -> int:
             except OSError:
                 continue
     raise OSError("no port free for both UDP and TCP")
+
+
+#: this service to the launcher (:mod:`testbed.services.daemon`):
+#: the mapping DNS health-checks the edges it maps to
+DAEMON = Daemon(
+    role="dns", module="testbed.services.dns", config=DnsConfig, ready=DnsReady("cdn"), after=("origin", "edge")
+)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -75,6 +75,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from testbed.services import admin, hashing, icp
 from testbed.services.base import service_main
+from testbed.services.daemon import Daemon, HttpReady
 from testbed.services.eviction import load_policy, load_policy_class
 from testbed.services.freshness import (
     RangeNotSatisfiable,
@@ -1086,6 +1087,13 @@ async def serve(cfg: EdgeConfig, stop: asyncio.Event) -> None:
         await stop.wait()
     finally:
         await edge.close()
+
+
+#: this service to the launcher (:mod:`testbed.services.daemon`):
+#: edges fetch from the origin on demand, so they start with it
+DAEMON = Daemon(
+    role="edge", module="testbed.services.edge", config=EdgeConfig, ready=HttpReady("/_cdn/health")
+)
 
 
 def main(argv: list[str] | None = None) -> int:

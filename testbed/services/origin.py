@@ -48,6 +48,7 @@ from pydantic import Field, field_validator
 from testbed.services import admin, hashing
 from testbed.services.base import service_main
 from testbed.services.catalog import Catalog, CatalogConfig, CatalogObject
+from testbed.services.daemon import Daemon, HttpReady
 from testbed.services.freshness import (
     RangeNotSatisfiable,
     format_http_date,
@@ -502,6 +503,13 @@ async def serve(cfg: OriginConfig, stop: asyncio.Event) -> None:
         await stop.wait()
     finally:
         await origin.close()
+
+
+#: this service to the launcher (:mod:`testbed.services.daemon`):
+#: the origin needs nothing else
+DAEMON = Daemon(
+    role="origin", module="testbed.services.origin", config=OriginConfig, ready=HttpReady("/_origin/health")
+)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -33,6 +33,7 @@ from pydantic import Field
 
 from testbed.services import admin
 from testbed.services.base import service_main
+from testbed.services.daemon import Daemon, HttpReady
 from testbed.services.health import HealthChecker, HealthConfig
 from testbed.services.limits import HttpLimitsConfig, LimitedSite
 from testbed.services.mapping import MappingSpec, MapRequest, load_policy
@@ -154,6 +155,17 @@ async def serve(cfg: RedirectorConfig, stop: asyncio.Event) -> None:
     finally:
         await r.stop()
         log.info("stats: %s", dict(r.stats))
+
+
+#: this service to the launcher (:mod:`testbed.services.daemon`):
+#: it health-checks the edges it redirects to
+DAEMON = Daemon(
+    role="redirector",
+    module="testbed.services.redirector",
+    config=RedirectorConfig,
+    ready=HttpReady("/_redirector/health"),
+    after=("edge",),
+)
 
 
 def main(argv: list[str] | None = None) -> int:

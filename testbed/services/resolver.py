@@ -36,6 +36,7 @@ import dns.query
 from pydantic import Field, field_validator
 
 from testbed.services.base import ServiceConfig, service_main
+from testbed.services.daemon import Daemon, DnsReady
 from testbed.util import wait_until
 
 log = logging.getLogger(__name__)
@@ -259,6 +260,17 @@ async def serve(cfg: ResolverConfig, stop: asyncio.Event) -> None:
         t0 = time.monotonic()
         rc = r.stop()
         log.info("unbound stopped (status %s) in %.2fs", rc, time.monotonic() - t0)
+
+
+#: this service to the launcher (:mod:`testbed.services.daemon`):
+#: a resolver's first answers need the DNS servers it asks
+DAEMON = Daemon(
+    role="resolver",
+    module="testbed.services.resolver",
+    config=ResolverConfig,
+    ready=DnsReady("customer"),
+    after=("dns",),
+)
 
 
 def main(argv: list[str] | None = None) -> int:

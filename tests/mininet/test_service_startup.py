@@ -4,12 +4,14 @@ config that its service would refuse fails before anything starts."""
 
 from __future__ import annotations
 
+import dataclasses
+import importlib
 import time
 
 import pytest
 
 from contract.config import ConfigError
-from testbed.net.cdn import SERVICE_MODULES, CdnOptions, CdnServices
+from testbed.net.cdn import CdnOptions, CdnServices, daemon
 from testbed.util import StopWaiting
 
 pytestmark = pytest.mark.mininet
@@ -18,7 +20,9 @@ pytestmark = pytest.mark.mininet
 def test_a_service_that_exits_on_start_fails_the_start_at_once_with_its_log(cdn_net, monkeypatch) -> None:
     cn = cdn_net("mini", controller="standalone")
     # a process that exits at once (here: its module cannot be found), whatever its config
-    monkeypatch.setitem(SERVICE_MODULES, "origin", "testbed.services.no_such_service")
+    declared = daemon("origin")
+    monkeypatch.setattr(importlib.import_module(declared.module), "DAEMON",
+                        dataclasses.replace(declared, module="testbed.services.no_such_service"))
     svc = CdnServices(cn, CdnOptions(roles=("origin",), ready_timeout=120))
     t0 = time.monotonic()
     with pytest.raises(StopWaiting) as err:
