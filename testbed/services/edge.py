@@ -70,6 +70,7 @@ from urllib.parse import urljoin, urlsplit
 
 import aiohttp
 from aiohttp import web
+from aiohttp.http import SERVER_SOFTWARE
 from multidict import CIMultiDict
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -152,6 +153,13 @@ _CONDITIONAL_OR_RANGE = (
     "If-Match",
     "If-Unmodified-Since",
 )  # looked up case-insensitively
+#: request fields that keep a request off the hit fast path (:meth:`Edge.fast_hit`): what the full path
+#: decides on besides the target, and message framing the fast path does not read
+_NOT_FAST = frozenset(
+    n.lower().encode()
+    for n in (*_CONDITIONAL_OR_RANGE, "If-Range", "Cache-Control", "Pragma", "Via", PEER_HEADER,
+              "Content-Length", "Transfer-Encoding", "Expect", "Upgrade", "Connection")
+)
 
 
 class ClusterMember(BaseModel):
@@ -201,6 +209,9 @@ class EdgeConfig(HttpLimitsConfig):
     targeted_fields: list[str] = Field(default_factory=lambda: ["Cdnlab-Cache-Control", "CDN-Cache-Control"])
     #: bytes of request line / one header field beyond which a request is refused with 400
     max_field_size: int = Field(8190, ge=256)
+    #: answer plain fresh hits below aiohttp (:mod:`testbed.services.hit_path`; off: every request takes
+    #: the full path, the same answers more slowly)
+    hit_fast_path: bool = True
     #: multicast ingest: objects and invalidations from the origin's group go straight into this cache
     ingest: EdgeIngestConfig | None = None
     #: multicast control channel: HEARTBEATs with this edge's load
@@ -245,6 +256,8 @@ class Entry:
     heuristic: bool = False  # lifetime from RFC 9111 §4.2.2, not from the response
     swr: float = 0.0  # stale-while-revalidate window (RFC 5861 §3)
     hit_headers: CIMultiDict[str] | None = None  # response headers of a plain hit, built on first use
+    hit_head: bytes | None = None  # the fast path's status line and fields of a plain hit, but Age and Date
+    hit_has_date: bool = False  # the stored fields have a Date (else the fast path adds the current one)
 
     def age(self, now: float) -> float:
         return self.initial_age + (now - self.response_time)
@@ -324,6 +337,8 @@ class Edge:
         self.member_urls = {m.name: m.url.rstrip("/") for m in cfg.cluster}
         self.counters: Counter[str] = Counter()
         self.per_object: defaultdict[str, Counter[str]] = defaultdict(Counter)
+        self._date = (0, b"")  # the fast path's Date field, made once a second
+        self._fast_keys: dict[str, str | None] = {}  # the fast path's target -> cache key (None: not cached)
         self.session: aiohttp.ClientSession | None = None
         self.runner: web.ServerRunner | None = None
         self.icp_server: icp.IcpServer | None = None
@@ -374,7 +389,8 @@ class Edge:
         self.runner = web.ServerRunner(server)
         await self.runner.setup()
         site = LimitedSite(
-            self.runner, self.cfg.host, self.cfg.port, limits=self.cfg, counters=self.counters, reuse_address=True
+            self.runner, self.cfg.host, self.cfg.port, limits=self.cfg, counters=self.counters, reuse_address=True,
+            hit=self.fast_hit if self.cfg.hit_fast_path else None,
         )
         await site.start()
         self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
@@ -568,8 +584,8 @@ class Edge:
                 return web.Response(status=206, body=body[r[0] : r[1] + 1], headers=headers)
         return web.Response(status=status, body=body, headers=headers)
 
-    def _plain_hit(self, entry: Entry, age: float) -> web.Response:
-        """The hot path: a whole stored 200 with no conditional or Range in the request."""
+    def _hit_headers(self, entry: Entry) -> CIMultiDict[str]:
+        """The response fields of a plain hit on ``entry`` but Age (built once per entry)."""
         h = entry.hit_headers
         if h is None:
             h = entry.hit_headers = entry.headers.copy()
@@ -578,9 +594,60 @@ class Edge:
             h["Via"] = f"{h['Via']}, {self.via}" if "Via" in h else self.via
             h["X-Cache"] = "HIT"
             h["X-Served-By"] = self.name
-        resp = web.Response(body=entry.body, headers=h)  # aiohttp copies the headers
+        return h
+
+    def _plain_hit(self, entry: Entry, age: float) -> web.Response:
+        """The hot path: a whole stored 200 with no conditional or Range in the request."""
+        resp = web.Response(body=entry.body, headers=self._hit_headers(entry))  # aiohttp copies the headers
         resp.headers["Age"] = str(int(age))
         return resp
+
+    def fast_hit(self, target: str, names: frozenset[bytes]) -> bytes | None:
+        """The fast path's answer (:mod:`testbed.services.hit_path`) to a plain ``GET target`` with fields
+        ``names``: the whole response, byte for byte what :meth:`_plain_hit` answers through aiohttp, when
+        the full path would answer that too (a fresh stored 200 without Vary, nothing conditional, no
+        ``Cache-Control``/``Pragma``, no peer or ``Via``); else None, and the full path takes it."""
+        if not names.isdisjoint(_NOT_FAST):
+            return None
+        key = self._fast_keys.get(target, "")
+        if key == "":  # each distinct target's key is made once (a bounded memo)
+            if len(self._fast_keys) >= 4096:
+                self._fast_keys.clear()
+            key = self._fast_keys[target] = None if target.startswith("/_cdn/") else self.cache_key(target)
+        if key is None or self.vary.get(key):
+            return None
+        skey = (key, ())
+        entry: Entry | None = self.store.peek(skey)
+        if entry is None or entry.status != 200 or entry.no_cache:
+            return None
+        now = time.time()
+        age = entry.age(now)
+        if age >= entry.lifetime:
+            return None
+        self.store.get(skey)  # the eviction policy counts the use, as on the full path
+        self._count(key, "hits", len(entry.body))
+        self.counters["fast_hits"] += 1
+        head = entry.hit_head
+        if head is None:
+            head = entry.hit_head = self._hit_head(entry)
+        second = int(now)
+        if self._date[0] != second:
+            self._date = (second, f"Date: {format_http_date(second)}\r\n".encode())
+        return b"".join((head, b"Age: %d\r\n" % int(age), b"" if entry.hit_has_date else self._date[1],
+                         b"\r\n", entry.body))
+
+    def _hit_head(self, entry: Entry) -> bytes:
+        """Status line and fields of a plain hit as aiohttp writes them (it adds Content-Type when there is a
+        body, Content-Length, Date unless stored, Server), but Age and Date, which change per request."""
+        h = self._hit_headers(entry).copy()
+        h.popall("Age", None)
+        if entry.body:
+            h.setdefault("Content-Type", "application/octet-stream")
+        h["Content-Length"] = str(len(entry.body))
+        h.setdefault("Server", SERVER_SOFTWARE)
+        entry.hit_has_date = "Date" in h
+        lines = ["HTTP/1.1 200 OK", *(f"{k}: {v}" for k, v in h.items())]
+        return ("\r\n".join(lines) + "\r\n").encode("utf-8")
 
     def _count(self, key: str, what: str, bytes_from_cache: int = 0) -> None:
         self.counters[what] += 1
@@ -1024,6 +1091,7 @@ class Edge:
         return {
             "name": self.name,
             "hits": c["hits"],
+            "fast_hits": c["fast_hits"],  # of the hits, those answered on the fast path (hit_path.py)
             "misses": c["misses"],
             "revalidated": c["revalidated"],
             "stale": c["stale"],

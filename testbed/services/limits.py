@@ -53,6 +53,7 @@ from aiohttp.http_exceptions import BadHttpMessage
 from pydantic import Field
 
 from testbed.services.base import ServiceConfig
+from testbed.services.hit_path import HitFn, HitPathProtocol
 
 log = logging.getLogger(__name__)
 
@@ -236,8 +237,12 @@ class HttpGate:
     ``max_connections``, with requests checked against ``max_header_count`` and ``max_header_bytes``
     before they reach ``server``'s handler. Refusals are counted in ``counters``."""
 
-    def __init__(self, server: web.Server, limits: HttpLimitsConfig, counters: Counter[str]) -> None:
+    def __init__(
+        self, server: web.Server, limits: HttpLimitsConfig, counters: Counter[str], hit: HitFn | None = None
+    ) -> None:
         self.server = server
+        #: a fast path for plain hits (:mod:`testbed.services.hit_path`): connections start there
+        self.hit = hit
         self.limits = limits
         self.counters = counters
         self.active = 0  # connections being served
@@ -247,7 +252,13 @@ class HttpGate:
         self._handler_kwargs: dict[str, Any] = dict(getattr(server, "_kwargs", {}))
         self._logged = 0.0
 
-    def __call__(self) -> web.RequestHandler:
+    def __call__(self) -> asyncio.Protocol:
+        if self.hit is not None:
+            return HitPathProtocol(self, self.hit)
+        return self.full_handler()
+
+    def full_handler(self) -> web.RequestHandler:
+        """aiohttp's handler for one connection, guarded by this gate (not yet connected)."""
         return _GuardedHandler(
             self.server, gate=self, loop=asyncio.get_running_loop(), **self._handler_kwargs
         )
@@ -366,17 +377,19 @@ class LimitedSite(web.TCPSite):
         *,
         limits: HttpLimitsConfig,
         counters: Counter[str],
+        hit: HitFn | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(runner, host, port, **kwargs)
         self.limits = limits
         self.counters = counters
+        self.hit = hit
         self.gate: HttpGate | None = None
 
     async def start(self) -> None:
         server = self._runner.server
         assert server is not None, "runner.setup() first"
-        self.gate = HttpGate(server, self.limits, self.counters)
+        self.gate = HttpGate(server, self.limits, self.counters, self.hit)
         ensure_fd_headroom(self.limits.max_connections)
         # what TCPSite.start does, with the gate as the protocol factory
         await web.BaseSite.start(self)  # registers the site with its runner, which stops it on cleanup
