@@ -99,6 +99,8 @@ from testbed.services.freshness import (
     vary_key,
     vary_names,
 )
+from testbed.services.interim import SINK as INTERIM_SINK
+from testbed.services.interim import InterimAwareResponse, InterimRelay
 from testbed.services.limits import HttpLimitsConfig, LimitedSite
 from testbed.services.mcast.cdn import (
     ControlPublishConfig,
@@ -366,6 +368,7 @@ class Edge:
     async def start(self) -> int:
         self.session = aiohttp.ClientSession(
             auto_decompress=False,
+            response_class=InterimAwareResponse,  # hands 1xx to the request's relay (interim.py)
             timeout=aiohttp.ClientTimeout(total=self.cfg.upstream_timeout_s),
             connector=aiohttp.TCPConnector(limit=256),
             # forward what the client sent, and nothing it did not (an added Accept-Encoding would store
@@ -666,7 +669,13 @@ class Edge:
                 return await handler(request)
             if path in ("/_cdn/health", "/_cdn/stats", "/_cdn/purge"):
                 return web.Response(status=405, text="method not allowed\n")
-        return await self._h_proxy(request)
+        relay = InterimRelay(request, self.counters)  # upstream 1xx go to this client as they come
+        token = INTERIM_SINK.set(relay)
+        try:
+            return await self._h_proxy(request)
+        finally:
+            relay.close()
+            INTERIM_SINK.reset(token)
 
     def _refused(self, request: web.BaseRequest, what: str) -> web.Response | None:
         """The 403 for a control request without the run's management token (None: allowed)."""
@@ -1092,6 +1101,7 @@ class Edge:
             "name": self.name,
             "hits": c["hits"],
             "fast_hits": c["fast_hits"],  # of the hits, those answered on the fast path (hit_path.py)
+            "interim_relayed": c["interim_relayed"],  # upstream 1xx (103 Early Hints...) sent on (interim.py)
             "misses": c["misses"],
             "revalidated": c["revalidated"],
             "stale": c["stale"],
