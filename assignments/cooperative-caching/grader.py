@@ -193,7 +193,7 @@ def check_network_hidden(mod: ModuleType) -> str:
 def checks() -> list[Check]:
     return [
         Check(
-            "interface: home(key, members), rank(key, members)", check_interface, "testbed/services/edge.py"
+            "interface: home(key, members), rank(key, members)", check_interface, "testbed/services/edge/cooperation.py"
         ),
         Check("every member order gives the same home", check_order, SLIDES),
         Check("balance: each member near its fair share", check_balance, "a good hash spreads keys evenly"),

@@ -2,7 +2,7 @@
 
 The expected values come from the testbed's own implementation (``testbed/services/freshness.py``), which
 follows RFC 9111 for a shared cache. The edge checks patch the student's four functions into
-``testbed.services.edge`` and put a real origin (``testbed.services.origin``) behind it on loopback.
+``testbed.services.edge.cache`` (the edge's cache core) and put a real origin (``testbed.services.origin``) behind it on loopback.
 """
 
 from __future__ import annotations
@@ -184,9 +184,9 @@ REVALIDATE = [
 
 @contextmanager
 def _patched_edge(mod: ModuleType) -> Iterator[None]:
-    from testbed.services import edge
+    from testbed.services.edge import cache as edge  # the edge's cache core calls the four functions
 
-    names = ("freshness_lifetime", "current_age", "is_storable", "needs_revalidation")
+    names = EDGE_FUNCTIONS
     missing = [n for n in names if not callable(getattr(mod, n, None))]
     if missing:
         raise Fail(f"your module lacks {', '.join(missing)}")
@@ -345,7 +345,7 @@ def _edge_network(mod: ModuleType, label: str, origin_cc: dict[str, str], body: 
     from testbed.grade_network import lab_network, submission_of
     from testbed.net.cdn import CdnOptions
 
-    sub = submission_of(mod, REFERENCE, {f"testbed.services.edge:{n}": n for n in EDGE_FUNCTIONS})
+    sub = submission_of(mod, REFERENCE, {f"testbed.services.edge.cache:{n}": n for n in EDGE_FUNCTIONS})
     opts = CdnOptions(
         roles=("origin", "edge"),
         submissions={"edge": sub.model_dump(mode="json")},

@@ -6,7 +6,7 @@ whatever order it lists the members in, and whatever process it runs in; when a 
 objects it was home to should move. Fill in :func:`home` and :func:`rank` (rendezvous hashing, Thaler &
 Ravishankar 1998, is one way; consistent hashing is another).
 
-The edge (``testbed/services/edge.py``) calls ``home(key, members)`` on every miss, with ``key`` the
+The edge (``testbed/services/edge/cooperation.py``) calls ``home(key, members)`` on every miss, with ``key`` the
 request path and ``members`` the cluster's member names. Grade with
 ``cdnlab grade cooperative-caching --solution path/to/cluster_hash.py``.
 """
