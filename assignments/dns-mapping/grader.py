@@ -421,13 +421,13 @@ def checks() -> list[Check]:
         Check(
             "source_key consistent with choose",
             check_source_key,
-            "testbed/services/dns.py caches answers per source_key (MappingPolicy docstring)",
+            "testbed/services/dns/answers.py caches answers per source_key (MappingPolicy docstring)",
         ),
         Check("random requests and failures", check_random, rfc, timeout=10),
         Check(
             "real DNS server on loopback (dnspython)",
             lambda m: asyncio.run(_dns_scenario(m)),
-            "testbed/services/dns.py _mapped(): your choose() answers aNN.g.cdnlab.net",
+            "testbed/services/dns/answers.py _mapped(): your choose() answers aNN.g.cdnlab.net",
             timeout=10,
         ),
         Check(

@@ -5,7 +5,7 @@ RFC 7871 lets the resolver forward a prefix of the client's address; the authori
 then maps the *client subnet* and says, with SCOPE PREFIX-LENGTH (§7.2.1), for which addresses the
 answer may be reused from the resolver's cache.
 
-:class:`EcsPolicy` plugs into the mapping DNS (``testbed/services/dns.py``) and the redirector through
+:class:`EcsPolicy` plugs into the mapping DNS (``testbed/services/dns/``) and the redirector through
 the ``MappingPolicy`` Protocol of ``testbed/services/mapping.py``: ``EcsPolicy(spec)``,
 ``source_key(req)``, ``choose(req, state, count)``.
 

@@ -1,6 +1,6 @@
 """Lab dns-mapping (starter): server selection with EDNS Client Subnet (RFC 7871).
 
-Fill in the TODOs of :class:`EcsPolicy`. It plugs into the mapping DNS server (``testbed/services/dns.py``)
+Fill in the TODOs of :class:`EcsPolicy`. It plugs into the mapping DNS server (``testbed/services/dns/``)
 through the ``MappingPolicy`` Protocol of ``testbed/services/mapping.py``: the server builds
 ``EcsPolicy(spec)`` and, for every ``aNN.g.cdnlab.net`` query, calls ``choose(MapRequest(name, resolver
 address, client subnet or None), state, count)`` and puts the returned edges' addresses in the answer and
