@@ -199,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
         ap.error("--runs must be >= 1 and --window-s > 0")
     from mininet.log import setLogLevel
 
-    from testbed.net.cdn import start_services
+    from testbed.net.launch import start_services
     from testbed.web.server import Dashboard
 
     setLogLevel("warning")

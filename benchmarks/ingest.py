@@ -301,7 +301,7 @@ def port_counters(cn) -> dict[str, dict[str, tuple[int, int]]]:
 
 def emulated(args: argparse.Namespace) -> int:
     from testbed.net.build import BuildOptions, CdnNet
-    from testbed.net.cdn import HTTP_PORT, CdnOptions, CdnServices
+    from testbed.net.launch import HTTP_PORT, CdnOptions, CdnServices
     from testbed.net.spec import parse_topology
     from testbed.util import wait_until
 

@@ -69,7 +69,7 @@ from contract.netview import ProbeView
 from testbed.measure.proctree import children, descendants, vm_rss_kb
 from testbed.measure.workload import zipf_workload
 from testbed.net.build import ANYCAST_PROBE_INTERVAL_MS, ANYCAST_PROBE_TIMEOUT_MS, BuildOptions, CdnNet
-from testbed.net.cdn import SERVICE_MODULES, CdnOptions, CdnServices, start_services
+from testbed.net.launch import SERVICE_MODULES, CdnOptions, CdnServices, start_services
 from testbed.net.spec import Role, Topology, load_topology
 from testbed.services.catalog import Catalog, CatalogConfig
 from testbed.util import timeout_scale

@@ -38,7 +38,7 @@ from pydantic import Field
 from experiments.common import emulate, run_drivers, save_samples
 from experiments.framework import ExperimentParams, Run, md_table, plt, read_csv, read_results, write_report
 from testbed.measure import link_bytes
-from testbed.net.cdn import CdnOptions, CdnServices
+from testbed.net.launch import CdnOptions, CdnServices
 from testbed.net.spec import Role
 from testbed.services.catalog import Catalog, CatalogConfig
 

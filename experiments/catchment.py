@@ -29,7 +29,7 @@ from pydantic import Field
 from experiments.common import emulate, median, run_drivers, save_samples
 from experiments.framework import ExperimentParams, Run, md_table, plt, read_csv, read_results, write_report
 from testbed.measure import ping
-from testbed.net.cdn import CUSTOMER_NAME, CdnOptions
+from testbed.net.launch import CUSTOMER_NAME, CdnOptions
 from testbed.net.spec import Role, Topology
 from testbed.services.catalog import Catalog, CatalogConfig
 

@@ -15,7 +15,7 @@ from typing import Any
 from experiments.framework import Run
 from testbed.net import fidelity
 from testbed.net.build import BuildOptions, CdnNet
-from testbed.net.cdn import CdnOptions, CdnServices, start_services
+from testbed.net.launch import CdnOptions, CdnServices, start_services
 from testbed.net.spec import Role, Topology
 from testbed.util import json_in
 

@@ -20,7 +20,7 @@ from pydantic import Field
 
 from experiments.common import catalog_paths, emulate, nearest_edge, run_drivers, save_samples
 from experiments.framework import ExperimentParams, Run, md_table, plt, read_csv, read_results, write_report
-from testbed.net.cdn import CdnOptions, CdnServices
+from testbed.net.launch import CdnOptions, CdnServices
 from testbed.util import wait_until
 
 

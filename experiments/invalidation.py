@@ -38,7 +38,7 @@ from experiments.common import catalog_paths, run_drivers, save_samples
 from experiments.framework import ExperimentParams, Run, md_table, plt, read_csv, read_results, write_report
 from testbed.net import fidelity
 from testbed.net.build import BuildOptions, CdnNet
-from testbed.net.cdn import CdnOptions, CdnServices, start_services
+from testbed.net.launch import CdnOptions, CdnServices, start_services
 from testbed.net.spec import Role
 from testbed.util import wait_until
 

@@ -19,7 +19,7 @@ Every client fetches the same (pre-warmed) object ``fetches`` times by DNS; per 
 answered, the mapping distance = configured RTT client -> that edge minus configured RTT client -> its
 nearest edge (from the topology's delays), the RTT measured as the TCP connect time, and the TTFB.
 
-The services are started by :class:`~testbed.net.cdn.CdnServices`, which gives the mapping each region's /24s
+The services are started by :class:`~testbed.net.launch.CdnServices`, which gives the mapping each region's /24s
 instead of the per-host /32s :meth:`CdnServices.regions` lists: an ECS query carries the client's /24,
 whose network address matches no host /32, so with /32s every ECS query would fall to the default region.
 """
@@ -33,7 +33,7 @@ from pydantic import Field
 
 from experiments.common import emulate, median, nearest_edges, run_drivers, save_samples
 from experiments.framework import ExperimentParams, Run, md_table, plt, read_csv, read_results, write_report
-from testbed.net.cdn import CUSTOMER_NAME, CdnOptions, CdnServices, resolver_of
+from testbed.net.launch import CUSTOMER_NAME, CdnOptions, CdnServices, resolver_of
 from testbed.net.spec import Role, Topology
 from testbed.services.catalog import Catalog, CatalogConfig
 

@@ -25,7 +25,7 @@ from experiments.common import (
 )
 from experiments.framework import ExperimentParams, Run, md_table, plt, read_csv, read_results, write_report
 from testbed.measure.workload import zipf_workload
-from testbed.net.cdn import CdnOptions
+from testbed.net.launch import CdnOptions
 from testbed.net.spec import Role
 
 

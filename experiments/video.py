@@ -32,7 +32,7 @@ from pydantic import Field
 from experiments.common import emulate, median, nearest_edge
 from experiments.failover import settle
 from experiments.framework import ExperimentParams, Run, md_table, plt, read_csv, read_results, write_report
-from testbed.net.cdn import CdnOptions, CdnServices
+from testbed.net.launch import CdnOptions, CdnServices
 from testbed.net.spec import Role
 from testbed.util import wait_until
 

@@ -84,7 +84,7 @@ def lab_network(
     controller can run)."""
     require_network()
     from testbed.net.build import BuildOptions, CdnNet
-    from testbed.net.cdn import start_services
+    from testbed.net.launch import start_services
     from testbed.net.spec import load_topology
 
     if isinstance(topo, str):

@@ -25,7 +25,7 @@ from typing import Any
 
 from contract.config import ConfigError
 from testbed.net.build import BuildOptions, CdnNet, port_numbers
-from testbed.net.cdn import CdnOptions, CdnServices, daemon, start_stages
+from testbed.net.launch import CdnOptions, CdnServices, daemon, start_stages
 from testbed.net.spec import Topology
 
 

@@ -292,7 +292,7 @@ def _network(mod: ModuleType, topo: Any, label: str) -> str:
     import time
 
     from testbed.grade_network import controller_errors, lab_network, served_by, submission_of
-    from testbed.net.cdn import CdnOptions
+    from testbed.net.launch import CdnOptions
     from testbed.util import DeadlineExceeded, wait_until
 
     sub = submission_of(mod, REFERENCE, PATCH)

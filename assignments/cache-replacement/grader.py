@@ -293,7 +293,7 @@ def _network_hits(mod: ModuleType | None, trace_of: Any, capacity: int) -> tuple
     from pathlib import Path
 
     from testbed.grade_network import lab_network, submission_of
-    from testbed.net.cdn import CdnOptions
+    from testbed.net.launch import CdnOptions
 
     if mod is None:
         opts = CdnOptions(roles=("origin", "edge"), eviction="testbed.services.eviction:FIFO")

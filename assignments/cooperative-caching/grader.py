@@ -147,7 +147,7 @@ def _network(mod: ModuleType, n: int, objects: int, label: str, subnet: str) -> 
     import json
 
     from testbed.grade_network import lab_network, submission_of
-    from testbed.net.cdn import CdnOptions
+    from testbed.net.launch import CdnOptions
     from testbed.net.spec import parse_topology
 
     topo = parse_topology(_cluster_topology(n, f"cluster{n}", subnet), "the grader's cluster topology")

@@ -322,7 +322,7 @@ def _dns_check(mod: ModuleType) -> str:
 
 def _answers(cn: Any, client: str, resolver: str) -> list[str]:
     """The A records ``client`` gets for the customer's name through ``resolver`` (dig in its namespace)."""
-    from testbed.net.cdn import CUSTOMER_NAME
+    from testbed.net.launch import CUSTOMER_NAME
 
     out = cn.host(client).cmd(f"dig +time=2 +tries=2 +noall +answer @{cn.ip(resolver)} {CUSTOMER_NAME} A")
     return re.findall(r"\sIN\s+A\s+(\d+\.\d+\.\d+\.\d+)", out)
@@ -330,7 +330,7 @@ def _answers(cn: Any, client: str, resolver: str) -> list[str]:
 
 def _dns_network(mod: ModuleType, label: str, body: Callable[..., str]) -> str:
     from testbed.grade_network import lab_network, submission_of
-    from testbed.net.cdn import CdnOptions
+    from testbed.net.launch import CdnOptions
 
     sub = submission_of(mod, REFERENCE)
     opts = CdnOptions(

@@ -343,7 +343,7 @@ def _curl(cn: Any, client: str, url: str, **headers: str) -> tuple[int, str]:
 
 def _edge_network(mod: ModuleType, label: str, origin_cc: dict[str, str], body: Callable[..., str]) -> str:
     from testbed.grade_network import lab_network, submission_of
-    from testbed.net.cdn import CdnOptions
+    from testbed.net.launch import CdnOptions
 
     sub = submission_of(mod, REFERENCE, {f"testbed.services.edge.cache:{n}": n for n in EDGE_FUNCTIONS})
     opts = CdnOptions(

@@ -289,7 +289,7 @@ def _mcast_network(
     from pathlib import Path
 
     from testbed.grade_network import controller_errors, lab_network, submission_of
-    from testbed.net.cdn import CdnOptions
+    from testbed.net.launch import CdnOptions
     from testbed.util import DeadlineExceeded, timeout_scale, wait_until
 
     sub = submission_of(mod, REFERENCE, PATCH)

@@ -43,7 +43,7 @@ def _case(topo: Any) -> tuple[MappingSpec, dict[str, str], dict[str, dict[str, f
     import shutil
 
     from testbed.net.build import BuildOptions, CdnNet
-    from testbed.net.cdn import CdnOptions, CdnServices
+    from testbed.net.launch import CdnOptions, CdnServices
     from testbed.net.spec import load_topology
 
     if isinstance(topo, str):
@@ -209,7 +209,7 @@ def check_hidden_topologies(mod: ModuleType) -> str:
 
 def _network(mod: ModuleType, topo: Any, label: str) -> str:
     from testbed.grade_network import lab_network, served_by, submission_of
-    from testbed.net.cdn import CdnOptions
+    from testbed.net.launch import CdnOptions
     from testbed.util import DeadlineExceeded, wait_until
 
     sub = submission_of(mod, REFERENCE, preload=PRELOAD)

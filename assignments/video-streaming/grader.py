@@ -244,7 +244,7 @@ def _video_network(
     import time
 
     from testbed.grade_network import lab_network, submission_of
-    from testbed.net.cdn import CdnOptions
+    from testbed.net.launch import CdnOptions
     from testbed.net.spec import load_topology
 
     sub = submission_of(mod, REFERENCE, preload=PRELOAD)

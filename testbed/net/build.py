@@ -78,8 +78,8 @@ class BuildOptions:
     controller_submission: Path | None = None
 
 
-DEFAULT_CONTROL_GROUP = "239.10.0.2"  # as testbed.net.cdn: the heartbeat group when the topology names none
-CONTROL_SESSION_ID = 2  # the control channel's session id in testbed.net.cdn
+DEFAULT_CONTROL_GROUP = "239.10.0.2"  # as testbed.net.launch: the heartbeat group when the topology names none
+CONTROL_SESSION_ID = 2  # the control channel's session id in testbed.net.launch
 CONTROLLER_NODE = "c0"  # Mininet's name for the controller node (a host may not take it: the spec refuses it)
 assert CONTROLLER_NODE in BUILDER_NODE_NAMES
 
@@ -198,7 +198,7 @@ class CdnNet:
         # heartbeats, so it is in the view before services start; CdnServices reuses it (None: its own)
         self.mcast_key: str | None = None
         self.control = self._control_settings()
-        #: the CDN services started in this network (testbed.net.cdn.start_services), or None
+        #: the CDN services started in this network (testbed.net.launch.start_services), or None
         self.services: Any = None
         #: held while a command runs in the hosts' Mininet shells from another thread than the main one (the
         #: dashboard's actions; the CLI takes it for each command): a shell takes one command at a time

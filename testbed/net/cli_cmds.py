@@ -19,8 +19,8 @@ from urllib.parse import urlsplit
 from mininet.cli import CLI
 from mininet.node import Controller
 
-from testbed.net.cdn import CUSTOMER_NAME, SERVICE_MODULES
 from testbed.net.containment import NamespaceError
+from testbed.net.launch import CUSTOMER_NAME, SERVICE_MODULES
 from testbed.util import json_in
 
 #: the CDN's own commands, in the order `help` lists them, each with a one-line summary

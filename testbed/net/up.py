@@ -90,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     limits: dict[str, dict[str, object]] = {}
     try:
         for text in args.limit:
-            from testbed.net.cdn import parse_limit
+            from testbed.net.launch import parse_limit
 
             role, name, value = parse_limit(text)
             limits.setdefault(role, {})[name] = value
@@ -109,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
         cn.start()
         if not args.no_services:
             try:
-                from testbed.net.cdn import CdnOptions, start_services
+                from testbed.net.launch import CdnOptions, start_services
             except ImportError:
                 start_services = None
             if start_services is not None:

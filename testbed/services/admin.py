@@ -1,6 +1,6 @@
 """The services' management plane: who may call a control endpoint (purge, stats, faults, pushes).
 
-Every run has a management token, made fresh by the launcher (:class:`testbed.net.cdn.CdnServices`) and put
+Every run has a management token, made fresh by the launcher (:class:`testbed.net.launch.CdnServices`) and put
 in each service's config as ``admin_token``. A control request carries it as a bearer token (RFC 6750
 §2.1): ``Authorization: Bearer <token>``. Without it, or with a wrong one, the service answers
 ``403 Forbidden`` and does nothing; the token is compared in constant time (:func:`hmac.compare_digest`).

@@ -3,7 +3,7 @@
 Each service module holds one ``DAEMON = Daemon(...)``: its role, the module the launcher runs
 (``python -m MODULE --config FILE``), its config model, the roles whose services must answer before it
 starts (``after``) and how the launcher knows it answers (``ready``). The launcher
-(:class:`testbed.net.cdn.CdnServices`) and the plan (:mod:`testbed.plan`) derive the start order from these
+(:class:`testbed.net.launch.CdnServices`) and the plan (:mod:`testbed.plan`) derive the start order from these
 declarations with :func:`start_stages`; nothing else lists it.
 """
 

@@ -1,5 +1,5 @@
 """The dashboard's actions, carried out through the same code paths as the CLI's commands: ``fail`` and
-``recover`` (:meth:`testbed.net.cdn.CdnServices.fail` / ``recover``), ``drain`` and ``restore`` (the
+``recover`` (:meth:`testbed.net.launch.CdnServices.fail` / ``recover``), ``drain`` and ``restore`` (the
 controller's REST API), a link down or up (Mininet's ``configLinkStatus``, as the CLI's ``link``), and
 ``purge`` (:meth:`CdnServices.purge`, with the run's management token, from each edge's own host).
 

@@ -27,7 +27,7 @@ import dns.rdatatype
 
 from contract.dashboard import ClientState, EdgeState, StateMsg
 from testbed.net import nsclient
-from testbed.net.cdn import CUSTOMER_NAME, HTTP_PORT
+from testbed.net.launch import CUSTOMER_NAME, HTTP_PORT
 from testbed.net.spec import Role
 from testbed.web import view
 

@@ -118,7 +118,7 @@ def test_an_imported_zoo_topology_runs_selection_and_nothing_leaves_through_the_
     request goes to an edge nearest to the client's resolver; every region's row is filled."""
     from experiments.framework import read_csv, run_experiment
     from testbed.cli import main as cdnlab
-    from testbed.net.cdn import resolver_of
+    from testbed.net.launch import resolver_of
 
     uplink = _uplink()
     if uplink is None:

@@ -18,7 +18,7 @@ import pytest
 import yaml
 
 from testbed.net.build import BuildOptions, CdnNet
-from testbed.net.cdn import MCAST_CONTROL_PORT, CdnOptions, CdnServices, start_services
+from testbed.net.launch import MCAST_CONTROL_PORT, CdnOptions, CdnServices, start_services
 from testbed.net.spec import parse_topology, resolve_topology_path
 from testbed.services.catalog import Catalog, CatalogConfig
 from testbed.util import wait_until

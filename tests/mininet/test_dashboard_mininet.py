@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from browser import chromium_available, headless_chromium, save_screenshot, wait_for
 
-from testbed.net.cdn import start_services
+from testbed.net.launch import start_services
 from testbed.web.server import Dashboard
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"

@@ -142,7 +142,7 @@ BUILD_AND_HANG = """
 import sys, time
 from testbed.net.build import BuildOptions, CdnNet
 from testbed.net.spec import load_topology
-from testbed.net.cdn import start_services
+from testbed.net.launch import start_services
 cn = CdnNet(load_topology("mini"), BuildOptions()).start()
 start_services(cn)  # service processes are recorded too, and must not outlive a SIGKILLed parent
 print("READY", cn.state.run_id, flush=True)

@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from testbed.net.cdn import CdnServices, start_services
+from testbed.net.launch import CdnServices, start_services
 from testbed.util import wait_until
 
 pytestmark = pytest.mark.mininet

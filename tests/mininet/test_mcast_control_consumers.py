@@ -19,7 +19,7 @@ import pytest
 import yaml
 
 from testbed.net.build import BuildOptions, CdnNet
-from testbed.net.cdn import CDN_NAME, MCAST_CONTROL_PORT, CdnOptions, CdnServices
+from testbed.net.launch import CDN_NAME, MCAST_CONTROL_PORT, CdnOptions, CdnServices
 from testbed.net.spec import parse_topology, rename_switches, resolve_topology_path
 from testbed.services.catalog import Catalog, CatalogConfig
 from testbed.util import wait_until

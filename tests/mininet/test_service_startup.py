@@ -11,7 +11,7 @@ import time
 import pytest
 
 from contract.config import ConfigError
-from testbed.net.cdn import CdnOptions, CdnServices, daemon
+from testbed.net.launch import CdnOptions, CdnServices, daemon
 from testbed.util import StopWaiting
 
 pytestmark = pytest.mark.mininet

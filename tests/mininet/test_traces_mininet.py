@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from testbed.net.cdn import CdnOptions, start_services
+from testbed.net.launch import CdnOptions, start_services
 from testbed.net.spec import load_topology
 
 pytestmark = pytest.mark.mininet

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from testbed.net.cdn import start_services
 from testbed.net.cli_cmds import CdnCLI
+from testbed.net.launch import start_services
 
 pytestmark = pytest.mark.mininet
 

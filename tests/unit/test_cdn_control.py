@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from testbed.net.build import BuildOptions, CdnNet
-from testbed.net.cdn import CdnServices
+from testbed.net.launch import CdnServices
 from testbed.net.spec import load_topology
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from testbed.net.build import BuildOptions, CdnNet
-from testbed.net.cdn import CdnServices
+from testbed.net.launch import CdnServices
 from testbed.net.spec import Role, load_topology
 from testbed.services.dns import DnsConfig
 from testbed.services.health import HealthChecker, HealthConfig

@@ -291,7 +291,7 @@ def test_bad_control_section_names_the_field(edges, bad: dict, field: str) -> No
 def test_cdn_options_multicast_wires_control_into_dns_and_redirector(tmp_path) -> None:
     from types import SimpleNamespace
 
-    from testbed.net.cdn import CdnOptions, CdnServices
+    from testbed.net.launch import CdnOptions, CdnServices
     from testbed.net.spec import load_topology
 
     topo = load_topology("mini")

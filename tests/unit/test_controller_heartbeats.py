@@ -300,7 +300,7 @@ def test_view_interval_overrides_advertised_interval() -> None:
 
 def test_builder_shares_the_key_with_the_services(tmp_path: Path) -> None:
     from testbed.net.build import BuildOptions, CdnNet
-    from testbed.net.cdn import CdnOptions, CdnServices
+    from testbed.net.launch import CdnOptions, CdnServices
     from testbed.net.spec import load_topology
 
     topo = load_topology("mini")  # parsed only: nothing is built

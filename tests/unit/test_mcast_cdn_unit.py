@@ -251,7 +251,7 @@ def _fake_net(tmp_path, topo):
 
 
 def test_cdn_options_multicast_wires_valid_configs_from_the_topology(tmp_path) -> None:
-    from testbed.net.cdn import CdnOptions, CdnServices
+    from testbed.net.launch import CdnOptions, CdnServices
     from testbed.net.spec import load_topology
     from testbed.services.mcast.control import ControlConfig
 
@@ -275,7 +275,7 @@ def test_cdn_options_multicast_wires_valid_configs_from_the_topology(tmp_path) -
 
 
 def test_cdn_options_multicast_needs_an_origin_group(tmp_path) -> None:
-    from testbed.net.cdn import CdnOptions, CdnServices
+    from testbed.net.launch import CdnOptions, CdnServices
     from testbed.net.spec import load_topology
 
     topo = load_topology("mini").model_copy(update={"multicast": []})

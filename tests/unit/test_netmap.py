@@ -10,8 +10,8 @@ from types import SimpleNamespace
 import pytest
 
 from contract.config import ConfigError, validate
-from testbed.net.cdn import CdnOptions, CdnServices, resolver_of
 from testbed.net.graphml import import_graphml
+from testbed.net.launch import CdnOptions, CdnServices, resolver_of
 from testbed.net.netmap import network_maps, rtt_to_edges
 from testbed.net.spec import load_topology, parse_topology
 from testbed.services.dns import DnsConfig

@@ -16,7 +16,7 @@ import pytest
 from contract.config import ConfigError
 from contract.netview import NetView
 from testbed.net.build import BuildOptions, port_numbers
-from testbed.net.cdn import SERVICE_MODULES, CdnOptions, config_model
+from testbed.net.launch import SERVICE_MODULES, CdnOptions, config_model
 from testbed.net.spec import load_topology
 from testbed.plan import make_plan
 

@@ -7,7 +7,7 @@ import importlib
 
 import pytest
 
-from testbed.net.cdn import SERVICE_MODULES, daemon, start_stages
+from testbed.net.launch import SERVICE_MODULES, daemon, start_stages
 from testbed.net.spec import load_topology
 from testbed.plan import make_plan
 from testbed.services.base import ServiceConfig

@@ -9,7 +9,7 @@ import pytest
 
 from contract.config import ConfigError
 from testbed.net.build import BuildOptions, CdnNet
-from testbed.net.cdn import CdnOptions, CdnServices, limit_fields, parse_limit
+from testbed.net.launch import CdnOptions, CdnServices, limit_fields, parse_limit
 from testbed.net.spec import load_topology
 from testbed.net.up import main as up_main
 
