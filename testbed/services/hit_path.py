@@ -114,6 +114,7 @@ class HitPathProtocol(asyncio.Protocol):
             return
         gate.active += 1
         self._counted = True
+        gate.fast.add(self)
         self.transport = transport  # type: ignore[assignment]
         self._arm_header_timer()  # a new connection must send a request within header_timeout_s
 
@@ -172,17 +173,24 @@ class HitPathProtocol(asyncio.Protocol):
 
     def connection_lost(self, exc: BaseException | None) -> None:
         self._stop_timers()
+        self._gate.fast.discard(self)
         self.transport = None
         if self._counted:
             self._counted = False
             self._gate.active -= 1
 
     # -- the rest ------------------------------------------------------------------------------------
+    def close(self) -> None:
+        """Close the connection (the service is stopping)."""
+        if self.transport is not None:
+            self.transport.close()
+
     def _hand_off(self, data: bytes) -> None:
         """Give the connection, and ``data``, to aiohttp's handler for good."""
         t = self.transport
         assert t is not None
         self._stop_timers()
+        self._gate.fast.discard(self)
         self.transport = None
         self._buf = b""
         if self._counted:  # the handler counts itself in

@@ -243,6 +243,7 @@ class HttpGate:
         self.server = server
         #: a fast path for plain hits (:mod:`testbed.services.hit_path`): connections start there
         self.hit = hit
+        self.fast: set[HitPathProtocol] = set()  # connections on the fast path (closed with the gate)
         self.limits = limits
         self.counters = counters
         self.active = 0  # connections being served
@@ -324,11 +325,15 @@ class HttpGate:
         refusal.connection_made(transport)
 
     def close(self) -> None:
-        """Close the refused connections still lingering (when the service stops)."""
+        """Close the refused connections still lingering, and the connections still on the hit fast path
+        (aiohttp closes its own), when the service stops."""
         for r in list(self.refusals):
             if r.transport is not None:
                 r.transport.abort()
         self.refusals.clear()
+        for p in list(self.fast):
+            p.close()
+        self.fast.clear()
 
     def _log(self, msg: str, *args: Any) -> None:
         now = time.monotonic()  # at most one line in 10 s: a flood must not flood the log too

@@ -196,3 +196,15 @@ async def test_a_small_request_over_the_field_limit_still_gets_431_not_a_fast_hi
         assert (await one(e.port)).startswith(b"HTTP/1.1 200") and e.stats()["fast_hits"] == 1
     finally:
         await e.close()
+
+
+async def test_closing_the_edge_closes_its_fast_path_connections(up) -> None:
+    up.routes["/o"] = lambda r: web.Response(body=b"hello", headers={"Cache-Control": "max-age=60"})
+    e = await start_edge(up.url, name="edge-c")
+    await one(e.port)
+    r, w = await asyncio.open_connection("127.0.0.1", e.port)
+    w.write(GET)
+    await asyncio.wait_for(r.readuntil(b"hello"), 5)
+    await e.close()  # aiohttp closes the connections it serves; the fast path's go with the gate
+    assert await asyncio.wait_for(r.read(), 3) == b""
+    w.close()
