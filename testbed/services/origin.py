@@ -39,7 +39,7 @@ import logging
 import random
 import sys
 import time
-from collections import Counter
+from collections import Counter, OrderedDict
 from typing import Any
 
 from aiohttp import web
@@ -103,6 +103,9 @@ class OriginConfig(HttpLimitsConfig):
     ingest: OriginIngestConfig | None = None
     #: MPEG-DASH titles under ``/dash/`` (:mod:`testbed.services.video`)
     video: VideoConfig = Field(default_factory=VideoConfig)
+    #: bytes of generated object bodies kept for reuse, least recently used out first (0: none kept);
+    #: generating costs about 2.7 ms per MB
+    body_memo_bytes: int = Field(4 * 2**20, ge=0)
 
     @field_validator("cache_control", "cdn_cache_control")
     @classmethod
@@ -158,7 +161,9 @@ class Origin:
         self.control_refused = 0  # control requests without the management token (403)
         self.limits: Counter[str] = Counter()  # refusals by the HTTP limits (limits.py)
         self.fault_status: int | None = None
-        self._bodies: dict[tuple[str, int], bytes] = {}
+        #: generated bodies by (path, version), least recently used first; their bytes in _memo_bytes
+        self._bodies: OrderedDict[tuple[str, int], bytes] = OrderedDict()
+        self._memo_bytes = 0
         self._rng = random.Random()
         self.runner: web.AppRunner | None = None
         self.port = 0
@@ -258,11 +263,16 @@ class Origin:
         v = self.version(obj.path)
         key = (obj.path, v)
         b = self._bodies.get(key)
-        if b is None:
-            b = self._html(obj, v) if obj.cls == "html" else self.catalog.body(obj, v)
-            if len(self._bodies) > 1024:
-                self._bodies.clear()
+        if b is not None:
+            self._bodies.move_to_end(key)
+            return b
+        b = self._html(obj, v) if obj.cls == "html" else self.catalog.body(obj, v)
+        cap = self.cfg.body_memo_bytes
+        if len(b) <= cap:  # a memory bound, not a count: objects go up to the catalog's max_bytes
+            while self._memo_bytes + len(b) > cap:
+                self._memo_bytes -= len(self._bodies.popitem(last=False)[1])
             self._bodies[key] = b
+            self._memo_bytes += len(b)
         return b
 
     def _html(self, obj: CatalogObject, version: int) -> bytes:

@@ -190,3 +190,24 @@ def test_origin_bad_config_exits_2(tmp_path):
     )
     assert p.returncode == 2
     assert "catalog.objects" in p.stderr and str(cfg) in p.stderr
+
+
+def test_the_body_memo_is_bounded_by_bytes_and_keeps_the_recently_used() -> None:
+    """Generated bodies are kept up to ``body_memo_bytes`` (a count bound let 1025 bodies of up to
+    ``max_bytes`` each pile up: gigabytes), least recently used out first, and are the same bytes either way."""
+    from testbed.services.origin import Origin, OriginConfig
+
+    cap = 200_000
+    o = Origin(OriginConfig(port=0, body_memo_bytes=cap, catalog=CatalogConfig(objects=300, seed=3)))
+    objs = [x for x in o.catalog.objects if x.cls != "html"]
+    small = [x for x in objs if x.size <= cap // 4]
+    for x in objs:
+        assert o.body(x) == o.catalog.body(x, 0)
+        assert o._memo_bytes == sum(len(b) for b in o._bodies.values()) <= cap
+    keep = small[0]
+    for x in small[1:]:  # keep is used between all the others: never the least recently used
+        o.body(keep)
+        o.body(x)
+    assert (keep.path, 0) in o._bodies
+    none = Origin(OriginConfig(port=0, body_memo_bytes=0, catalog=CatalogConfig(objects=10, seed=3)))
+    assert none.body(none.catalog.objects[1]) and not none._bodies
