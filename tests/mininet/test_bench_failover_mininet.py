@@ -27,5 +27,8 @@ def test_bench_failover_fails_the_nearest_member_and_times_every_kind_and_mode()
     assert out["trials"] == 4
     for k in KEYS:  # another member answered within the 10 s the benchmark waits
         assert 0 < out[f"{k}_ms_p50"] < 10_000, (k, out)
-    assert 0 < out["link_detect_ms_p50"] < out["destination_link_ms_p50"] + 1_000
+    if "link_detect_ms_p50" in out:  # the controller logged the port-status of a link trial within 5 s
+        assert 0 < out["link_detect_ms_p50"] < 5_000
+    else:  # and when it did not, the benchmark says so
+        assert out["link_detect_missed"] == 2 and "not logged by the controller" in r.stdout, r.stdout
     assert out["anycast_failover_ms_max"] >= out["anycast_failover_ms_p50"]
