@@ -158,8 +158,8 @@ def main(argv: list[str] | None = None) -> int:
                             ]
 
                         try:
-                            wait_until(lambda: bool(link_down_seen()), 5, what="the controller's port-status")
-                            detect.append((min(link_down_seen()) - t_kill_wall) * 1000)
+                            seen = wait_until(link_down_seen, 5, what="the controller's port-status")
+                            detect.append((min(seen) - t_kill_wall) * 1000)
                         except DeadlineExceeded:
                             missed_detect += 1
                     if kind == "process":

@@ -4,12 +4,16 @@ The prober is the workload driver with a fixed-interval schedule on one client; 
 failure and stamps the wall-clock time at which it is *confirmed* (the edge process reaped, the firewall
 rule in place, the link down), so the outage is measured against the failure itself:
 ``outage_ms`` = the first successful fetch that *started* after the failure and was served by *another*
-edge, minus the failure time (a fetch the dying edge still answered is not a recovery).
+edge, minus the failure time (a fetch the dying edge still answered is not a recovery). A DNS failure lands
+just after the client's resolver refilled its cached answer, so the answer naming the dead edge lives a
+whole TTL (``ttl_left_ms``): a single trial shows the TTL's cost instead of a chance phase of it.
 """
 
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import threading
 import time
 from dataclasses import replace
@@ -20,6 +24,7 @@ from pydantic import Field
 
 from experiments.common import catalog_paths, emulate, nearest_edge, run_drivers, save_samples
 from experiments.framework import ExperimentParams, Run, md_table, plt, read_csv, read_results, write_report
+from testbed.measure.host_programs import RESOLVER_REFILL
 from testbed.net.launch import CdnOptions, CdnServices
 from testbed.util import wait_until
 
@@ -82,17 +87,40 @@ def analyse(rows: list[dict[str, Any]], t_fail: float, victim: str) -> dict[str,
             "recovered": first_ok is not None}
 
 
+def wait_refill(cn, client: str, resolver: str, timeout: float) -> float | None:
+    """Block until the resolver refills its cached answer (seen from ``client``'s namespace, by
+    :data:`~testbed.measure.host_programs.RESOLVER_REFILL`); the wall time it was seen, None if not in time."""
+    proc = cn.host(client).popen([sys.executable, "-c", RESOLVER_REFILL, resolver, "www.customer.example",
+                                  str(timeout)])
+    try:
+        out, _ = proc.communicate(timeout=timeout + 10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
+        return None
+    return time.time() if proc.returncode == 0 and out.strip() else None
+
+
 def trial(r: Run, cn, svc: CdnServices, via: str, kind: str, client: str, victim: str, path: str,
-          label: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+          label: str, dns_ttl_s: int = 0) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """One failure of ``victim`` while a prober on ``client`` fetches through ``via``. For DNS the failure
+    waits for the resolver to refill its cached answer (up to one TTL, ``dns_ttl_s``: the effective one,
+    after any cache-min-ttl) and lands just after it: the cached answer naming the dead edge then lives a
+    whole TTL, as it does for the last client of a population to ask (its phase is otherwise chance, and a
+    single trial could not show the TTL's cost); ``ttl_left_ms`` records what was left of it."""
     p = r.params
     tgt = _target(cn, svc, client)
+    align_s = float(dns_ttl_s) + 1.0 if via == "dns" else 0.0
+    after_s = max(float(p["after_s"]), float(dns_ttl_s) + 3.0) if via == "dns" else float(p["after_s"])
     cfg = {"target": tgt, "probes": [{"via": via, "path": path, "interval_ms": float(p["interval_ms"]),
-                                      "duration_s": float(p["before_s"]) + float(p["after_s"]),
+                                      "duration_s": float(p["before_s"]) + align_s + after_s,
                                       "timeout_s": 1.0}]}
     stamps: dict[str, Any] = {}
 
     def fail_later() -> None:
         time.sleep(1.0 + float(p["before_s"]))  # run_drivers starts the clients 1 s from now
+        if via == "dns":
+            stamps["refill"] = wait_refill(cn, client, tgt["resolver"], align_s)
         stamps["issued"] = time.time()
         try:
             svc.fail_edge(victim, kind)  # returns once the failure is in effect
@@ -102,7 +130,7 @@ def trial(r: Run, cn, svc: CdnServices, via: str, kind: str, client: str, victim
 
     th = threading.Thread(target=fail_later, daemon=True)
     th.start()
-    rows = run_drivers(cn, {client: cfg}, timeout=float(p["before_s"]) + float(p["after_s"]) + 30)
+    rows = run_drivers(cn, {client: cfg}, timeout=float(p["before_s"]) + align_s + after_s + 30)
     th.join()
     if "error" in stamps:
         raise RuntimeError(f"failover {label}: injecting the failure failed: {stamps['error']}")
@@ -110,6 +138,9 @@ def trial(r: Run, cn, svc: CdnServices, via: str, kind: str, client: str, victim
     res = analyse(rows, t_fail, victim)
     res.update(method=via, kind=kind, victim=victim, label=label,
                inject_ms=round((stamps["confirmed"] - stamps["issued"]) * 1000, 1))
+    if via == "dns":
+        refill = stamps.get("refill")
+        res["ttl_left_ms"] = round((refill + dns_ttl_s - t_fail) * 1000, 1) if refill else None
     for x in rows:
         x.update(method=via, kind=kind, label=label, t_rel_ms=round((x["t"] - t_fail) * 1000, 1))
     svc.recover_edge(victim, kind)
@@ -197,7 +228,7 @@ def run(r: Run) -> dict[str, Any]:
                       + 4)
         for via, kind, label in plan:
             settle(cn, svc, client, via, victim, path, timeout=float(p["dns_ttl"]) + 30)
-            res, rows = trial(r, cn, svc, via, kind, client, victim, path, label)
+            res, rows = trial(r, cn, svc, via, kind, client, victim, path, label, int(p["dns_ttl"]))
             trials.append(res)
             samples += rows
             r.figure(f"{label}: outage ms", res["outage_ms"])
@@ -231,7 +262,8 @@ def run(r: Run) -> dict[str, Any]:
             victim = nearest_edge(cn, client, svc.edges)
             path = catalog_paths(cn, svc)[0]
             settle(cn, svc, client, via, victim, path, timeout=opts.dns_ttl + 30)
-            res, rows = trial(r, cn, svc, via, "process", client, victim, path, label)
+            ttl = max(opts.dns_ttl, int(extra.get("resolver_min_ttl", 0)))  # what the resolver's cache keeps
+            res, rows = trial(r, cn, svc, via, "process", client, victim, path, label, ttl)
             res.update(extra)
             trials.append(res)
             samples += rows
@@ -245,15 +277,18 @@ def run(r: Run) -> dict[str, Any]:
                                      "kind": primary, "kinds": {x["kind"]: {
                                          "outage_ms": x["outage_ms"], "failed_requests": x["failed_requests"]}
                                          for x in trials if x["method"] == m and x["label"] == f"{m}/{x['kind']}"}}
+            if m == "dns":
+                results["methods"][m]["ttl_left_ms"] = t.get("ttl_left_ms")
     results["dns_ttl_sweep"] = [{"ttl": t["ttl"], "resolver_min_ttl": t["resolver_min_ttl"],
-                                 "outage_ms": t["outage_ms"], "failed_requests": t["failed_requests"]}
+                                 "outage_ms": t["outage_ms"], "failed_requests": t["failed_requests"],
+                                 "ttl_left_ms": t.get("ttl_left_ms")}
                                 for t in trials if "ttl" in t]
     results["redirect_health_sweep"] = [{"health_interval_s": t["health_interval_s"], "outage_ms": t["outage_ms"],
                                          "failed_requests": t["failed_requests"]}
                                         for t in trials if "health_interval_s" in t]
     results["params_effective"] = {"dns_ttl_s": p["dns_ttl"], "health_detect_s": p["health_interval"] * p["health_fall"],
                                    "probe_interval_ms": p["interval_ms"]}
-    r.csv("trials", trials)
+    r.csv("trials", trials, columns=list(dict.fromkeys(k for t in trials for k in t)))  # every trial's keys
     save_samples(r, "probes", samples)
     results["summary"] = _summary(results)
     return results

@@ -211,16 +211,43 @@ NETWORK_TRACE = "duration_s,mbit\n6,6\n6,1.2\n6,3\n"
 #: not in the handout: a deeper dip and a slow recovery, played while the serving edge dies
 HIDDEN_TRACE = "duration_s,mbit\n4,5\n5,0.8\n4,2\n5,4.5\n"
 DURATION_S = 24
+#: the hidden check kills e1 this long into the first segment download the player starts after the kill
+#: time: every policy loses the same 0.5 s of download (a kill at a wall time would land anywhere in a
+#: segment, costing from nothing to a whole segment's download time, so one submission could pass or fail
+#: by chance: the reference itself lost up to 4.2 s that way)
+KILL_INTO_SEGMENT_S = 0.5
 
 
 def _play(cn: Any, client: str, policy: str, out: Path, submission: Path | None) -> dict[str, Any]:
     vip = cn.topo.anycast[0].vip
+    log = out.with_suffix(".csv")
     cmd = [sys.executable, "-m", "testbed.measure.player", "/dash/testcard/manifest.mpd", "--via", "anycast",
            "--vip", vip, "--policy", policy, "--duration", str(DURATION_S), "--summary", str(out),
-           "--give-up", "20", *(["--submission", str(submission)] if submission else [])]
+           "--csv", str(log), "--give-up", "20", *(["--submission", str(submission)] if submission else [])]
     # an argument list, no shell: Mininet's popen(shell=True) reads $SHELL, which an autograder's
     # container, a cron job or the test VM need not set
-    return {"popen": cn.host(client).popen(cmd), "out": out}
+    return {"popen": cn.host(client).popen(cmd), "out": out, "log": log}
+
+
+def _segments_in(p: dict[str, Any]) -> int:
+    """Segments the player has logged so far (its CSV is written and flushed as each one comes in)."""
+    try:
+        return max(0, len(p["log"].read_text().splitlines()) - 1)
+    except OSError:
+        return 0
+
+
+def _kill_into_a_segment(p: dict[str, Any], kill: Any, timeout: float) -> None:
+    """Call ``kill()`` :data:`KILL_INTO_SEGMENT_S` after the player's next segment comes in (when it asks
+    for the one after); at ``timeout`` or when the player has ended, at once."""
+    import time
+
+    seen, deadline = _segments_in(p), time.monotonic() + timeout
+    while time.monotonic() < deadline and p["popen"].poll() is None and _segments_in(p) == seen:
+        time.sleep(0.01)
+    if p["popen"].poll() is None and time.monotonic() < deadline:
+        time.sleep(KILL_INTO_SEGMENT_S)
+    kill()
 
 
 def _finish(p: dict[str, Any], who: str) -> dict[str, Any]:
@@ -265,7 +292,7 @@ def _video_network(
             ref = _play(cn, "c2", "throughput", run / "ref.json", None)
             if kill_after is not None:
                 time.sleep(kill_after)
-                svc.fail("e1")
+                _kill_into_a_segment(mine, lambda: svc.fail("e1"), timeout=DURATION_S)
             a, b = _finish(mine, "your policy"), _finish(ref, "the throughput rule")
             if kill_after is not None:
                 svc.recover("e1")
@@ -291,7 +318,7 @@ def check_network_visible(mod: ModuleType) -> str:
 
 
 def check_network_hidden(mod: ModuleType) -> str:
-    return _video_network(mod, "hidden trace, and e1 killed 8 s in", 8.0, 4.0, HIDDEN_TRACE)
+    return _video_network(mod, "hidden trace, and e1 killed 0.5 s into a download 8 s in", 8.0, 4.0, HIDDEN_TRACE)
 
 
 def checks() -> list[Check]:

@@ -2,7 +2,8 @@
 
 Graders, benchmarks and the Mininet-tier tests start them to see what the network delivers, independently
 of the CDN's own services: a multicast receiver that joins with IGMP (RFC 3376) and records each datagram, a
-sender of numbered datagrams, and an HTTP server that names itself (which anycast member answered).
+sender of numbered datagrams, an HTTP server that names itself (which anycast member answered), and a
+watcher that sees a resolver refill its cache (the start of a TTL).
 """
 
 #: a multicast receiver for a Mininet host: joins GROUP on its address (IGMP), appends each datagram to OUT
@@ -42,4 +43,26 @@ class H(http.server.BaseHTTPRequestHandler):
 class S(http.server.ThreadingHTTPServer):
     allow_reuse_address = True
 S(("0.0.0.0", int(sys.argv[2])), H).serve_forever()
+"""
+
+#: waits for a resolver to refill its cache (argv: RESOLVER NAME TIMEOUT_S): asks for NAME's A record every
+#: 10 ms and exits 0, printing the new TTL, as soon as an answer's TTL is higher than the one before (the
+#: cached answer expired and was fetched again: its whole TTL lies ahead); exit 1 when none came in time
+RESOLVER_REFILL = r"""
+import sys, time
+import dns.message, dns.query, dns.rdatatype
+resolver, name, deadline = sys.argv[1], sys.argv[2], time.monotonic() + float(sys.argv[3])
+last = None
+while time.monotonic() < deadline:
+    try:
+        r = dns.query.udp(dns.message.make_query(name, dns.rdatatype.A), resolver, timeout=0.5)
+        ttl = min((rr.ttl for rr in r.answer if rr.rdtype == dns.rdatatype.A), default=None)
+    except Exception:
+        ttl = None
+    if ttl is not None and last is not None and ttl > last:
+        print(ttl)
+        sys.exit(0)
+    last = ttl if ttl is not None else last
+    time.sleep(0.01)
+sys.exit(1)
 """

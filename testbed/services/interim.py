@@ -21,16 +21,16 @@ import aiohttp
 from aiohttp import web
 from aiohttp.http import HttpVersion11
 
+from testbed.services.http_fields import HOP_BY_HOP
+
 #: ``sink(status, reason, raw_headers)`` for the 1xx responses of the upstream fetches made while serving
 #: one client request (set by the edge's handler; None: dropped, as aiohttp does)
 SINK: ContextVar[Callable[[int, str, tuple[tuple[bytes, bytes], ...]], None] | None] = ContextVar(
     "interim_sink", default=None
 )
 
-_HOP_BY_HOP = frozenset(
-    b"connection keep-alive proxy-connection te transfer-encoding upgrade trailer proxy-authenticate "
-    b"proxy-authorization content-length".split()
-)
+#: not relayed with an interim response: hop-by-hop fields, and a length (1xx has no body)
+_HOP_BY_HOP = frozenset(f.encode() for f in HOP_BY_HOP | {"content-length"})
 
 
 class InterimAwareResponse(aiohttp.ClientResponse):

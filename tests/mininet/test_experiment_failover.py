@@ -60,6 +60,15 @@ def test_outages_are_bounded_by_their_mechanisms(failover) -> None:
     assert failover["methods"]["dns"]["outage_ms"] > failover["methods"]["anycast"]["outage_ms"]
 
 
+def test_the_dns_failure_lands_at_the_start_of_a_ttl_and_the_cached_answer_outlives_it(failover) -> None:
+    ttl_ms = load_spec("failover").params["dns_ttl"] * 1000
+    dns = failover["methods"]["dns"]
+    assert dns["ttl_left_ms"] is not None, "the resolver never refilled its answer before the failure"
+    assert ttl_ms - 500 < dns["ttl_left_ms"] <= ttl_ms, dns
+    # until the cached answer expires every fetch goes to the dead edge: no recovery before it
+    assert dns["outage_ms"] >= dns["ttl_left_ms"] - 100, dns
+
+
 def test_anycast_route_change_breaks_tcp_only_in_destination_mode(failover) -> None:
     tcp = failover["anycast_tcp"]
     assert tcp["destination"]["broken"] == tcp["destination"]["connections"] > 0

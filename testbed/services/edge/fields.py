@@ -12,22 +12,9 @@ from multidict import CIMultiDict
 from testbed.services.freshness import (
     parse_cache_control,
 )
+from testbed.services.http_fields import HOP_BY_HOP
 
 PEER_HEADER = "X-CDN-Peer"
-#: hop-by-hop fields (RFC 9110 §7.6.1), never forwarded in either direction
-HOP_BY_HOP = frozenset(
-    {
-        "connection",
-        "keep-alive",
-        "proxy-connection",
-        "proxy-authenticate",
-        "proxy-authorization",
-        "te",
-        "trailer",
-        "transfer-encoding",
-        "upgrade",
-    }
-)
 #: request fields the edge sets itself (Host and Content-Length by the client library, Via appended; the
 #: body is already read, so an Expect: 100-continue has been answered)
 NOT_FORWARDED = HOP_BY_HOP | {"host", "content-length", "expect", "via", PEER_HEADER.lower()}
