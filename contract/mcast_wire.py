@@ -55,6 +55,12 @@ DEFAULT_CHUNK = 1200  # DATA payload bytes: a full DATA datagram stays below a 1
 # Default UDP ports (configs may change them; testbed.measure.layers binds Scapy to these).
 DATA_PORT = 7400  # ingest + invalidation group
 CONTROL_PORT = 7401  # heartbeat/control group
+FEEDBACK_PORT = 7402  # the origin's unicast NACK port
+# The CDN's two sessions (the header's session id) and the control group a topology that names none gets;
+# a run's groups, ports, ids and key are planned once in testbed.net.mcast_plan
+INGEST_SESSION = 1  # content ingest + invalidation: origin -> edges
+CONTROL_SESSION = 2  # heartbeats: edges -> control plane (DNS, redirector, origin, the SDN controller)
+DEFAULT_CONTROL_GROUP = "239.10.0.2"
 
 
 class MsgType(IntEnum):

@@ -13,6 +13,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from contract import mcast_wire as wire
 from contract.config import ConfigError, load_model
 
 MAC_RE = r"^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$"
@@ -91,9 +92,9 @@ class ControlView(_Strict):
     heartbeat interval; None: each heartbeat's own advertised interval.
     """
 
-    group: ipaddress.IPv4Address = ipaddress.IPv4Address("239.10.0.2")
-    port: int = Field(default=7401, ge=1, le=65535)
-    session_id: int = Field(default=2, ge=0, le=2**32 - 1)
+    group: ipaddress.IPv4Address = ipaddress.IPv4Address(wire.DEFAULT_CONTROL_GROUP)
+    port: int = Field(default=wire.CONTROL_PORT, ge=1, le=65535)
+    session_id: int = Field(default=wire.CONTROL_SESSION, ge=0, le=2**32 - 1)
     key: str | None = Field(default=None, pattern=r"^([0-9a-fA-F]{2})+$")
     miss_limit: int = Field(default=3, ge=1, le=1000)
     interval_ms: float | None = Field(default=None, gt=0)

@@ -24,7 +24,6 @@ emulation would add only the time each path costs).
 from __future__ import annotations
 
 import asyncio
-import json
 import random
 import signal
 import socket
@@ -39,9 +38,12 @@ from typing import Any, Literal
 import aiohttp
 from pydantic import Field
 
+from contract.config import validate
 from experiments.framework import ExperimentParams, Run, md_table, plt, read_csv, read_results, write_report
 from testbed.measure.workload import Zipf
 from testbed.services.catalog import Catalog, CatalogConfig
+from testbed.services.edge.config import EdgeConfig, Peer, cooperation_fields
+from testbed.services.origin import OriginConfig
 from testbed.util import free_port, wait_tcp
 
 
@@ -70,7 +72,7 @@ class Service:
     name: str
     module: str  # testbed.services.origin | testbed.services.edge
     port: int
-    config: dict[str, Any]
+    config: OriginConfig | EdgeConfig  # the service's own model, validated when planned
     proc: subprocess.Popen | None = None
 
     @property
@@ -89,7 +91,8 @@ class Processes:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         for s in services:
             cfg_path = self.run_dir / f"{s.name}.json"
-            cfg_path.write_text(json.dumps({**s.config, "log_file": str(self.run_dir / f"{s.name}.log")}))
+            cfg = s.config.model_copy(update={"log_file": self.run_dir / f"{s.name}.log"})
+            cfg_path.write_text(cfg.model_dump_json())
             out = (self.run_dir / f"{s.name}.out").open("w")
             s.proc = subprocess.Popen(
                 [sys.executable, "-m", s.module, "--config", str(cfg_path)],
@@ -141,29 +144,29 @@ def catalog_config(p: dict[str, Any], seed: int) -> CatalogConfig:
 
 
 def plan(arrangement: str, p: dict[str, Any], seed: int) -> tuple[Service, list[Service], Service | None]:
-    """(origin, edges, parent) with ports and configs for one arrangement."""
+    """(origin, edges, parent) with ports and configs (each its service's model, validated) for one
+    arrangement; the edges' cooperation sections are the emulated CDN's
+    (:func:`testbed.services.edge.config.cooperation_fields`) on loopback ports."""
+    if arrangement not in CONFIGS:
+        raise ValueError(f"unknown arrangement {arrangement!r}; one of {', '.join(CONFIGS)}")
     n = int(p["edges"])
     entry = int(p["object_bytes"]) + int(p["entry_overhead_bytes"])
-    origin = Service(
-        "origin",
-        "testbed.services.origin",
-        free_port(),
-        {"name": "origin", "host": HOST, "catalog": catalog_config(p, seed).model_dump()},
-    )
-    origin.config["port"] = origin.port
+    port = free_port()
+    origin = Service("origin", "testbed.services.origin", port,
+                     validate(OriginConfig, {"name": "origin", "host": HOST, "port": port,
+                                             "catalog": catalog_config(p, seed).model_dump()}, "hierarchy: origin"))
     names = [f"edge{i + 1}" for i in range(n)]
     ports = {e: free_port() for e in names}
     icp_ports = {e: free_port(socket.SOCK_DGRAM) for e in names} if arrangement == "icp" else {}
     parent = None
     if arrangement == "parent":
-        parent = Service("parent", "testbed.services.edge", free_port(), {})
-        parent.config = {
-            "name": "parent",
-            "host": HOST,
-            "port": parent.port,
-            "origin_url": origin.url,
-            "capacity_bytes": int(p["parent_capacity_objects"]) * entry,
-        }
+        port = free_port()
+        parent = Service("parent", "testbed.services.edge", port, validate(EdgeConfig, {
+            "name": "parent", "host": HOST, "port": port, "origin_url": origin.url,
+            "capacity_bytes": int(p["parent_capacity_objects"]) * entry}, "hierarchy: parent"))
+    peers = {m: Peer(name=m, http_url=f"http://{HOST}:{ports[m]}", icp_host=HOST, icp_port=icp_ports.get(m, 3130))
+             for m in names}
+    mode = {"independent": "none"}.get(arrangement, arrangement)
     edges = []
     for e in names:
         cfg: dict[str, Any] = {
@@ -172,31 +175,12 @@ def plan(arrangement: str, p: dict[str, Any], seed: int) -> tuple[Service, list[
             "port": ports[e],
             "origin_url": origin.url,
             "capacity_bytes": int(p["edge_capacity_objects"]) * entry,
+            "icp_timeout_ms": int(p["icp_timeout_ms"]),
+            # the same sections the emulated CDN's edges get (testbed.net.launch), on loopback ports
+            **cooperation_fields(mode, peers[e], [peers[m] for m in names if m != e],
+                                 parent.url if parent else None, icp_bind=HOST),
         }
-        if arrangement == "cluster":
-            cfg["cluster"] = [{"name": m, "url": f"http://{HOST}:{ports[m]}"} for m in names]
-        elif arrangement == "icp":
-            cfg.update(
-                icp_host=HOST,
-                icp_port=icp_ports[e],
-                icp_timeout_ms=int(p["icp_timeout_ms"]),
-                siblings=[
-                    {
-                        "name": m,
-                        "icp_host": HOST,
-                        "icp_port": icp_ports[m],
-                        "http_url": f"http://{HOST}:{ports[m]}",
-                    }
-                    for m in names
-                    if m != e
-                ],
-            )
-        elif arrangement == "parent":
-            assert parent is not None
-            cfg["parent_url"] = parent.url
-        elif arrangement != "independent":
-            raise ValueError(f"unknown arrangement {arrangement!r}; one of {', '.join(CONFIGS)}")
-        edges.append(Service(e, "testbed.services.edge", ports[e], cfg))
+        edges.append(Service(e, "testbed.services.edge", ports[e], validate(EdgeConfig, cfg, f"hierarchy: {e}")))
     return origin, edges, parent
 
 

@@ -27,6 +27,7 @@ from contract.config import ConfigError
 from testbed.net.build import BuildOptions, CdnNet, port_numbers
 from testbed.net.launch import CdnOptions, CdnServices, daemon, start_stages
 from testbed.net.spec import Topology
+from testbed.services.base import ServiceConfig
 
 
 @dataclass
@@ -37,7 +38,7 @@ class PlannedService:
     role: str
     module: str
     stage: int
-    config: dict[str, Any]
+    config: ServiceConfig  # its service's own model, validated
 
     @property
     def config_name(self) -> str:
@@ -98,7 +99,7 @@ class CdnPlan:
         written[1].write_text(json.dumps(self.summary(), indent=1) + "\n")
         for s in self.services:
             p = out / "configs" / s.config_name
-            p.write_text(json.dumps(s.config, indent=1) + "\n")
+            p.write_text(s.config.model_dump_json(indent=1) + "\n")
             p.chmod(0o600)  # it holds the plan's keys
             written.append(p)
         return written
@@ -117,7 +118,7 @@ def make_plan(
     cn = CdnNet(topo, build)  # not started: addresses, MACs, DPIDs and ports from the topology alone
     svc = CdnServices(cn, cdn)
     services = [
-        PlannedService(h, role, daemon(role).module, stage, svc.config_dict(h))
+        PlannedService(h, role, daemon(role).module, stage, svc.config(h))
         for stage, roles in enumerate(start_stages(), start=1)
         for role in roles
         for h in svc.hosts_of(role)

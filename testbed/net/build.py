@@ -24,7 +24,6 @@ import importlib.util
 import json
 import logging
 import os
-import secrets
 import subprocess
 import sys
 import tempfile
@@ -44,6 +43,7 @@ from testbed.net.containment import (
     check_switch_names_free,
     require_namespaced,
 )
+from testbed.net.mcast_plan import plan_mcast
 from testbed.net.spec import BUILDER_NODE_NAMES, Role, Topology
 from testbed.net.state import RunState
 from testbed.util import free_port, stop_process, tcp_open, timeout_scale, wait_until
@@ -78,8 +78,6 @@ class BuildOptions:
     controller_submission: Path | None = None
 
 
-DEFAULT_CONTROL_GROUP = "239.10.0.2"  # as testbed.net.launch: the heartbeat group when the topology names none
-CONTROL_SESSION_ID = 2  # the control channel's session id in testbed.net.launch
 CONTROLLER_NODE = "c0"  # Mininet's name for the controller node (a host may not take it: the spec refuses it)
 assert CONTROLLER_NODE in BUILDER_NODE_NAMES
 
@@ -194,30 +192,29 @@ class CdnNet:
         self.link_checks: list | None = None  # testbed.net.linkverify.ClassCheck per link class (--verify-links)
         #: a TracePlayer (testbed.net.traces) per link whose spec names a bandwidth trace, by "a-b"
         self.trace_players: dict[str, Any] = {}
-        # HMAC key (text) of this run's multicast sessions, made here when the controller must verify the
-        # heartbeats, so it is in the view before services start; CdnServices reuses it (None: its own)
-        self.mcast_key: str | None = None
-        self.control = self._control_settings()
+        want = self.opts.extra.get("control")
+        want = dict(want) if isinstance(want, dict) else {} if want else None
+        #: the run's multicast sessions and key, planned once: the controller's view (``control``) and the
+        #: services' configs (testbed.net.launch) both read this copy
+        w = want or {}
+        self.mcast = plan_mcast(topo, key=w.get("key"), control_group=w.get("group"), control_port=w.get("port"),
+                                control_session=w.get("session_id"))
+        self.control = self._control_view(want)
         #: the CDN services started in this network (testbed.net.launch.start_services), or None
         self.services: Any = None
         #: held while a command runs in the hosts' Mininet shells from another thread than the main one (the
         #: dashboard's actions; the CLI takes it for each command): a shell takes one command at a time
         self.lock = threading.RLock()
 
-    def _control_settings(self) -> dict[str, Any] | None:
-        """``BuildOptions.extra["control"]`` as the view's ``control`` block (None when not asked for)."""
-        want = self.opts.extra.get("control")
-        if not want:
+    def _control_view(self, want: dict[str, Any] | None) -> dict[str, Any] | None:
+        """``BuildOptions.extra["control"]`` as the view's ``control`` block: the plan's control session and
+        key, and the controller's own settings (``miss_limit``, ``interval_ms``); None when not asked for."""
+        if want is None:
             return None
-        cfg = dict(want) if isinstance(want, dict) else {}
-        edges = {h.name for h in self.topo.hosts_with(Role.edge)}
-        cfg.setdefault("group", next((g.group for g in self.topo.multicast if g.source in edges),
-                                     DEFAULT_CONTROL_GROUP))
-        cfg.setdefault("port", 7401)
-        cfg.setdefault("session_id", CONTROL_SESSION_ID)
-        self.mcast_key = cfg.pop("key", None) or secrets.token_hex(16)
-        cfg["key"] = self.mcast_key.encode().hex()  # the view holds the key's bytes in hex
-        return cfg
+        c = self.mcast.control
+        own = {k: v for k, v in want.items() if k not in ("key", "group", "port", "session_id")}
+        # the view holds the key's bytes in hex
+        return {**own, "group": c.group, "port": c.port, "session_id": c.session_id, "key": self.mcast.key_hex}
 
     # -- life cycle ------------------------------------------------------------------------------
     def __enter__(self) -> CdnNet:

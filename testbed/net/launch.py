@@ -43,24 +43,26 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel
+
 from contract.config import validate
 from testbed.net.build import CdnNet
+from testbed.net.mcast_plan import McastPlan, McastSession
 from testbed.net.netmap import NetworkMaps, network_maps, rtt_to_edges
 from testbed.net.spec import Role, Topology
 from testbed.services import admin
 from testbed.services.base import ServiceConfig
 from testbed.services.daemon import Daemon, HttpReady
 from testbed.services.daemon import start_stages as daemon_stages
+from testbed.services.edge.config import Peer, cooperation_fields
+from testbed.services.mcast.control import ControlConfig
 from testbed.util import StopWaiting, json_in, wait_until
 
 CDN_NAME = "a73.g.cdnlab.net"
 CUSTOMER_NAME = "www.customer.example"
 MAPPED_ZONE = "g.cdnlab.net"
 HTTP_PORT = 80
-MCAST_DATA_PORT = 7400  # ingest + invalidation group
-MCAST_CONTROL_PORT = 7401  # heartbeat group
-MCAST_FEEDBACK_PORT = 7402  # origin's unicast NACK port
-DEFAULT_CONTROL_GROUP = "239.10.0.2"
+ICP_PORT = 3130  # every edge's ICP server (RFC 2186's port)
 #: the service of each role that runs one: the module that declares it (``DAEMON``: its config model, start
 #: order and readiness, :mod:`testbed.services.daemon`) and that the launcher runs
 SERVICE_MODULES = {"origin": "testbed.services.origin", "edge": "testbed.services.edge",
@@ -199,8 +201,8 @@ class CdnServices:
         self.dns = {h.name: str(h.params.get("level", "both")) for h in t.hosts_with(Role.dns)}
         self._maps: NetworkMaps | None = None
         self._rows: dict[str, dict[str, float]] | None = None
-        # HMAC key of this run's multicast sessions; the builder's when its controller verifies heartbeats
-        self.mcast_key = getattr(cn, "mcast_key", None) or secrets.token_hex(16)
+        #: the run's multicast sessions and key: the builder's plan (testbed.net.mcast_plan), the one copy
+        self.mcast: McastPlan = cn.mcast
         # the run's management token (testbed.services.admin): in the configs of the services with control
         # endpoints, and in a curl header file the CLI, experiments and benchmarks send control requests with
         self.admin_token = secrets.token_urlsafe(24)
@@ -209,15 +211,9 @@ class CdnServices:
         #: host -> the kind of failure injected on it (fail()), until recover(): what the CLI's `cdn`
         #: and the dashboard show, whoever injected it (the CLI, the page, an experiment)
         self.failed: dict[str, str] = {}
-        self.ingest_group, self.control_group = self.mcast_groups()
-        ctl = getattr(cn, "control", None)
-        want = (self.control_group, MCAST_CONTROL_PORT, 2)  # the edges' heartbeats (edge_config)
-        if self.opts.multicast and ctl and (ctl["group"], ctl["port"], ctl["session_id"]) != want:
-            raise ValueError(f"the controller listens for heartbeats on {ctl['group']}:{ctl['port']} session "
-                             f"{ctl['session_id']} but the edges send them to {want[0]}:{want[1]} session 2")
         if self.opts.mcast_on_update not in ("purge", "push", "none"):
             raise ValueError(f"mcast_on_update must be purge, push or none, not {self.opts.mcast_on_update!r}")
-        if self.opts.multicast and self.ingest_group is None:
+        if self.opts.multicast and self.mcast.ingest is None:
             raise ValueError(f"topology {t.name}: multicast=True needs a multicast group whose source is "
                              f"the origin and whose members are edges")
 
@@ -294,9 +290,10 @@ class CdnServices:
         _write_private(self.admin_header_file, admin.header_line(self.admin_token) + "\n")
         self._prepared = True
 
-    def config_dict(self, host: str) -> dict[str, Any]:
-        """``host``'s service config, as written to its file, checked against the service's own model
-        first: a wrong field fails here, naming host and field, and not as a readiness timeout."""
+    def config(self, host: str) -> ServiceConfig:
+        """``host``'s service config: its service's own model (:func:`config_model`), validated here, so a
+        wrong field fails now, naming host and field, and not as a readiness timeout; what the service is
+        given is this model's JSON."""
         role = self.cn.topo.host(host).role.value
         make = {"origin": self.origin_config, "edge": lambda: self.edge_config(host),
                 "dns": lambda: self.dns_config(host), "resolver": lambda: self.resolver_config(host),
@@ -311,13 +308,12 @@ class CdnServices:
             cfg[name] = value
         if role in self.opts.submissions:
             cfg["submission"] = dict(self.opts.submissions[role])
-        validate(config_model(role), cfg, f"the generated config of {host} ({role})")
-        return cfg
+        return validate(config_model(role), cfg, f"the generated config of {host} ({role})")
 
-    def _write(self, name: str, cfg: dict[str, Any]) -> Path:
+    def _write(self, name: str, cfg: BaseModel) -> Path:
         self.prepare()
         p = self.cfg_dir / f"{name}.json"
-        _write_private(p, json.dumps(cfg, indent=1))  # it holds the run's keys
+        _write_private(p, cfg.model_dump_json(indent=1))  # it holds the run's keys
         return p
 
     # -- the management plane --------------------------------------------------------------------------
@@ -365,23 +361,24 @@ class CdnServices:
         return out
 
     # -- multicast -----------------------------------------------------------------------------------
-    def mcast_groups(self) -> tuple[str | None, str]:
-        """(ingest group: source origin, members edges; control group: sources edges) from the topology."""
-        edges = set(self.edges)
-        ingest = next((g.group for g in self.cn.topo.multicast
-                       if g.source == self.origin and edges & set(g.members)), None)
-        control = next((g.group for g in self.cn.topo.multicast if g.source in edges and g.group != ingest),
-                       DEFAULT_CONTROL_GROUP)
-        return ingest, control
+    @property
+    def ingest_group(self) -> str | None:
+        """The ingest group (origin -> edges; None: the topology names none)."""
+        return self.mcast.ingest.group if self.mcast.ingest else None
 
-    def _group(self, group: str, port: int, host: str) -> dict[str, Any]:
-        return {"group": group, "port": port, "iface_addr": self.cn.ip(host), "ttl": 16, "loop": False}
+    @property
+    def control_group(self) -> str:
+        """The control group (the edges' heartbeats)."""
+        return self.mcast.control.group
+
+    def _group(self, s: McastSession, host: str) -> dict[str, Any]:
+        return {"group": s.group, "port": s.port, "iface_addr": self.cn.ip(host), "ttl": 16, "loop": False}
 
     def control_listener_config(self, host: str, nodes_file: Path) -> dict[str, Any]:
         """Config of ``testbed.services.mcast.control`` listening on the control group in ``host``."""
+        c = self.mcast.control
         return {"name": f"{host}-control", "log_file": str(self.log_dir / f"{host}-control.log"),
-                "session_id": 2, "key": self.mcast_key,
-                "group": self._group(self.control_group, MCAST_CONTROL_PORT, host),
+                "session_id": c.session_id, "key": self.mcast.key, "group": self._group(c, host),
                 "interval_s": self.opts.heartbeat_interval, "nodes_file": str(nodes_file)}
 
     def control_members(self) -> set[str] | None:
@@ -394,13 +391,15 @@ class CdnServices:
         members = self.control_members()
         if not self.opts.multicast or (members is not None and host not in members):
             return None
-        return {"group": self._group(self.control_group, MCAST_CONTROL_PORT, host), "session_id": 2,
-                "key": self.mcast_key, "miss_limit": self.opts.control_miss_limit}
+        c = self.mcast.control
+        return {"group": self._group(c, host), "session_id": c.session_id, "key": self.mcast.key,
+                "miss_limit": self.opts.control_miss_limit}
 
     def start_control_listener(self, host: str) -> Path:
         """Run a control-channel listener in ``host``; returns the JSON file it keeps the nodes' load in."""
         out = self.cn.run_dir / f"{host}-control-nodes.json"
-        self._start(host, "testbed.services.mcast.control", self.control_listener_config(host, out), "control")
+        cfg = validate(ControlConfig, self.control_listener_config(host, out), f"the control listener of {host}")
+        self._start(host, "testbed.services.mcast.control", cfg, "control")
         return out
 
     def push(self, paths: list[str] | None = None, via: str | None = None) -> dict[str, Any]:
@@ -421,9 +420,10 @@ class CdnServices:
             cfg["cache_control"] = dict(self.opts.origin_cache_control)
         if self.opts.video:
             cfg["video"] = dict(self.opts.video)
-        if self.opts.multicast and self.ingest_group:
-            cfg["ingest"] = {"group": self._group(self.ingest_group, MCAST_DATA_PORT, self.origin),
-                             "session_id": 1, "key": self.mcast_key, "feedback_port": MCAST_FEEDBACK_PORT,
+        ingest = self.mcast.ingest
+        if self.opts.multicast and ingest:
+            cfg["ingest"] = {"group": self._group(ingest, self.origin), "session_id": ingest.session_id,
+                             "key": self.mcast.key, "feedback_port": self.mcast.feedback_port,
                              "rate_mbps": self.opts.mcast_rate_mbps, "on_update": self.opts.mcast_on_update}
         return cfg
 
@@ -440,22 +440,20 @@ class CdnServices:
         region = self.cn.topo.host(e).region
         peers = [p for p in self.edges if p != e and (o.cooperation != "cluster" or
                                                          self.cn.topo.host(p).region == region)]
-        if o.cooperation == "cluster":
-            cfg["cluster"] = [{"name": p, "url": f"http://{self.cn.ip(p)}:{HTTP_PORT}"}
-                              for p in [e, *peers]]
-        elif o.cooperation == "icp":
-            cfg["icp_host"] = "0.0.0.0"
-            cfg["icp_port"] = 3130
-            cfg["siblings"] = [{"name": p, "icp_host": self.cn.ip(p), "icp_port": 3130,
-                                "http_url": f"http://{self.cn.ip(p)}:{HTTP_PORT}"} for p in peers]
-        elif o.cooperation == "parent" and o.parent and e != o.parent:
-            cfg["parent_url"] = f"http://{self.cn.ip(o.parent)}:{HTTP_PORT}"
-        if o.multicast and self.ingest_group:
-            cfg["ingest"] = {"group": self._group(self.ingest_group, MCAST_DATA_PORT, e), "session_id": 1,
-                             "key": self.mcast_key, "sender_addr": self.cn.ip(self.origin),
-                             "feedback_port": MCAST_FEEDBACK_PORT}
-            cfg["control"] = {"group": self._group(self.control_group, MCAST_CONTROL_PORT, e), "session_id": 2,
-                              "key": self.mcast_key, "interval_s": o.heartbeat_interval, "addr": self.cn.ip(e)}
+
+        def peer(name: str) -> Peer:
+            return Peer(name=name, http_url=f"http://{self.cn.ip(name)}:{HTTP_PORT}", icp_host=self.cn.ip(name),
+                        icp_port=ICP_PORT)
+
+        parent = f"http://{self.cn.ip(o.parent)}:{HTTP_PORT}" if o.parent and e != o.parent else None
+        cfg.update(cooperation_fields(o.cooperation, peer(e), [peer(p) for p in peers], parent))
+        ingest, c = self.mcast.ingest, self.mcast.control
+        if o.multicast and ingest:
+            cfg["ingest"] = {"group": self._group(ingest, e), "session_id": ingest.session_id,
+                             "key": self.mcast.key, "sender_addr": self.cn.ip(self.origin),
+                             "feedback_port": self.mcast.feedback_port}
+            cfg["control"] = {"group": self._group(c, e), "session_id": c.session_id,
+                              "key": self.mcast.key, "interval_s": o.heartbeat_interval, "addr": self.cn.ip(e)}
         return cfg
 
     def _low_servers(self) -> dict[str, list[dict[str, str]]]:
@@ -545,7 +543,7 @@ class CdnServices:
         out = self.cn.host(client).cmd(f"dig +short +time=1 +tries=1 @{server_ip} {name} A")
         return bool(out.strip()) and "timed out" not in out and "no servers" not in out
 
-    def _start(self, host: str, module: str, cfg: dict[str, Any], role: str) -> None:
+    def _start(self, host: str, module: str, cfg: BaseModel, role: str) -> None:
         p = self._write(f"{host}-{role}", cfg)
         self.cn.popen(host, _py(module, p), role, log_name=f"logs/{host}-{role}.out")
 
@@ -555,7 +553,7 @@ class CdnServices:
     def _launch(self, host: str) -> None:
         """Start ``host``'s service process (its role's module and config)."""
         role = self.cn.topo.host(host).role.value
-        self._start(host, daemon(role).module, self.config_dict(host), role)
+        self._start(host, daemon(role).module, self.config(host), role)
 
     def _alive(self, host: str, role: str) -> None:
         """Raise StopWaiting, with its log's tail, if ``host``'s service process has exited."""

@@ -22,8 +22,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from contract.mcast_wire import DATA_PORT as MCAST_DATA_PORT
 from testbed.net.build import BuildOptions, CdnNet
-from testbed.net.launch import MCAST_DATA_PORT, CdnOptions, CdnServices
+from testbed.net.launch import CdnOptions, CdnServices
 from testbed.net.spec import parse_topology, rename_switches, resolve_topology_path
 from testbed.services.catalog import Catalog, CatalogConfig
 from testbed.util import wait_until

@@ -18,8 +18,9 @@ from collections.abc import Iterator
 import pytest
 import yaml
 
+from contract.mcast_wire import CONTROL_PORT as MCAST_CONTROL_PORT
 from testbed.net.build import BuildOptions, CdnNet
-from testbed.net.launch import CDN_NAME, MCAST_CONTROL_PORT, CdnOptions, CdnServices
+from testbed.net.launch import CDN_NAME, CdnOptions, CdnServices
 from testbed.net.spec import parse_topology, rename_switches, resolve_topology_path
 from testbed.services.catalog import Catalog, CatalogConfig
 from testbed.util import wait_until

@@ -20,6 +20,7 @@ from cdn_dns_fixtures import REGIONS, StandInEdge, dns_config
 
 from contract import mcast_wire as wire
 from contract.config import ConfigError, validate
+from testbed.net.mcast_plan import plan_mcast
 from testbed.services.dns import DnsConfig, DnsServer
 from testbed.services.health import HealthChecker, HealthConfig
 from testbed.services.mapping import EdgeSpec
@@ -296,7 +297,7 @@ def test_cdn_options_multicast_wires_control_into_dns_and_redirector(tmp_path) -
 
     topo = load_topology("mini")
     addrs = topo.addresses()
-    cn = SimpleNamespace(topo=topo, run_dir=tmp_path, ip=lambda n: addrs[n])
+    cn = SimpleNamespace(topo=topo, run_dir=tmp_path, ip=lambda n: addrs[n], mcast=plan_mcast(topo))
     svc = CdnServices(cn, CdnOptions(multicast=True, control_miss_limit=4))
     edge = validate(
         __import__("testbed.services.edge", fromlist=["EdgeConfig"]).EdgeConfig, svc.edge_config("e1"), "e1"

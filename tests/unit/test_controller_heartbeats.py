@@ -305,17 +305,37 @@ def test_builder_shares_the_key_with_the_services(tmp_path: Path) -> None:
 
     topo = load_topology("mini")  # parsed only: nothing is built
     cn = CdnNet(topo, BuildOptions(run_dir=tmp_path, extra={"control": {"miss_limit": 4}}))
-    assert cn.mcast_key and cn.control is not None
+    assert cn.mcast.key and cn.control is not None
     ctl = ControlView.model_validate(cn.control)
-    assert ctl.key_bytes == cn.mcast_key.encode() and ctl.miss_limit == 4
+    assert ctl.key_bytes == cn.mcast.key.encode() and ctl.miss_limit == 4
     assert (str(ctl.group), ctl.port, ctl.session_id) == (GROUP, PORT, 2)
     svc = CdnServices(cn, CdnOptions(multicast=True))
-    assert svc.mcast_key == cn.mcast_key
-    assert svc.edge_config("e1")["control"]["key"] == cn.mcast_key
+    assert svc.mcast is cn.mcast
+    assert svc.edge_config("e1")["control"]["key"] == cn.mcast.key
     assert CdnNet(topo, BuildOptions(run_dir=tmp_path)).control is None
-    wrong = CdnNet(topo, BuildOptions(run_dir=tmp_path, extra={"control": {"port": 7999}}))
-    with pytest.raises(ValueError, match="7999"):
-        CdnServices(wrong, CdnOptions(multicast=True))
+
+
+def test_the_controller_and_the_edges_read_one_control_session(tmp_path: Path) -> None:
+    """Moving the control channel (``extra["control"]``: port, group, session, key) moves it for the edges
+    and the listening services too: one plan, so the controller cannot listen where no edge sends."""
+    from testbed.net.build import BuildOptions, CdnNet
+    from testbed.net.launch import CdnOptions, CdnServices
+    from testbed.net.spec import load_topology
+
+    topo = load_topology("mini")
+    moved = {"port": 7999, "group": "239.10.9.9", "session_id": 7, "key": "k" * 16}
+    cn = CdnNet(topo, BuildOptions(run_dir=tmp_path, extra={"control": moved}))
+    ctl = ControlView.model_validate(cn.control)
+    assert (str(ctl.group), ctl.port, ctl.session_id, ctl.key_bytes) == ("239.10.9.9", 7999, 7, b"k" * 16)
+    svc = CdnServices(cn, CdnOptions(multicast=True))
+    sent = svc.edge_config("e1")["control"]
+    assert (sent["group"]["group"], sent["group"]["port"], sent["session_id"], sent["key"]) == (
+        "239.10.9.9", 7999, 7, "k" * 16)
+    heard = svc.redirector_config("redir")["control"]
+    assert (heard["group"]["group"], heard["group"]["port"], heard["session_id"]) == ("239.10.9.9", 7999, 7)
+    # the ingest session keeps its own group, port and id
+    ingest = svc.edge_config("e1")["ingest"]
+    assert (ingest["group"]["group"], ingest["group"]["port"], ingest["session_id"]) == ("239.1.1.1", 7400, 1)
 
 
 def test_a_recording_replayed_to_a_controller_that_just_started_does_not_revive_the_member() -> None:

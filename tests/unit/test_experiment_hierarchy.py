@@ -100,10 +100,10 @@ def test_plan_and_message_counting():
         "icp_timeout_ms": 50,
     }
     _, edges, parent = plan("icp", p, 1)
-    assert parent is None and all(len(e.config["siblings"]) == 2 for e in edges)
-    assert len({e.config["icp_port"] for e in edges}) == 3
+    assert parent is None and all(len(e.config.siblings) == 2 for e in edges)
+    assert len({e.config.icp_port for e in edges}) == 3
     _, edges, parent = plan("parent", p, 1)
-    assert parent is not None and all(e.config["parent_url"] == parent.url for e in edges)
+    assert parent is not None and all(e.config.parent_url == parent.url for e in edges)
     with pytest.raises(ValueError, match="unknown arrangement"):
         plan("mesh", p, 1)
     st = {

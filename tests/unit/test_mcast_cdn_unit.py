@@ -16,6 +16,7 @@ import pytest
 from cdn_helpers import start_edge, start_origin
 
 from contract.config import ConfigError, validate
+from testbed.net.mcast_plan import plan_mcast
 from testbed.services.edge import EdgeConfig
 from testbed.services.mcast.cdn import EdgeIngest, EdgeLoad, OriginIngest
 from testbed.services.origin import OriginConfig
@@ -247,7 +248,7 @@ def _fake_net(tmp_path, topo):
     from types import SimpleNamespace
 
     addrs = topo.addresses()
-    return SimpleNamespace(topo=topo, run_dir=tmp_path, ip=lambda n: addrs[n])
+    return SimpleNamespace(topo=topo, run_dir=tmp_path, ip=lambda n: addrs[n], mcast=plan_mcast(topo))
 
 
 def test_cdn_options_multicast_wires_valid_configs_from_the_topology(tmp_path) -> None:

@@ -12,6 +12,7 @@ import pytest
 from contract.config import ConfigError, validate
 from testbed.net.graphml import import_graphml
 from testbed.net.launch import CdnOptions, CdnServices, resolver_of
+from testbed.net.mcast_plan import plan_mcast
 from testbed.net.netmap import network_maps, rtt_to_edges
 from testbed.net.spec import load_topology, parse_topology
 from testbed.services.dns import DnsConfig
@@ -124,7 +125,7 @@ def test_maps_from_a_topology() -> None:
 def _imported_services(tmp_path: Path, graph: str, regions: int = 4, **opts) -> tuple[CdnServices, dict[str, str]]:
     t = parse_topology(import_graphml(ZOO / graph, edges=3, regions=regions), graph)
     addrs = t.addresses()
-    cn = SimpleNamespace(topo=t, run_dir=tmp_path, ip=lambda n: addrs[n])
+    cn = SimpleNamespace(topo=t, run_dir=tmp_path, ip=lambda n: addrs[n], mcast=plan_mcast(t))
     return CdnServices(cn, CdnOptions(**opts)), addrs
 
 

@@ -44,17 +44,44 @@ def test_the_plan_of_every_shipped_topology_is_complete_and_writes_nothing(name,
     planned = {s.host for s in plan.services}
     assert planned == {h.name for h in topo.hosts if h.role.value in SERVICE_MODULES}
     for s in plan.services:
-        config_model(s.role).model_validate(s.config)  # what the service itself will validate
-        assert s.config["log_file"].startswith(str(run))
+        assert isinstance(s.config, config_model(s.role))  # typed: its service's own model
+        # what the service reads back from the file it is given is the same config
+        assert config_model(s.role).model_validate_json(s.config.model_dump_json()) == s.config
+        assert str(s.config.log_file).startswith(str(run))
     ips = [h["ip"] for h in plan.summary()["hosts"]]
     assert len(ips) == len(set(ips))
+
+
+@pytest.mark.parametrize(
+    "opts",
+    [
+        CdnOptions(multicast=True),
+        CdnOptions(cooperation="icp"),
+        CdnOptions(cooperation="cluster", eviction="testbed.services.eviction:LFU"),
+        CdnOptions(cooperation="parent", parent="e1", resolver_extra=["cache-min-ttl: 10"]),
+        CdnOptions(limits={"edge": {"max_connections": 64}}, origin_cache_control={"image": "max-age=60"}),
+    ],
+    ids=["multicast", "icp", "cluster", "parent", "limits"],
+)
+def test_every_config_is_its_services_model_and_survives_its_file(opts, tmp_path):
+    """The launcher writes each typed config as JSON and the service validates it again: nothing may change
+    on the way (a default, a nested section, a key)."""
+    plan = make_plan(load_topology("mini"), cdn=opts, run_dir=tmp_path / "run")
+    for s in plan.services:
+        model = config_model(s.role)
+        assert isinstance(s.config, model)
+        assert model.model_validate_json(s.config.model_dump_json()) == s.config
+    written = plan.write(tmp_path / "out")
+    edge = json.loads(next(p for p in written if p.name == "e1-edge.json").read_text())
+    if opts.multicast:
+        assert edge["ingest"]["key"] == edge["control"]["key"] == plan.services[0].config.ingest.key
 
 
 def test_the_callers_options_are_left_as_they_were(tmp_path):
     opts = BuildOptions(anycast_mode="affinity")
     plan = make_plan(load_topology("mini"), opts, run_dir=tmp_path / "run")
     assert opts.run_dir is None and opts.anycast_mode == "affinity"
-    assert all(s.config["log_file"].startswith(str(tmp_path / "run")) for s in plan.services)
+    assert all(str(s.config.log_file).startswith(str(tmp_path / "run")) for s in plan.services)
 
 
 def test_a_bad_generated_config_names_the_host_and_field(tmp_path):
@@ -117,3 +144,27 @@ def test_cdnlab_plan_refuses_a_bad_topology_naming_file_and_field(tmp_path):
     assert run.returncode == 2
     assert "bad.yaml" in run.stderr and "role" in run.stderr
     assert not (tmp_path / "o").exists()
+
+
+def test_the_cooperation_sections_name_the_peers_by_their_planned_addresses(tmp_path):
+    """One function shapes them (testbed.services.edge.config.cooperation_fields) for the emulated CDN and the
+    loopback hierarchy experiment: here with the plan's addresses and RFC 2186's port."""
+    def edge(opts, name="e1"):
+        plan = make_plan(load_topology("globe"), cdn=opts, run_dir=tmp_path / "run")
+        ips = {h["name"]: h["ip"] for h in plan.summary()["hosts"]}
+        return next(s.config for s in plan.services if s.host == name), ips, plan
+
+    cfg, ips, plan = edge(CdnOptions(cooperation="icp"), "e_eu")
+    edges = [s.host for s in plan.services if s.role == "edge"]
+    assert cfg.icp_port == 3130 and cfg.icp_host == "0.0.0.0"
+    assert {(s.name, s.icp_host, s.icp_port) for s in cfg.siblings} == {(e, ips[e], 3130) for e in edges if e != "e_eu"}
+    cfg, ips, plan = edge(CdnOptions(cooperation="cluster"), "e_eu")
+    regions = {h.name: h.region for h in load_topology("globe").hosts}
+    assert [m.name for m in cfg.cluster][0] == "e_eu"  # itself first, then the edges of its own region
+    assert {m.name for m in cfg.cluster} == {e for e in edges if regions[e] == regions["e_eu"]}
+    assert all(m.url == f"http://{ips[m.name]}:80" for m in cfg.cluster)
+    cfg, ips, _ = edge(CdnOptions(cooperation="parent", parent="e_na"), "e_eu")
+    assert cfg.parent_url == f"http://{ips['e_na']}:80"
+    assert edge(CdnOptions(cooperation="parent", parent="e_na"), "e_na")[0].parent_url is None
+    with pytest.raises(ValueError, match="unknown cooperation 'mesh'"):
+        edge(CdnOptions(cooperation="mesh"))

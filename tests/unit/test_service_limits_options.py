@@ -25,12 +25,11 @@ def test_limits_reach_every_service_of_the_role_and_no_other(tmp_path: Path) -> 
         {"edge": {"max_connections": 64, "header_timeout_s": 2.5}, "dns": {"tcp_max_connections": 16}},
     )
     for e in ("e1", "e2"):
-        cfg = svc.config_dict(e)
-        assert cfg["max_connections"] == 64 and cfg["header_timeout_s"] == 2.5
-    assert svc.config_dict("dns1")["tcp_max_connections"] == 16
-    assert "max_connections" not in svc.config_dict("redir") and "max_connections" not in svc.config_dict(
-        "origin"
-    )
+        cfg = svc.config(e)
+        assert cfg.max_connections == 64 and cfg.header_timeout_s == 2.5
+    assert svc.config("dns1").tcp_max_connections == 16
+    assert "max_connections" not in svc.config("redir").model_fields_set
+    assert "max_connections" not in svc.config("origin").model_fields_set
 
 
 def test_a_field_that_is_not_a_limit_is_refused_with_the_list(tmp_path: Path) -> None:
@@ -38,13 +37,13 @@ def test_a_field_that_is_not_a_limit_is_refused_with_the_list(tmp_path: Path) ->
     with pytest.raises(
         ValueError, match=r"limits.edge.capacity_bytes: not a limit of edge; its limits: .*max_connections"
     ):
-        svc.config_dict("e1")
+        svc.config("e1")
 
 
 def test_a_bad_value_is_refused_naming_host_and_field(tmp_path: Path) -> None:
     svc = _services(tmp_path, {"redirector": {"max_connections": 0}})
     with pytest.raises(ConfigError, match=r"redir.*max_connections"):
-        svc.config_dict("redir")
+        svc.config("redir")
 
 
 def test_limit_fields_per_role() -> None:

@@ -91,3 +91,38 @@ class EdgeConfig(HttpLimitsConfig):
         if v is not None and urlsplit(v).scheme not in ("http",):
             raise ValueError("must be an http:// URL")
         return v.rstrip("/") if v else v
+
+
+#: how edges cooperate on a miss (lecture slide 7; slide 20 for the cluster): ``none`` (the origin),
+#: ``cluster`` (the object's home edge, rendezvous hashing), ``icp`` (ask siblings, ICPv2 RFC 2186),
+#: ``parent`` (through a parent cache)
+COOPERATION = ("none", "cluster", "icp", "parent")
+
+
+class Peer(BaseModel):
+    """Where one edge of a cooperating group is reached: its HTTP URL and its ICP address."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    name: str
+    http_url: str
+    icp_host: str = "127.0.0.1"
+    icp_port: int = Field(3130, ge=1, le=65535)
+
+
+def cooperation_fields(
+    mode: str, me: Peer, peers: list[Peer], parent_url: str | None = None, icp_bind: str = "0.0.0.0"
+) -> dict[str, object]:
+    """The :class:`EdgeConfig` fields that make edge ``me`` cooperate with ``peers`` in ``mode``: the one
+    place that knows their shape, for the emulated CDN (testbed.net.launch) and the loopback experiment
+    (experiments/hierarchy.py) alike. ``peers`` excludes ``me``; ``icp_bind``: the ICP server's address."""
+    if mode == "cluster":
+        return {"cluster": [{"name": p.name, "url": p.http_url} for p in [me, *peers]]}
+    if mode == "icp":
+        return {"icp_host": icp_bind, "icp_port": me.icp_port,
+                "siblings": [{"name": p.name, "icp_host": p.icp_host, "icp_port": p.icp_port,
+                              "http_url": p.http_url} for p in peers]}
+    if mode == "parent":
+        return {"parent_url": parent_url} if parent_url else {}
+    if mode == "none":
+        return {}
+    raise ValueError(f"unknown cooperation {mode!r}; one of {', '.join(COOPERATION)}")
