@@ -77,6 +77,9 @@ DEFAULT_CACHE_CONTROL = {
 OPEN_PATHS = frozenset({"/_origin/health", "/_origin/catalog"})
 
 
+#: the ``by_path`` key requests answered with these statuses are counted under (the stats' bound)
+UNNAMED = {404: "(not found)", 400: "(bad path)"}
+
 class OriginConfig(HttpLimitsConfig):
     """Config of one origin server (``python -m testbed.services.origin --config F``), with the limits
     every HTTP service keeps (:class:`testbed.services.limits.HttpLimitsConfig`)."""
@@ -316,7 +319,9 @@ class Origin:
     # ---- handlers ----------------------------------------------------------------------------------
     def _count(self, path: str, resp: web.Response) -> web.Response:
         self.requests += 1
-        self.by_path[path] += 1
+        # a path that names nothing (404) or is malformed (400) is counted under its status, not by name: a
+        # client asking random paths would otherwise grow the counter (and the stats answer) without bound
+        self.by_path[UNNAMED.get(resp.status, path)] += 1
         self.by_status[resp.status] += 1
         if resp.body is not None and isinstance(resp.body, bytes | bytearray):
             self.bytes_sent += len(resp.body)

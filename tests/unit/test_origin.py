@@ -134,6 +134,16 @@ async def test_update_changes_version(origin, http):
         assert r.status == 404
 
 
+async def test_random_paths_do_not_grow_the_per_path_counter(origin, http):
+    """A client asking paths that name nothing is counted under "(not found)", not by each name."""
+    for i in range(50):
+        async with http.get(f"{origin.url}/no/such/object-{i}") as r:
+            assert r.status == 404
+    async with http.get(origin.url + "/_origin/stats") as r:
+        st = await r.json()
+    assert st["by_path"] == {"(not found)": 50} and st["by_status"]["404"] == 50
+
+
 async def test_stats_and_fault_injection(origin, http):
     img = first(origin, "image")
     for _ in range(2):
