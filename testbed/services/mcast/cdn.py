@@ -33,14 +33,14 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from contract import mcast_wire as wire
 from testbed.services.mcast.control import CONTROL_GROUP, HeartbeatPublisher, LoadSample
-from testbed.services.mcast.receiver import IngestReceiver
+from testbed.services.mcast.receiver import ReceiverSettings
 from testbed.services.mcast.sender import make_sender
 from testbed.services.mcast.sinks import ObjectSink
 from testbed.services.mcast.sockets import EndpointRunner, GroupConfig
 
 log = logging.getLogger(__name__)
 
-FEEDBACK_PORT = 7402  # default UDP port of the sender's unicast NACK socket
+FEEDBACK_PORT = wire.FEEDBACK_PORT  # default UDP port of the sender's unicast NACK socket
 
 
 class _Channel(BaseModel):
@@ -52,16 +52,13 @@ class _Channel(BaseModel):
     key: str | None = None
 
 
-class EdgeIngestConfig(_Channel):
-    """``EdgeConfig.ingest``: receive objects and invalidations from the ingest group into the cache."""
+class EdgeIngestConfig(_Channel, ReceiverSettings):
+    """``EdgeConfig.ingest``: receive objects and invalidations from the ingest group into the cache (the
+    session, key and repair settings are :class:`ReceiverSettings`')."""
 
     #: unicast NACKs to this sender address (the origin's IP); None: NACKs are multicast on the group
     sender_addr: str | None = None
-    feedback_port: int = Field(FEEDBACK_PORT, ge=1, le=65535)
-    nack_backoff_s: float = Field(0.03, ge=0, le=10)
-    nack_retry_s: float = Field(0.15, gt=0, le=60)
-    max_nack_rounds: int = Field(50, ge=1, le=10_000)
-    max_object_bytes: int = Field(256 << 20, ge=1)
+    feedback_port: int = Field(wire.FEEDBACK_PORT, ge=1, le=65535)
 
     @field_validator("sender_addr")
     @classmethod
@@ -128,16 +125,7 @@ class EdgeIngest:
         self.cfg = cfg
         dest = (cfg.sender_addr, cfg.feedback_port) if cfg.sender_addr else None
         self.runner = EndpointRunner(cfg.group, dest)
-        self.rx = IngestReceiver(
-            self.runner.transmit,
-            sink,
-            session_id=cfg.session_id,
-            key=wire.key_bytes(cfg.key),
-            nack_backoff=cfg.nack_backoff_s,
-            nack_retry=cfg.nack_retry_s,
-            max_nack_rounds=cfg.max_nack_rounds,
-            max_object_bytes=cfg.max_object_bytes,
-        )
+        self.rx = cfg.receiver(self.runner.transmit, sink)
         self.failures: list[str] = []
 
     async def run(self, stop: asyncio.Event) -> None:

@@ -35,6 +35,8 @@ from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from pydantic import BaseModel, Field
+
 from contract import mcast_wire as wire
 from contract.mcast_wire import Match
 from contract.replay_window import DEFAULT_MAX_AGE_S, DEFAULT_SIZE, ReplayWindow, Verdict
@@ -567,3 +569,31 @@ class IngestReceiver:
 def _match(entry: tuple[Match, str], path: str) -> bool:
     m, p = entry
     return path == p if m is Match.EXACT else path.startswith(p)
+
+
+class ReceiverSettings(BaseModel):
+    """An ingest receiver's session and repair settings: the fields the edge's ``ingest`` section
+    (:class:`~testbed.services.mcast.cdn.EdgeIngestConfig`) and the standalone receiver's config
+    (:class:`~testbed.services.mcast.receiver_service.ReceiverConfig`) share; :meth:`receiver` builds the
+    engine from them."""
+
+    session_id: int = Field(wire.INGEST_SESSION, ge=0, le=2**32 - 1)
+    #: shared HMAC key of the session (text); None/empty: unkeyed SHA-256 tags (integrity only)
+    key: str | None = None
+    nack_backoff_s: float = Field(0.03, ge=0, le=10)
+    nack_retry_s: float = Field(0.15, gt=0, le=60)
+    max_nack_rounds: int = Field(50, ge=1, le=10_000)
+    max_object_bytes: int = Field(256 << 20, ge=1)
+
+    def receiver(self, transmit: Callable[[bytes], None], sink: ObjectSink) -> IngestReceiver:
+        return IngestReceiver(
+            transmit,
+            sink,
+            session_id=self.session_id,
+            key=wire.key_bytes(self.key),
+            nack_backoff=self.nack_backoff_s,
+            nack_retry=self.nack_retry_s,
+            max_nack_rounds=self.max_nack_rounds,
+            max_object_bytes=self.max_object_bytes,
+        )
+

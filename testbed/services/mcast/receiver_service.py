@@ -10,31 +10,25 @@ import json
 import logging
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Literal
 
 from pydantic import Field
 
-from contract import mcast_wire as wire
 from testbed.services.base import ServiceConfig, service_main
-from testbed.services.mcast.receiver import IngestReceiver
+from testbed.services.mcast.receiver import ReceiverSettings
 from testbed.services.mcast.sinks import DirectorySink, HttpForwardSink, ObjectSink
 from testbed.services.mcast.sockets import EndpointRunner, GroupConfig
 
 log = logging.getLogger(__name__)
 
 
-class ReceiverConfig(ServiceConfig):
-    """Config of ``python -m testbed.services.mcast.receiver_service``."""
+class ReceiverConfig(ServiceConfig, ReceiverSettings):
+    """Config of ``python -m testbed.services.mcast.receiver_service`` (session, key and repair settings:
+    :class:`ReceiverSettings`', as the edge's ``ingest`` section)."""
 
     name: str = "mcast-receiver"
-    session_id: int = Field(1, ge=0, le=2**32 - 1)
-    key: str | None = None
     group: GroupConfig = GroupConfig()
-    nack_backoff_s: float = Field(0.03, ge=0)
-    nack_retry_s: float = Field(0.15, gt=0)
-    max_object_bytes: int = Field(256 << 20, ge=1)
     sink: Literal["dir", "http"] = "dir"
     store_dir: Path = Path("/tmp/cdnlab-mcast-store")
     edge_url: str = "http://127.0.0.1:8080"
@@ -43,23 +37,11 @@ class ReceiverConfig(ServiceConfig):
     stats_file: Path | None = None  # JSON stats written every second and at exit
 
 
-def make_receiver(cfg: ReceiverConfig, transmit: Callable[[bytes], None], sink: ObjectSink) -> IngestReceiver:
-    return IngestReceiver(
-        transmit,
-        sink,
-        session_id=cfg.session_id,
-        key=wire.key_bytes(cfg.key),
-        nack_backoff=cfg.nack_backoff_s,
-        nack_retry=cfg.nack_retry_s,
-        max_object_bytes=cfg.max_object_bytes,
-    )
-
-
 async def serve(cfg: ReceiverConfig, stop: asyncio.Event) -> None:
     """Multicast ingest receiver: join the group, reassemble and verify objects, store them in the sink."""
     runner = EndpointRunner(cfg.group)
     sink: ObjectSink = DirectorySink(cfg.store_dir) if cfg.sink == "dir" else HttpForwardSink(cfg.edge_url)
-    rx = make_receiver(cfg, runner.transmit, sink)
+    rx = cfg.receiver(runner.transmit, sink)
     log.info(
         "receiver %08x joined %s:%d on %s",
         rx.receiver_id,
