@@ -29,17 +29,12 @@ from testbed.grade import Fail, Skip, protected_paths
 
 def unavailable() -> str | None:
     """Why the network stage cannot run on this machine, or None when it can."""
-    if os.geteuid() != 0:
-        return "the network stage builds an emulated network and needs root: sudo cdnlab grade ..."
-    try:
-        import mininet.net  # noqa: F401
-    except ImportError:
-        return "the network stage needs Mininet: sudo make setup (or the Vagrant VM)"
     from testbed.net import host_env
 
-    if not host_env.ovs_running():
-        return "the network stage needs Open vSwitch running: sudo make setup (or ovs-ctl start)"
-    return None
+    why = host_env.emulation_missing()
+    if why and os.geteuid() != 0:
+        return "the network stage builds an emulated network and needs root: sudo cdnlab grade ..."
+    return f"the network stage cannot build its network: {why}" if why else None
 
 
 def require_network() -> None:

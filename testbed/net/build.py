@@ -227,6 +227,9 @@ class CdnNet:
     def start(self) -> CdnNet:
         if os.geteuid() != 0:
             raise PermissionError("building a network needs root: run with sudo")
+        missing = host_env.emulation_missing()  # before anything is made: Mininet's own error is raw ovs-vsctl
+        if missing:
+            raise RuntimeError(f"cannot build the network: {missing}")
         from mininet.log import setLogLevel
         from mininet.net import Mininet
 

@@ -36,6 +36,23 @@ def ovs_running() -> bool:
         return False
 
 
+def emulation_missing() -> str | None:
+    """What this machine lacks to build an emulated network (root, Mininet, Open vSwitch installed and
+    running), with the fix; None when nothing is missing. The Mininet test tier, the graders' network stage
+    and the commands that build a network all ask this one question."""
+    if os.geteuid() != 0:
+        return "needs root (sudo)"
+    try:
+        import mininet.net  # noqa: F401
+    except ImportError:
+        return "Mininet is not importable (run `sudo make setup`, or use the Vagrant VM)"
+    if not shutil.which("ovs-vsctl"):
+        return "Open vSwitch is not installed (run `sudo make setup`)"
+    if not ovs_running():
+        return "Open vSwitch is not running (run `sudo make setup`, or `/usr/share/openvswitch/scripts/ovs-ctl start`)"
+    return None
+
+
 @functools.cache
 def kernel_ovs_available() -> bool:
     """True when the openvswitch kernel module is loaded or loadable."""
