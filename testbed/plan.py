@@ -25,24 +25,8 @@ from typing import Any
 
 from contract.config import ConfigError
 from testbed.net.build import BuildOptions, CdnNet, port_numbers
-from testbed.net.launch import CdnOptions, CdnServices, daemon, start_stages
+from testbed.net.service_plan import CdnOptions, PlannedService, ServicePlan
 from testbed.net.spec import Topology
-from testbed.services.base import ServiceConfig
-
-
-@dataclass
-class PlannedService:
-    """One service process: where it runs, what it runs, when it starts, and its whole config."""
-
-    host: str
-    role: str
-    module: str
-    stage: int
-    config: ServiceConfig  # its service's own model, validated
-
-    @property
-    def config_name(self) -> str:
-        return f"{self.host}-{self.role}.json"
 
 
 @dataclass
@@ -116,13 +100,7 @@ def make_plan(
     run_dir = run_dir or Path("/tmp/cdnlab") / topo.name
     build = dataclasses.replace(build or BuildOptions(), run_dir=run_dir)  # the caller's options unchanged
     cn = CdnNet(topo, build)  # not started: addresses, MACs, DPIDs and ports from the topology alone
-    svc = CdnServices(cn, cdn)
-    services = [
-        PlannedService(h, role, daemon(role).module, stage, svc.config(h))
-        for stage, roles in enumerate(start_stages(), start=1)
-        for role in roles
-        for h in svc.hosts_of(role)
-    ]
+    services = ServicePlan(topo, cn.ip, run_dir, cdn, cn.mcast).services()  # what the launcher carries out
     view = cn.netview()
     view.pop("rest_port", None)  # a free port chosen when the controller starts (the schema's default here)
     return CdnPlan(topo, view, services)
