@@ -3,9 +3,11 @@
 :func:`make_plan` turns a validated topology and the run's options into a :class:`CdnPlan`: every host's
 address, MAC and switch port, every switch's DPID, the network view the controller is handed
 (:mod:`contract.netview`) and the config of every service process, each checked against the service's own
-pydantic model. Nothing is built, nothing is started and no root is needed: the builder's port numbers are
-known in advance (:func:`testbed.net.build.port_numbers`; the builder checks the network it builds against
-them) and the launcher's configs are computed without touching the disk until they are written.
+pydantic model. Nothing is built, nothing is started and no root is needed. The network's half is a
+:class:`~testbed.net.net_plan.NetPlan` (the builder, ``CdnNet``, is one carried out: Mininet's port numbers are
+known in advance, :func:`~testbed.net.net_plan.port_numbers`, and the builder checks the network it built
+against them); the services' half is a :class:`~testbed.net.service_plan.ServicePlan` (the launcher,
+``CdnServices``, is one carried out).
 
 ``cdnlab plan TOPO --out DIR`` writes the plan for teaching ("what will run where") and for review:
 ``DIR/netview.json``, ``DIR/configs/<host>-<role>.json`` (exactly what each service would be given) and
@@ -24,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from contract.config import ConfigError
-from testbed.net.build import BuildOptions, CdnNet, port_numbers
+from testbed.net.net_plan import BuildOptions, NetPlan, port_numbers
 from testbed.net.service_plan import CdnOptions, PlannedService, ServicePlan
 from testbed.net.spec import Topology
 
@@ -99,9 +101,9 @@ def make_plan(
     send logs; default ``/tmp/cdnlab/<topology>``). Pure: no root, no Mininet, nothing written."""
     run_dir = run_dir or Path("/tmp/cdnlab") / topo.name
     build = dataclasses.replace(build or BuildOptions(), run_dir=run_dir)  # the caller's options unchanged
-    cn = CdnNet(topo, build)  # not started: addresses, MACs, DPIDs and ports from the topology alone
-    services = ServicePlan(topo, cn.ip, run_dir, cdn, cn.mcast).services()  # what the launcher carries out
-    view = cn.netview()
+    net = NetPlan(topo, build)  # addresses, MACs, DPIDs, ports, multicast: what the builder carries out
+    services = ServicePlan(topo, net.ip, run_dir, cdn, net.mcast).services()  # what the launcher carries out
+    view = net.netview()
     view.pop("rest_port", None)  # a free port chosen when the controller starts (the schema's default here)
     return CdnPlan(topo, view, services)
 

@@ -30,7 +30,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -43,53 +43,28 @@ from testbed.net.containment import (
     check_switch_names_free,
     require_namespaced,
 )
-from testbed.net.mcast_plan import plan_mcast
+from testbed.net.net_plan import (
+    ANYCAST_PROBE_INTERVAL_MS,
+    ANYCAST_PROBE_TIMEOUT_MS,
+    BuildOptions,
+    NetPlan,
+    mac_for,
+    port_numbers,
+    vmac_for,
+)
 from testbed.net.spec import BUILDER_NODE_NAMES, Role, Topology
 from testbed.net.state import RunState
-from testbed.util import free_port, stop_process, tcp_open, timeout_scale, wait_until
+from testbed.util import free_port, stop_process, tcp_open, wait_until
 
 log = logging.getLogger(__name__)
 
 
-#: the controller's liveness probes of anycast members (controller/liveness.py): every 20 ms, 60 ms to
-#: answer. Both stretch with the platform's slowness (``CDNLAB_TIMEOUT_SCALE``; 4 under TCG), where a SYN
-#: round trip through switch and controller can take longer and a live member would be withdrawn.
-ANYCAST_PROBE_INTERVAL_MS = 20.0
-ANYCAST_PROBE_TIMEOUT_MS = 60.0
-
-
-@dataclass
-class BuildOptions:
-    """How to emulate; every field has a command-line flag in ``cdnlab up``."""
-
-    links: str = "auto"  # auto | netem | relay
-    controller: str = "auto"  # auto (ryu if importable) | ryu | standalone
-    datapath: str = "auto"  # auto | kernel | user
-    anycast_mode: str = "destination"  # destination | affinity
-    run_dir: Path | None = None
-    connect_timeout: float = 30.0
-    relay_procs: int | None = None  # relay processes for the delayed links (None: one per CPU)
-    verify_links: bool = False  # measure a twin of each link class after the build (testbed.net.linkverify)
-    #: ``extra["control"]`` (True or a dict of ``contract.netview.ControlView`` fields, ``key`` as the
-    #: services' text key): the controller consumes the CDN's heartbeats (see ``CdnNet.control_view``)
-    extra: dict[str, Any] = field(default_factory=dict)
-    #: a lab submission (``contract.sandbox.Submission`` as a JSON file) the Ryu controller runs in a sandbox
-    #: and plugs in: the network stage of ``cdnlab grade`` (:mod:`testbed.grade_network`)
-    controller_submission: Path | None = None
-
+#: the plan's names (testbed.net.net_plan) stay importable from here, where networks are built
+__all__ = ["ANYCAST_PROBE_INTERVAL_MS", "ANYCAST_PROBE_TIMEOUT_MS", "NETWORK_LISTENERS", "BuildOptions", "CdnNet",
+           "NetPlan", "mac_for", "port_numbers", "vmac_for", "waited_remote_controller"]
 
 CONTROLLER_NODE = "c0"  # Mininet's name for the controller node (a host may not take it: the spec refuses it)
 assert CONTROLLER_NODE in BUILDER_NODE_NAMES
-
-
-def mac_for(index: int) -> str:
-    """Deterministic, locally administered MAC for host number ``index`` (0-based)."""
-    return f"02:cd:00:{(index >> 16) & 0xFF:02x}:{(index >> 8) & 0xFF:02x}:{index & 0xFF:02x}"
-
-
-def vmac_for(index: int) -> str:
-    """Virtual MAC the controller answers ARP with for anycast VIP number ``index``."""
-    return "02:cd:ff:00:00:%02x" % (index & 0xFF)
 
 
 def reachable_ips(node, ips: list[str], wait_s: float = 2.0) -> set[str]:
@@ -133,23 +108,6 @@ def link_kwargs(p) -> dict[str, Any]:
 
 
 
-def port_numbers(topo: Topology) -> dict[tuple[str, str], int]:
-    """(node, neighbour) -> the port number Mininet gives ``node``'s interface towards ``neighbour``, known
-    before anything is built: Mininet numbers a node's interfaces in the order its links are added (from
-    0 on hosts, 1 on switches), and the builder adds every host's access link, then the switch links, in
-    file order. The builder checks the built network against this (:meth:`CdnNet.netview`). Between two
-    nodes joined twice, the first link's ports."""
-    nxt = {s.name: 1 for s in topo.switches} | {h.name: 0 for h in topo.hosts}
-    out: dict[tuple[str, str], int] = {}
-    pairs = [(h.name, h.switch) for h in topo.hosts] + [(ln.a, ln.b) for ln in topo.links]
-    for a, b in pairs:
-        out.setdefault((a, b), nxt[a])
-        out.setdefault((b, a), nxt[b])
-        nxt[a] += 1
-        nxt[b] += 1
-    return out
-
-
 @functools.cache
 def waited_remote_controller() -> type:
     """Mininet's ``RemoteController`` without its own listening check, for a controller the caller has
@@ -169,12 +127,12 @@ def waited_remote_controller() -> type:
 NETWORK_LISTENERS: list[Callable[[str, CdnNet], None]] = []
 
 
-class CdnNet:
-    """A built, running emulated CDN. Use as a context manager so it always stops."""
+class CdnNet(NetPlan):
+    """A built, running emulated CDN: its :class:`~testbed.net.net_plan.NetPlan` carried out. Use as a
+    context manager so it always stops."""
 
     def __init__(self, topo: Topology, options: BuildOptions | None = None) -> None:
-        self.topo = topo
-        self.opts = options or BuildOptions()
+        super().__init__(topo, options)
         self.state: RunState | None = None
         self.net = None
         self.datapath = "user"
@@ -182,9 +140,6 @@ class CdnNet:
         self.controller_mode = "standalone"
         self.controller_proc: subprocess.Popen | None = None
         self.of_port = 0
-        self.rest_port = 0
-        self.addresses = topo.addresses()
-        self.macs = {h.name: mac_for(i) for i, h in enumerate(topo.hosts)}
         self.run_dir = Path(self.opts.run_dir) if self.opts.run_dir else None
         self.procs: dict[str, subprocess.Popen] = {}
         self.guard_routes: list[GuardRoute] = []
@@ -192,29 +147,11 @@ class CdnNet:
         self.link_checks: list | None = None  # testbed.net.linkverify.ClassCheck per link class (--verify-links)
         #: a TracePlayer (testbed.net.traces) per link whose spec names a bandwidth trace, by "a-b"
         self.trace_players: dict[str, Any] = {}
-        want = self.opts.extra.get("control")
-        want = dict(want) if isinstance(want, dict) else {} if want else None
-        #: the run's multicast sessions and key, planned once: the controller's view (``control``) and the
-        #: services' configs (testbed.net.launch) both read this copy
-        w = want or {}
-        self.mcast = plan_mcast(topo, key=w.get("key"), control_group=w.get("group"), control_port=w.get("port"),
-                                control_session=w.get("session_id"))
-        self.control = self._control_view(want)
         #: the CDN services started in this network (testbed.net.launch.start_services), or None
         self.services: Any = None
         #: held while a command runs in the hosts' Mininet shells from another thread than the main one (the
         #: dashboard's actions; the CLI takes it for each command): a shell takes one command at a time
         self.lock = threading.RLock()
-
-    def _control_view(self, want: dict[str, Any] | None) -> dict[str, Any] | None:
-        """``BuildOptions.extra["control"]`` as the view's ``control`` block: the plan's control session and
-        key, and the controller's own settings (``miss_limit``, ``interval_ms``); None when not asked for."""
-        if want is None:
-            return None
-        c = self.mcast.control
-        own = {k: v for k, v in want.items() if k not in ("key", "group", "port", "session_id")}
-        # the view holds the key's bytes in hex
-        return {**own, "group": c.group, "port": c.port, "session_id": c.session_id, "key": self.mcast.key_hex}
 
     # -- life cycle ------------------------------------------------------------------------------
     def __enter__(self) -> CdnNet:
@@ -432,7 +369,7 @@ class CdnNet:
     # -- controller --------------------------------------------------------------------------------
     def ports(self) -> dict[tuple[str, str], int]:
         """(node, neighbour) -> port: :func:`port_numbers`; once built, checked against Mininet's own."""
-        ports = port_numbers(self.topo)
+        ports = super().ports()
         if self.net is None:
             return ports
         pairs = [(h.name, h.switch) for h in self.topo.hosts] + [(ln.a, ln.b) for ln in self.topo.links]
@@ -445,43 +382,6 @@ class CdnNet:
                     raise RuntimeError(f"the plan gave {k[0]}'s port towards {k[1]} number {ports[k]}, "
                                        f"Mininet gave it {v}")
         return ports
-
-    def netview(self) -> dict[str, Any]:
-        """The JSON view of the network handed to the controller (schema: contract.netview); computed from
-        the topology alone before the build (``cdnlab plan``), checked against the built network after."""
-        ports = self.ports()
-        dpids = self.topo.dpids()
-        view: dict[str, Any] = {
-            "switches": [{"name": s.name, "dpid": dpids[s.name]} for s in self.topo.switches],
-            "links": [],
-            "hosts": [],
-            "anycast": [],
-            "anycast_mode": self.opts.anycast_mode,
-            "multicast_static": [
-                {"group": g.group, "source": g.source, "members": list(g.members)} for g in self.topo.multicast
-            ],
-            "rest_port": self.rest_port,
-        }
-        if self.control is not None:
-            view["control"] = dict(self.control)
-        for ln in self.topo.links:
-            view["links"].append({
-                "a": ln.a, "a_port": ports[(ln.a, ln.b)], "b": ln.b, "b_port": ports[(ln.b, ln.a)],
-                "delay_ms": ln.delay_ms, "bw_mbit": ln.bw_mbit,
-            })
-        for h in self.topo.hosts:
-            view["hosts"].append({
-                "name": h.name, "mac": self.macs[h.name], "ip": self.addresses[h.name],
-                "switch": h.switch, "port": ports[(h.switch, h.name)], "delay_ms": h.link.delay_ms,
-            })
-        scale = timeout_scale()
-        probe = {"interval_ms": ANYCAST_PROBE_INTERVAL_MS * scale, "timeout_ms": ANYCAST_PROBE_TIMEOUT_MS * scale}
-        for i, a in enumerate(self.topo.anycast):
-            view["anycast"].append({
-                "name": a.name, "vip": a.vip, "vmac": vmac_for(i), "port": a.port, "members": list(a.members),
-                "probe": dict(probe),
-            })
-        return view
 
     #: how long the controller waits for the view: building a large topology takes minutes
     VIEW_WAIT_S = 900.0
@@ -558,9 +458,6 @@ class CdnNet:
         """Any node (host or switch) by name, for its interfaces and links; run commands with :meth:`host`."""
         assert self.net is not None
         return self.net.get(name)
-
-    def ip(self, name: str) -> str:
-        return self.addresses[name]
 
     def hosts_with(self, role: Role | str):
         return [self.host(h.name) for h in self.topo.hosts_with(role)]
