@@ -11,8 +11,9 @@ against them); the services' half is a :class:`~testbed.net.service_plan.Service
 
 ``cdnlab plan TOPO --out DIR`` writes the plan for teaching ("what will run where") and for review:
 ``DIR/netview.json``, ``DIR/configs/<host>-<role>.json`` (exactly what each service would be given) and
-``DIR/plan.json`` (hosts, switches, links and services with their start stage). The keys in the configs
-(multicast HMAC key, management token) are fresh, as a real run's are; a run makes its own.
+``DIR/plan.json`` (hosts, switches, links, the multicast sessions, and services with their start stage).
+The keys in the configs (multicast HMAC key, management token) are fresh, as a real run's are; a run
+makes its own; ``plan.json`` holds no key.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from contract.config import ConfigError
+from testbed.net.mcast_plan import McastPlan
 from testbed.net.net_plan import BuildOptions, NetPlan, port_numbers
 from testbed.net.service_plan import CdnOptions, PlannedService, ServicePlan
 from testbed.net.spec import Topology
@@ -38,9 +40,12 @@ class CdnPlan:
     topology: Topology
     netview: dict[str, Any]
     services: list[PlannedService] = field(default_factory=list)
+    #: the run's multicast sessions and key (testbed.net.mcast_plan): the copy the view and configs are from
+    mcast: McastPlan | None = None
 
     def summary(self) -> dict[str, Any]:
-        """``plan.json``: hosts (address, MAC, switch and port), switches (DPID), links and services."""
+        """``plan.json``: hosts (address, MAC, switch and port), switches (DPID), links, anycast services,
+        the multicast sessions (group, port, session id; the key is in the configs only) and services."""
         t = self.topology
         ports = port_numbers(t)
         view_hosts = {h["name"]: h for h in self.netview["hosts"]}
@@ -65,6 +70,10 @@ class CdnPlan:
             "anycast": [
                 {"name": a["name"], "vip": a["vip"], "members": a["members"]} for a in self.netview["anycast"]
             ],
+            "multicast": {
+                name: ({"group": s.group, "port": s.port, "session_id": s.session_id} if s else None)
+                for name, s in (("ingest", self.mcast.ingest), ("control", self.mcast.control))
+            } if self.mcast else None,
             "services": [
                 {
                     "host": s.host,
@@ -105,7 +114,7 @@ def make_plan(
     services = ServicePlan(topo, net.ip, run_dir, cdn, net.mcast).services()  # what the launcher carries out
     view = net.netview()
     view.pop("rest_port", None)  # a free port chosen when the controller starts (the schema's default here)
-    return CdnPlan(topo, view, services)
+    return CdnPlan(topo, view, services, net.mcast)
 
 
 def _table(plan: CdnPlan, out: Path) -> str:

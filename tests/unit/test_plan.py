@@ -73,8 +73,14 @@ def test_every_config_is_its_services_model_and_survives_its_file(opts, tmp_path
         assert model.model_validate_json(s.config.model_dump_json()) == s.config
     written = plan.write(tmp_path / "out")
     edge = json.loads(next(p for p in written if p.name == "e1-edge.json").read_text())
-    if opts.multicast:
-        assert edge["ingest"]["key"] == edge["control"]["key"] == plan.services[0].config.ingest.key
+    summary = json.loads(next(p for p in written if p.name == "plan.json").read_text())
+    assert summary["multicast"] == {"ingest": {"group": "239.1.1.1", "port": 7400, "session_id": 1},
+                                    "control": {"group": "239.10.0.2", "port": 7401, "session_id": 2}}
+    assert plan.mcast.key not in json.dumps(summary)  # the key is in the (private) configs only
+    if opts.multicast:  # every config's multicast section is the plan's one copy
+        assert edge["ingest"]["key"] == edge["control"]["key"] == plan.mcast.key
+        assert (edge["ingest"]["group"]["group"], edge["ingest"]["group"]["port"]) == ("239.1.1.1", 7400)
+        assert (edge["control"]["group"]["group"], edge["control"]["session_id"]) == ("239.10.0.2", 2)
 
 
 def test_the_callers_options_are_left_as_they_were(tmp_path):
