@@ -164,8 +164,8 @@ def plan(arrangement: str, p: dict[str, Any], seed: int) -> tuple[Service, list[
         parent = Service("parent", "testbed.services.edge", port, validate(EdgeConfig, {
             "name": "parent", "host": HOST, "port": port, "origin_url": origin.url,
             "capacity_bytes": int(p["parent_capacity_objects"]) * entry}, "hierarchy: parent"))
-    peers = {m: Peer(name=m, http_url=f"http://{HOST}:{ports[m]}", icp_host=HOST, icp_port=icp_ports.get(m, 3130))
-             for m in names}
+    peers = {m: Peer(name=m, http_url=f"http://{HOST}:{ports[m]}", icp_host=HOST,
+                     **({"icp_port": icp_ports[m]} if m in icp_ports else {})) for m in names}
     mode = {"independent": "none"}.get(arrangement, arrangement)
     edges = []
     for e in names:

@@ -40,8 +40,6 @@ from testbed.services.mcast.sockets import EndpointRunner, GroupConfig
 
 log = logging.getLogger(__name__)
 
-FEEDBACK_PORT = wire.FEEDBACK_PORT  # default UDP port of the sender's unicast NACK socket
-
 
 class _Channel(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -72,7 +70,7 @@ class OriginIngestConfig(_Channel):
     """``OriginConfig.ingest``: push catalog objects and invalidations to the edges over the ingest group."""
 
     #: UDP port on ``group.iface_addr`` where unicast NACKs are accepted; None: multicast NACKs only
-    feedback_port: int | None = Field(FEEDBACK_PORT, ge=1, le=65535)
+    feedback_port: int | None = Field(wire.FEEDBACK_PORT, ge=1, le=65535)
     #: join the group too (needed to hear multicast NACKs; not needed with unicast feedback)
     join_group: bool = False
     chunk_size: int = Field(wire.DEFAULT_CHUNK, ge=64, le=60000)
