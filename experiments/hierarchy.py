@@ -41,8 +41,9 @@ from pydantic import Field
 from contract.config import validate
 from experiments.framework import ExperimentParams, Run, md_table, plt, read_csv, read_results, write_report
 from testbed.measure.workload import Zipf
+from testbed.net.service_plan import edge_fields, origin_fields
 from testbed.services.catalog import Catalog, CatalogConfig
-from testbed.services.edge.config import EdgeConfig, Peer, cooperation_fields
+from testbed.services.edge.config import EdgeConfig, Peer
 from testbed.services.origin import OriginConfig
 from testbed.util import free_port, wait_tcp
 
@@ -145,41 +146,35 @@ def catalog_config(p: dict[str, Any], seed: int) -> CatalogConfig:
 
 def plan(arrangement: str, p: dict[str, Any], seed: int) -> tuple[Service, list[Service], Service | None]:
     """(origin, edges, parent) with ports and configs (each its service's model, validated) for one
-    arrangement; the edges' cooperation sections are the emulated CDN's
-    (:func:`testbed.services.edge.config.cooperation_fields`) on loopback ports."""
+    arrangement, built on the fields the emulated CDN's origin and edges are
+    (:func:`testbed.net.service_plan.origin_fields`, :func:`~testbed.net.service_plan.edge_fields`), on loopback
+    ports."""
     if arrangement not in CONFIGS:
         raise ValueError(f"unknown arrangement {arrangement!r}; one of {', '.join(CONFIGS)}")
     n = int(p["edges"])
     entry = int(p["object_bytes"]) + int(p["entry_overhead_bytes"])
     port = free_port()
     origin = Service("origin", "testbed.services.origin", port,
-                     validate(OriginConfig, {"name": "origin", "host": HOST, "port": port,
-                                             "catalog": catalog_config(p, seed).model_dump()}, "hierarchy: origin"))
+                     validate(OriginConfig, origin_fields("origin", HOST, port, catalog_config(p, seed).model_dump()),
+                              "hierarchy: origin"))
     names = [f"edge{i + 1}" for i in range(n)]
     ports = {e: free_port() for e in names}
     icp_ports = {e: free_port(socket.SOCK_DGRAM) for e in names} if arrangement == "icp" else {}
     parent = None
     if arrangement == "parent":
         port = free_port()
-        parent = Service("parent", "testbed.services.edge", port, validate(EdgeConfig, {
-            "name": "parent", "host": HOST, "port": port, "origin_url": origin.url,
-            "capacity_bytes": int(p["parent_capacity_objects"]) * entry}, "hierarchy: parent"))
+        parent = Service("parent", "testbed.services.edge", port, validate(EdgeConfig, edge_fields(
+            "parent", HOST, port, origin.url, int(p["parent_capacity_objects"]) * entry, "none",
+            Peer(name="parent", http_url=f"http://{HOST}:{port}"), []), "hierarchy: parent"))
     peers = {m: Peer(name=m, http_url=f"http://{HOST}:{ports[m]}", icp_host=HOST,
                      **({"icp_port": icp_ports[m]} if m in icp_ports else {})) for m in names}
     mode = {"independent": "none"}.get(arrangement, arrangement)
     edges = []
     for e in names:
-        cfg: dict[str, Any] = {
-            "name": e,
-            "host": HOST,
-            "port": ports[e],
-            "origin_url": origin.url,
-            "capacity_bytes": int(p["edge_capacity_objects"]) * entry,
-            "icp_timeout_ms": int(p["icp_timeout_ms"]),
-            # the same sections the emulated CDN's edges get (testbed.net.launch), on loopback ports
-            **cooperation_fields(mode, peers[e], [peers[m] for m in names if m != e],
-                                 parent.url if parent else None, icp_bind=HOST),
-        }
+        # the fields the emulated CDN's edges are built on (testbed.net.service_plan), on loopback ports
+        cfg = edge_fields(e, HOST, ports[e], origin.url, int(p["edge_capacity_objects"]) * entry, mode, peers[e],
+                          [peers[m] for m in names if m != e], parent.url if parent else None, icp_bind=HOST)
+        cfg["icp_timeout_ms"] = int(p["icp_timeout_ms"])
         edges.append(Service(e, "testbed.services.edge", ports[e], validate(EdgeConfig, cfg, f"hierarchy: {e}")))
     return origin, edges, parent
 

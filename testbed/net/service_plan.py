@@ -79,6 +79,26 @@ class CdnOptions:
     submissions: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
+def origin_fields(name: str, host: str, port: int, catalog: dict[str, Any]) -> dict[str, Any]:
+    """The fields every origin config starts from (:class:`testbed.services.origin.OriginConfig`): who it is,
+    where it listens and what it serves; the emulated CDN's (:meth:`ServicePlan.origin_config`) and the
+    loopback ``hierarchy`` experiment's origins are both built on them."""
+    return {"name": name, "host": host, "port": port, "catalog": dict(catalog)}
+
+
+def edge_fields(name: str, host: str, port: int, origin_url: str, capacity_bytes: int, cooperation: str,
+                me: Peer, peers: list[Peer], parent_url: str | None = None,
+                icp_bind: str = "0.0.0.0") -> dict[str, Any]:
+    """The fields every edge config starts from (:class:`testbed.services.edge.config.EdgeConfig`): who it
+    is, where it listens, its origin, its cache's size and how it cooperates with ``peers``
+    (:func:`~testbed.services.edge.config.cooperation_fields`); the emulated CDN's
+    (:meth:`ServicePlan.edge_config`) and the loopback ``hierarchy`` experiment's edges are both built on
+    them."""
+    return {"name": name, "host": host, "port": port, "origin_url": origin_url,
+            "capacity_bytes": capacity_bytes,
+            **cooperation_fields(cooperation, me, peers, parent_url, icp_bind=icp_bind)}
+
+
 def daemon(role: str) -> Daemon:
     """``role``'s service declaration (its module imported when asked: the services' modules are big)."""
     import importlib
@@ -302,10 +322,9 @@ class ServicePlan:
     # -- per role ------------------------------------------------------------------------------------
     def origin_config(self) -> dict[str, Any]:
         assert self.origin
-        cfg: dict[str, Any] = {"name": self.origin, "host": "0.0.0.0", "port": HTTP_PORT,
-                               "admin_token": self.admin_token,
-                               "log_file": str(self.log_dir / f"{self.origin}.log"),
-                               "cdn_hostnames": [CDN_NAME], "catalog": dict(self.opts.catalog)}
+        cfg = origin_fields(self.origin, "0.0.0.0", HTTP_PORT, self.opts.catalog) | {
+            "admin_token": self.admin_token, "log_file": str(self.log_dir / f"{self.origin}.log"),
+            "cdn_hostnames": [CDN_NAME]}
         if self.opts.origin_cache_control:
             cfg["cache_control"] = dict(self.opts.origin_cache_control)
         if self.opts.video:
@@ -320,13 +339,6 @@ class ServicePlan:
     def edge_config(self, e: str) -> dict[str, Any]:
         assert self.origin
         o = self.opts
-        cfg: dict[str, Any] = {
-            "name": e, "host": "0.0.0.0", "port": HTTP_PORT, "log_file": str(self.log_dir / f"{e}.log"),
-            "admin_token": self.admin_token,
-            "origin_url": f"http://{self.ip(self.origin)}:{HTTP_PORT}",
-            "capacity_bytes": o.edge_capacity_bytes, "eviction": o.eviction,
-            "stale_if_error_s": o.stale_if_error_s,
-        }
         region = self.topo.host(e).region
         peers = [p for p in self.edges if p != e and (o.cooperation != "cluster" or
                                                          self.topo.host(p).region == region)]
@@ -336,7 +348,10 @@ class ServicePlan:
                         icp_port=ICP_PORT)
 
         parent = f"http://{self.ip(o.parent)}:{HTTP_PORT}" if o.parent and e != o.parent else None
-        cfg.update(cooperation_fields(o.cooperation, peer(e), [peer(p) for p in peers], parent))
+        cfg = edge_fields(e, "0.0.0.0", HTTP_PORT, f"http://{self.ip(self.origin)}:{HTTP_PORT}",
+                          o.edge_capacity_bytes, o.cooperation, peer(e), [peer(p) for p in peers], parent) | {
+            "log_file": str(self.log_dir / f"{e}.log"), "admin_token": self.admin_token,
+            "eviction": o.eviction, "stale_if_error_s": o.stale_if_error_s}
         ingest, c = self.mcast.ingest, self.mcast.control
         if o.multicast and ingest:
             cfg["ingest"] = {"group": self._group(ingest, e), "session_id": ingest.session_id,

@@ -116,3 +116,29 @@ def test_plan_and_message_counting():
         "fetches": {"parent": 2},
     }
     assert messages([st])["total"] == 4 + 3 + 2 * (1 + 1 + 2)
+
+
+@pytest.mark.parametrize("arrangement,cooperation", [("independent", "none"), ("cluster", "cluster"),
+                                                     ("icp", "icp"), ("parent", "parent")])
+def test_the_loopback_configs_are_the_emulated_cdns_shape(tmp_path, arrangement, cooperation):
+    """The experiment builds its origin and edges on the plan's fields (testbed.net.service_plan): every field
+    it sets, the emulated CDN's planned services set too (its own ICP timeout aside), so a field added to
+    the CDN's edges or origin cannot be missed here by a hand-written copy."""
+    from testbed.net.service_plan import CdnOptions
+    from testbed.net.spec import load_topology
+    from testbed.plan import make_plan
+
+    p = {"edges": 3, "objects": 10, "object_bytes": 100, "entry_overhead_bytes": 0, "edge_capacity_objects": 2,
+         "parent_capacity_objects": 6, "icp_timeout_ms": 50}
+    origin, edges, parent = plan(arrangement, p, 1)
+    opts = CdnOptions(cooperation=cooperation, parent="e_na" if cooperation == "parent" else None)
+    planned = make_plan(load_topology("globe"), cdn=opts, run_dir=tmp_path).services
+    cdn_edge = next(s.config for s in planned if s.role == "edge" and s.host == "e_eu")
+    cdn_origin = next(s.config for s in planned if s.role == "origin")
+    for e in edges:
+        assert e.config.model_fields_set - {"icp_timeout_ms"} <= cdn_edge.model_fields_set, e.name
+        assert e.config.origin_url == origin.url and e.config.host == "127.0.0.1"
+    if parent is not None:
+        assert parent.config.model_fields_set <= cdn_edge.model_fields_set
+    assert origin.config.model_fields_set <= cdn_origin.model_fields_set
+    assert origin.config.catalog.objects == 10
