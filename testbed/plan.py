@@ -29,6 +29,7 @@ from typing import Any
 from contract.config import ConfigError
 from testbed.net.mcast_plan import McastPlan
 from testbed.net.net_plan import BuildOptions, NetPlan, port_numbers
+from testbed.net.placement import Placement, parse_servers, place
 from testbed.net.service_plan import CdnOptions, PlannedService, ServicePlan
 from testbed.net.spec import Topology
 
@@ -42,6 +43,8 @@ class CdnPlan:
     services: list[PlannedService] = field(default_factory=list)
     #: the run's multicast sessions and key (testbed.net.mcast_plan): the copy the view and configs are from
     mcast: McastPlan | None = None
+    #: which server each switch and host runs on, when the run spans several (testbed.net.placement)
+    placement: Placement | None = None
 
     def summary(self) -> dict[str, Any]:
         """``plan.json``: hosts (address, MAC, switch and port), switches (DPID), links, anycast services,
@@ -84,6 +87,7 @@ class CdnPlan:
                 }
                 for s in sorted(self.services, key=lambda s: (s.stage, s.host))
             ],
+            "placement": self.placement.summary() if self.placement else None,
         }
 
     def write(self, out: Path) -> list[Path]:
@@ -105,16 +109,18 @@ def make_plan(
     build: BuildOptions | None = None,
     cdn: CdnOptions | None = None,
     run_dir: Path | None = None,
+    servers: tuple[str, ...] | None = None,
 ) -> CdnPlan:
     """The plan of ``topo`` under ``build`` and ``cdn`` options, for a run in ``run_dir`` (where its configs
-    send logs; default ``/tmp/cdnlab/<topology>``). Pure: no root, no Mininet, nothing written."""
+    send logs; default ``/tmp/cdnlab/<topology>``), placed on ``servers`` when given (which server runs
+    which switch and host: :mod:`testbed.net.placement`). Pure: no root, no Mininet, nothing written."""
     run_dir = run_dir or Path("/tmp/cdnlab") / topo.name
     build = dataclasses.replace(build or BuildOptions(), run_dir=run_dir)  # the caller's options unchanged
     net = NetPlan(topo, build)  # addresses, MACs, DPIDs, ports, multicast: what the builder carries out
     services = ServicePlan(topo, net.ip, run_dir, cdn, net.mcast).services()  # what the launcher carries out
     view = net.netview()
     view.pop("rest_port", None)  # a free port chosen when the controller starts (the schema's default here)
-    return CdnPlan(topo, view, services, net.mcast)
+    return CdnPlan(topo, view, services, net.mcast, place(topo, servers) if servers else None)
 
 
 def _table(plan: CdnPlan, out: Path) -> str:
@@ -126,7 +132,9 @@ def _table(plan: CdnPlan, out: Path) -> str:
     s = plan.summary()
     hosts = {h["name"]: h for h in s["hosts"]}
     table = Table(title=f"{plan.topology.name}: what will run where", title_justify="left")
-    for col in ("stage", "host", "role", "address", "switch:port", "process", "config"):
+    placed = plan.placement.host_server if plan.placement else None
+    for col in ("stage", "host", "role", "address", "switch:port", *(("server",) if placed else ()), "process",
+                "config"):
         table.add_column(col)
     for row in s["services"]:
         h = hosts[row["host"]]
@@ -136,16 +144,23 @@ def _table(plan: CdnPlan, out: Path) -> str:
             row["role"],
             h["ip"],
             f"{h['switch']}:{h['switch_port']}",
+            *((placed[row["host"]],) if placed else ()),
             row["module"],
             str(out / row["config"]),
         )
     buf = StringIO()
     Console(file=buf, width=160).print(table)
     clients = [h for h in s["hosts"] if h["role"] == "client"]
-    return buf.getvalue() + (
+    text = buf.getvalue() + (
         f"{len(clients)} clients, {len(s['switches'])} switches, {len(s['links'])} "
         f"switch links; the controller's view: {out / 'netview.json'}"
     )
+    if plan.placement:
+        p = plan.placement
+        loads = ", ".join(f"{srv}: {n['switches']} switches, {n['hosts']} hosts" for srv, n in p.load().items())
+        cut = ", ".join(f"{a}-{b} ({d:g} ms)" for a, b, d in p.cut) or "none"
+        text += f"\nplacement on {len(p.servers)} servers: {loads}; links between servers: {cut}"
+    return text
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -156,12 +171,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, required=True, help="directory to write the plan to")
     ap.add_argument("--subnet", help="renumber the topology into this address block (as cdnlab up --subnet)")
     ap.add_argument("--anycast-mode", choices=["destination", "affinity"], default="destination")
+    ap.add_argument("--servers", metavar="A,B,...",
+                    help="place the run on these servers: which switch and host runs where (plan.json 'placement')")
     ap.add_argument("--json", action="store_true", help="print plan.json instead of the table")
     args = ap.parse_args(argv)
     try:
         topo = load_topology(args.topo, subnet=args.subnet)
         out = args.out.resolve()
-        plan = make_plan(topo, BuildOptions(anycast_mode=args.anycast_mode), run_dir=out)
+        servers = parse_servers(args.servers) if args.servers is not None else None
+        plan = make_plan(topo, BuildOptions(anycast_mode=args.anycast_mode), run_dir=out, servers=servers)
     except (ConfigError, ValueError) as e:
         print(f"cdnlab plan: {e}", file=sys.stderr)
         return 2

@@ -111,6 +111,9 @@ class Region(_Strict):
     # the region's own address block (e.g. 10.0.1.0/24): its hosts are numbered from it, so mapping can
     # tell regions apart by client subnet (EDNS Client Subnet carries a /24, RFC 7871)
     prefix: str | None = None
+    #: the server every switch of this region runs on when a run spans several (``--servers``;
+    #: testbed.net.placement): a name from that list or its position in it (0 is the first)
+    server: str | None = None
 
     @field_validator("prefix")
     @classmethod
@@ -127,6 +130,9 @@ class Switch(_Strict):
     # where the PoP is (degrees), for drawing the network on a map (the dashboard); no effect on traffic
     lat: float | None = Field(None, ge=-90, le=90)
     lon: float | None = Field(None, ge=-180, le=180)
+    #: the server this switch and its hosts run on when a run spans several (``--servers``;
+    #: testbed.net.placement): a name from that list or its position in it; overrides its region's
+    server: str | None = None
 
     @model_validator(mode="after")
     def _both_coordinates(self) -> Switch:
