@@ -13,7 +13,9 @@ PIP := $(VENV)/bin/pip
 # and dash.js; ffmpeg: real DASH media, testbed/services/video_encode.py).
 APT_PACKAGES := mininet openvswitch-switch iproute2 iperf3 ethtool iputils-ping tcpdump \
 	unbound dnsutils nginx-light wrk nsd dnsperf curl iptables fping python3-venv python3-pip \
-	chromium chromium-driver ffmpeg
+	chromium chromium-driver ffmpeg openssh-client openssh-server
+# (ssh: a run across several servers reaches them as Mininet Cluster Edition does, docs/cluster.md; the
+# tests run an sshd of their own on loopback, and the package's service is not needed)
 PYTEST_ARGS ?=
 # What `make test-vm` adds: QEMU, Debian's kernel (with sch_netem and openvswitch) and busybox for the
 # guest's initramfs; virtme-ng (PyPI) boots it.

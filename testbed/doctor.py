@@ -8,6 +8,11 @@ Ryu (importable through the adapter, and its version), scapy, unbound, the tools
 whether a shipped topology's addresses clash with a network of this machine (then it needs ``--subnet``).
 With ``--json`` the last printed line is one JSON object with at least ``root``, ``ovs_running``,
 ``ovs_datapath``, ``netem``, ``ryu_version``, ``address_clashes`` (topology -> the ``--subnet`` to use).
+
+``--servers A,B`` also checks the servers of a run across several (testbed.net.servers): each reached over
+SSH as root without a password, its Mininet and Open vSwitch, the link emulation and datapath it would use,
+and its clock's offset from this machine's; then whether they agree (the same Mininet, one link emulation,
+clocks within 1 ms). ``servers`` in the JSON: each server's facts.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from testbed.net import host_env, netem_watch, relay_watch
+from testbed.net import host_env, netem_watch, relay_watch, servers
 
 SETUP = "sudo make setup"
 
@@ -120,7 +125,34 @@ def realtime_check() -> tuple[bool, str]:
     return out == "ok", out or r.stderr.strip()
 
 
-def gather() -> tuple[list[Check], dict]:
+def server_checks(names: tuple[str, ...]) -> tuple[list[Check], dict[str, dict]]:
+    """The checks of ``--servers``: one per server (reached, root, Mininet, Open vSwitch), then whether they
+    agree with this machine (the same Mininet, one link emulation, clocks within 1 ms)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=len(names) + 1) as pool:
+        local, *found = pool.map(servers.probe, ["localhost", *names])
+    checks = []
+    for f in found:
+        fix = servers.fix_for(f)
+        checks.append(Check(f"server {f.server}", f.reached and not fix, servers.describe(f), fix))
+    differ = servers.disagreements(local, found)
+    checks += [
+        Check("servers mininet", not differ["mininet"], "; ".join(differ["mininet"]) or
+              f"every reached server has this machine's Mininet ({local.mininet})",
+              "install the same Mininet version on every server (Debian 12: apt install mininet)"),
+        Check("servers links", not differ["links"], "; ".join(differ["links"]) or
+              f"every reached server emulates links by {local.link_mode}",
+              "run with --links relay, so every link (across servers too) is emulated alike", required=False),
+        Check("servers clock", not differ["clock"], "; ".join(differ["clock"]) or
+              f"every reached server's clock is within {servers.CLOCK_LIMIT_MS:g} ms of this machine's",
+              "synchronise the clocks (chrony or systemd-timesyncd against one source; docs/cluster.md)",
+              required=False),
+    ]
+    return checks, {f.server: f.to_json() for f in found}
+
+
+def gather(server_names: tuple[str, ...] = ()) -> tuple[list[Check], dict]:
     root = os.geteuid() == 0
     ovs = host_env.ovs_running()
     datapath = host_env.ovs_datapath() if root else ("kernel" if host_env.kernel_ovs_available() else "user")
@@ -177,6 +209,10 @@ def gather() -> tuple[list[Check], dict]:
         "no shipped topology overlaps this machine's networks" if not clashes else
         "overlapping this machine's networks: " + ", ".join(clashes),
         "; ".join(f"sudo cdnlab up {t} --subnet {sub}" for t, sub in clashes.items()), required=False))
+    cluster: dict[str, dict] | None = None
+    if server_names:
+        more, cluster = server_checks(server_names)
+        checks += more
     summary = {
         "root": root,
         "ovs_running": ovs,
@@ -191,6 +227,7 @@ def gather() -> tuple[list[Check], dict]:
         "scapy_version": scapy_v,
         "unbound": bool(unbound),
         "address_clashes": clashes,
+        "servers": cluster,
         "ok": all(c.ok for c in checks if c.required),
         "missing": {c.name: c.fix for c in checks if not c.ok},
     }
@@ -200,9 +237,19 @@ def gather() -> tuple[list[Check], dict]:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="cdnlab doctor", description=__doc__.strip().split("\n")[0])
     ap.add_argument("--json", action="store_true", help="end with one JSON line")
+    ap.add_argument("--servers", metavar="A,B,...",
+                    help="also check these servers of a run across several: SSH, Mininet, Open vSwitch, link "
+                         "emulation, clock offset (docs/cluster.md)")
     args = ap.parse_args(argv)
     try:
-        checks, summary = gather()
+        from testbed.net.placement import parse_servers
+
+        names = parse_servers(args.servers) if args.servers is not None else ()
+    except ValueError as e:
+        print(f"cdnlab doctor: {e}", file=sys.stderr)
+        return 2
+    try:
+        checks, summary = gather(names)
     except subprocess.TimeoutExpired as e:
         print(f"cdnlab doctor: a check timed out: {e}")
         return 1
