@@ -26,6 +26,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from testbed.util import stop_process
+
 #: how cdnlab calls ssh: never prompt (a key or nothing), give up on a dead server soon
 SSH_OPTIONS = ("-o", "BatchMode=yes", "-o", "ConnectTimeout=5", "-o", "ServerAliveInterval=5")
 #: time requests per probe (the one with the shortest round trip gives the offset)
@@ -180,14 +182,10 @@ def probe(server: str, timeout: float = 20.0, rounds: int = CLOCK_ROUNDS) -> Ser
     finally:
         if proc.stdin is not None and not proc.stdin.closed:
             try:
-                proc.stdin.close()
+                proc.stdin.close()  # the program's end of input: it stops
             except OSError:
                 pass
-        try:
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc, timeout=5, first=None)
 
 
 #: a clock offset past this is worth fixing: a cross-server link is held to max(1 ms, 2 %) of its delay

@@ -27,7 +27,7 @@ from pathlib import Path
 from sshd import SSHD
 
 from testbed.net.containment import USUAL_MACHINE_NETWORKS, machine_networks
-from testbed.util import tcp_open
+from testbed.util import stop_process, tcp_open
 
 #: blocks the LAN may take, the first that overlaps no network of this machine (nor the usual VM and
 #: container networks, nor the shipped topologies' 10.0-99)
@@ -155,12 +155,7 @@ class SecondServer:
         if "sshd" in self.made and self.proc is not None:
             if self.proc.poll() is None:
                 self.in_server(OVS_CTL, "stop", timeout=60)  # the server's own daemons, by its own pidfiles
-                self.proc.terminate()
-                try:
-                    self.proc.wait(timeout=10)
-                except subprocess.TimeoutExpired:
-                    self.proc.kill()
-                    self.proc.wait()
+            stop_process(self.proc, timeout=10)
         if "veth" in self.made:
             subprocess.run(["ip", "link", "del", self.veth[0]], capture_output=True, timeout=30)
         if "netns" in self.made:

@@ -14,7 +14,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from testbed.util import free_port, tcp_open
+from testbed.util import free_port, stop_process, tcp_open
 
 SSHD = Path("/usr/sbin/sshd")
 PRIVSEP = Path("/run/sshd")  # sshd's privilege separation directory: it refuses to start without it
@@ -63,12 +63,7 @@ class Sshd:
         return self
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        if self.proc is not None:
+            stop_process(self.proc, timeout=10)
         if self.made_privsep:
             shutil.rmtree(PRIVSEP, ignore_errors=True)
