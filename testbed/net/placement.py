@@ -157,8 +157,9 @@ def _bisect(g: nx.Graph, servers: list[str], pinned: dict[str, str]) -> dict[str
     nothing, so a side may carry up to that share more or less than its servers' share when that cuts less.
     The pinned switches of each side are tied to an anchor node of that side, so no swap pays for moving
     them. Each of up to :data:`STARTS` switches, spread over the graph, seeds a first side of whole
-    switches taken breadth first up to its share of the load; that side and what the bisection makes of it
-    (when it keeps every pin and every host with its switch) are candidates. Of the candidates whose left
+    switches taken breadth first up to its share of the load (and at least one switch per server on each
+    side); that side and what the bisection makes of it (when it keeps every pin and every host with its
+    switch) are candidates, those that leave each side a switch per server first. Of the candidates whose left
     side is within the slack (or half the largest switch's load) of its share, the lightest cut wins (the
     more even, then the first, on a tie)."""
     if len(servers) == 1:
@@ -194,10 +195,20 @@ def _bisect(g: nx.Graph, servers: list[str], pinned: dict[str, str]) -> dict[str
     for start in list(g)[:: max(1, math.ceil(g.number_of_nodes() / STARTS))]:
         on_left = set(pin_left)
         load = sum(loads[n] for n in on_left)
-        for n in _order(g, start):  # whole switches, breadth first, each taken if it brings the side nearer
-            if n not in pin_left and n not in pin_right and abs(load + loads[n] - want) < abs(load - want):
+        free = [n for n in _order(g, start) if n not in pin_left and n not in pin_right]
+        for n in free:  # whole switches, breadth first, each taken if it brings the side nearer its share
+            if abs(load + loads[n] - want) < abs(load - want):
                 on_left.add(n)
                 load += loads[n]
+        # every server gets a switch at least: each side as many as its servers
+        for n in free:
+            if len(on_left) >= len(left):
+                break
+            on_left.add(n)
+        for n in reversed(free):
+            if len(g) - len(on_left) >= len(right):
+                break
+            on_left.discard(n)
         candidates.append(on_left)
         side_a = {anchors[0], *slack[:k], *expanded(sorted(on_left))}
         p1, p2 = nx.community.kernighan_lin_bisection(h, partition=(side_a, set(h) - side_a), weight="weight")
@@ -213,6 +224,7 @@ def _bisect(g: nx.Graph, servers: list[str], pinned: dict[str, str]) -> dict[str
         if pin_left <= moved and not pin_right & moved and all(
                 ((n, i) in kept) == (n in kept) for n in g for i in range(1, loads[n])):
             candidates.append(moved)
+    candidates = [c for c in candidates if len(c) >= len(left) and len(g) - len(c) >= len(right)] or candidates
     fair = [c for c in candidates if imbalance(c) <= tolerance] or [min(candidates, key=imbalance)]
     best = min(fair, key=lambda c: (round(_cut(g, c), 9), imbalance(c)))  # the first, on a tie
     out = _bisect(g.subgraph([n for n in g if n in best]), left, pinned)

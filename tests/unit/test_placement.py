@@ -158,3 +158,24 @@ def test_cdnlab_plan_shows_the_placement(tmp_path: Path) -> None:
     assert run.returncode == 0 and json.loads((tmp_path / "o" / "plan.json").read_text())["placement"] is None
     run = plan("--servers", "lab1,lab1")
     assert run.returncode == 2 and "lab1 given more than once" in run.stderr
+
+
+def test_every_server_is_given_a_switch_on_any_graph() -> None:
+    """Random graphs (fixed seeds), 2 to 5 servers: every server used, every host with its switch."""
+    import random
+
+    import networkx as nx
+
+    for seed in range(60):
+        rng = random.Random(seed)
+        n = rng.randint(2, 12)
+        g = nx.gnm_random_graph(n, rng.randint(n - 1, 2 * n), seed=seed)
+        t = Topology.model_validate({
+            "name": "r", "subnet": "10.9.0.0/16", "switches": [{"name": f"s{i}"} for i in g],
+            "links": [{"a": f"s{a}", "b": f"s{b}", "delay_ms": rng.choice([1, 2, 5, 20, 80])} for a, b in g.edges],
+            "hosts": [{"name": f"h{i}", "role": "client", "switch": f"s{rng.randrange(n)}"}
+                      for i in range(rng.randint(1, 3 * n))]})
+        for k in range(2, min(n, 5) + 1):
+            p = place(t, [f"v{i}" for i in range(k)])
+            _check_whole(t, p)
+            assert len(set(p.switch_server.values())) == k, (seed, k, p.load())
