@@ -4,6 +4,7 @@
 #   sudo make test-vm the Mininet tier's VM subset with netem and the kernel datapath, in a VM of Debian's
 #                     kernel (for machines whose kernel has neither; see docs/troubleshooting.md)
 #   sudo make vm-exec CMD='...'  one command (a benchmark, a grader) in that VM instead of the tier
+#   sudo make test-cluster  the tests of a run across servers alone (docs/cluster.md; in `make test` too)
 SHELL := /bin/bash
 PYTHON_SYS ?= /usr/bin/python3
 VENV ?= .venv
@@ -22,7 +23,7 @@ PYTEST_ARGS ?=
 VM_APT_PACKAGES := qemu-system-x86 linux-image-amd64 busybox-static
 VM_ARGS ?=
 
-.PHONY: setup apt ovs venv demo test test-unit test-mininet test-vm vm-exec vm-tools lint clean doctor
+.PHONY: setup apt ovs venv demo test test-unit test-mininet test-vm test-cluster vm-exec vm-tools lint clean doctor
 
 setup: apt ovs venv
 
@@ -91,6 +92,12 @@ vm-exec: setup vm-tools
 	@$(if $(value CMD),true,{ echo "make vm-exec: give the command: make vm-exec CMD='...'"; exit 2; })
 	$(VENV)/bin/cdnlab clean --quiet
 	$(PY) tests/vm/run.py $(VM_ARGS) --exec $(call shell_quote,$(value CMD))
+
+# The tests of a run across servers (a second server on this machine: tests/support/second_server.py), alone;
+# `make test` runs them too (about a minute).
+test-cluster: setup
+	$(VENV)/bin/cdnlab clean --quiet
+	$(VENV)/bin/python -m pytest -m cluster $(PYTEST_ARGS)
 
 test-unit: venv
 	$(VENV)/bin/python -m pytest -m "not mininet" $(PYTEST_ARGS)

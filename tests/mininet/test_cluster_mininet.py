@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from second_server import HOSTNAME, SecondServer
 
-pytestmark = pytest.mark.mininet
+pytestmark = [pytest.mark.mininet, pytest.mark.cluster]
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ from second_server import HOSTNAME, SecondServer
 
 from testbed.net import servers
 
-pytestmark = pytest.mark.mininet
+pytestmark = [pytest.mark.mininet, pytest.mark.cluster]
 
 
 def _ovs_daemons() -> set[int]:

@@ -16,6 +16,7 @@ from sshd import SSHD, Sshd
 from testbed.net import servers
 
 ROOT = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.cluster
 
 
 @pytest.fixture
