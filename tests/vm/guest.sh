@@ -37,6 +37,9 @@ if [ "${1:-}" = --exec ]; then  # run.py --exec: one command instead of the tier
   echo "$rc" > "$out/exec.rc"
   exit "$rc"
 fi
+# The bandwidth trace's relay case runs in `make test` (the relay is the same process on either datapath);
+# here, where students' links are netem, it cost 165 s of CI's 60 minutes under TCG: its netem case runs.
 .venv/bin/python -m pytest -v -p no:cacheprovider -m vm --links netem --datapath kernel \
+  --deselect "tests/mininet/test_traces_mininet.py::test_a_trace_changes_the_links_rate_on_schedule[relay]" \
   --junitxml="$out/junit.xml" -o junit_family=xunit2 "$@" 2>&1 | tee "$out/pytest.log"
 exit "${PIPESTATUS[0]}"
