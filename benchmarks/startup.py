@@ -20,7 +20,7 @@ Runs alternate which of the two builds first. Without ``--topo`` the shape is a 
 10 hosts each (100 hosts). Any failure of either build is an error (exit 1), never a figure.
 
 Last line: one JSON object with ``hosts``, ``links``, ``seconds``, ``rss_mb``, ``relay_procs`` (medians over
-the runs; cdnlab), ``bare_seconds``, ``bare_rss_mb``, ``bare_links``, ``ratio`` (of the medians),
+the runs; cdnlab), ``servers`` (how many servers cdnlab's network spans: ``--servers A,B``), ``bare_seconds``, ``bare_rss_mb``, ``bare_links``, ``ratio`` (of the medians),
 ``ratios`` (per run), ``runs``, ``controller`` and ``targets_met``.
 Targets (issue #11): 100 hosts in <= 30 s and <= 1.3x bare Mininet, in 5 runs of 5; a 197-PoP graph up in
 <= 180 s with <= 4 GiB for all its processes.
@@ -41,6 +41,7 @@ from testbed.measure.proctree import children, descendants, vm_rss_kb
 from testbed.net import host_env
 from testbed.net.build import BuildOptions, CdnNet
 from testbed.net.spec import Topology, load_topology, parse_topology
+from testbed.net.up import servers_arg
 
 TARGET_SECONDS_100 = 30.0
 TARGET_RATIO = 1.3
@@ -143,22 +144,25 @@ def rss_mb(roots: list[int]) -> float:
     return round(total_kb / 1024, 1)
 
 
-def run_cdnlab(topo: Topology, controller: str, timeout: float, pps: float, pairs: str) -> dict[str, Any]:
+def run_cdnlab(topo: Topology, controller: str, timeout: float, pps: float, pairs: str,
+               servers: tuple[str, ...] = ()) -> dict[str, Any]:
     from testbed.net.links import relay_pids
 
     t0 = time.monotonic()
-    with CdnNet(topo, BuildOptions(controller=controller, links="auto", connect_timeout=timeout)) as cn:
+    with CdnNet(topo, BuildOptions(controller=controller, links="auto", connect_timeout=timeout,
+                                   servers=servers)) as cn:
         built = time.monotonic() - t0
         targets = targets_for(topo, cn.addresses, pairs)
         all_pairs({h.name: cn.host(h.name) for h in topo.hosts}, targets, timeout, pps,
                   ping_timeout_ms(topo, targets, cn.addresses))
         seconds = time.monotonic() - t0
         relays = relay_pids(cn.net)
-        roots = [n.pid for n in cn.net.hosts] + relays
+        roots = [n.pid for n in cn.net.hosts if not getattr(n, "isRemote", False)] + relays
         if cn.controller_proc is not None:
             roots.append(cn.controller_proc.pid)
         return {"seconds": seconds, "build_seconds": built, "rss_mb": rss_mb(roots), "relay_procs": len(relays),
-                "links": len(cn.net.links), "controller": cn.controller_mode, "link_mode": cn.link_mode}
+                "links": len(cn.net.links), "controller": cn.controller_mode, "link_mode": cn.link_mode,
+                "servers": len(servers) or 1}
 
 
 def spanning_switch_links(topo: Topology) -> list:
@@ -228,6 +232,7 @@ def summarize(topo: Topology, ours: list[dict], bare: list[dict], pairs: str = "
         "seconds": round(seconds, 2), "rss_mb": round(med(r["rss_mb"] for r in ours), 1),
         "relay_procs": ours[0]["relay_procs"], "controller": ours[0]["controller"],
         "link_mode": ours[0]["link_mode"], "runs": len(ours), "pairs": pairs,
+        "servers": ours[0].get("servers", 1),
         "seconds_runs": [round(r["seconds"], 2) for r in ours],
         "build_seconds": round(med(r["build_seconds"] for r in ours), 2),
     }
@@ -264,6 +269,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="who must reach whom before the clock stops (default: every pair of hosts)")
     ap.add_argument("--pps", type=float, default=1000.0, help="pings a second all hosts offer together")
     ap.add_argument("--controller", default="auto", choices=["auto", "ryu", "standalone"])
+    ap.add_argument("--servers", metavar="A,B,...", type=servers_arg, default=(),
+                    help="build cdnlab's network across these servers (the first is this machine; bare Mininet "
+                    "stays on this machine); rss_mb counts this machine's processes only")
     args = ap.parse_args(argv)
     if os.geteuid() != 0:
         print("cdnlab bench startup: needs root")
@@ -289,7 +297,7 @@ def main(argv: list[str] | None = None) -> int:
                 if which == "bare":
                     r = run_bare(topo, args.timeout, args.pps, args.pairs)
                 else:
-                    r = run_cdnlab(topo, args.controller, args.timeout, args.pps, args.pairs)
+                    r = run_cdnlab(topo, args.controller, args.timeout, args.pps, args.pairs, args.servers)
             except Exception as e:  # a failed build is an error of the benchmark, never a figure
                 print(f"cdnlab bench startup: run {i + 1}, {which} failed: {type(e).__name__}: {e}")
                 return 1

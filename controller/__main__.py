@@ -2,7 +2,8 @@
 
 Loads the view, then runs the Ryu app manager in this process (as ryu-manager does, without spawning
 it): the cdnlab app (routing, anycast, multicast, liveness), Ryu's OpenFlow handler listening on
-127.0.0.1:OF_PORT, Ryu's LLDP topology discovery (unless --no-lldp) and the REST API on
+OF_HOST:OF_PORT (127.0.0.1; for a run across servers, this machine's management address, where the other
+servers' switches reach it), Ryu's LLDP topology discovery (unless --no-lldp) and the REST API on
 127.0.0.1:REST_PORT. Exit status 2 on a bad view; SIGTERM/SIGINT stop it cleanly (status 0).
 """
 
@@ -24,7 +25,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     ap.add_argument("--log", help="log file (default: stderr)")
     ap.add_argument("--log-level", default="INFO")
     ap.add_argument(
-        "--of-port", type=int, default=6653, help="OpenFlow listen port on 127.0.0.1 (default 6653)"
+        "--of-host", default="127.0.0.1",
+        help="OpenFlow listen address (default 127.0.0.1; a run across servers: the management address)"
+    )
+    ap.add_argument(
+        "--of-port", type=int, default=6653, help="OpenFlow listen port (default 6653)"
     )
     ap.add_argument(
         "--rest-port", type=int, help="REST API port on 127.0.0.1 (default: the view's rest_port)"
@@ -112,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_lldp:
         apps.append(ra.app_module_name("topology.switches"))
     CONF(args=[], project="ryu", default_config_files=[])
-    CONF.set_override("ofp_listen_host", "127.0.0.1")
+    CONF.set_override("ofp_listen_host", args.of_host)
     CONF.set_override("ofp_tcp_listen_port", args.of_port)
     CONF.set_override("wsapi_host", "127.0.0.1")
     CONF.set_override("wsapi_port", rest_port)
@@ -128,8 +133,9 @@ def main(argv: list[str] | None = None) -> int:
     if webapp:
         services.append(ra.hub.spawn(webapp))
     log.info(
-        "cdnlab controller: pid %d, OpenFlow 127.0.0.1:%d, REST http://127.0.0.1:%d/, view %s, mode %s",
+        "cdnlab controller: pid %d, OpenFlow %s:%d, REST http://127.0.0.1:%d/, view %s, mode %s",
         os.getpid(),
+        args.of_host,
         args.of_port,
         rest_port,
         args.view,

@@ -9,12 +9,12 @@ from pathlib import Path
 from typing import Any
 
 from contract.config import ConfigError
-from testbed.net.up import add_web_arg, start_dashboard
+from testbed.net.up import add_web_arg, servers_arg, start_dashboard
 
 
 def build_flags(args: argparse.Namespace) -> dict:
     return {"links": args.links, "controller": args.controller, "datapath": args.datapath,
-            "verify_links": args.verify_links}
+            "verify_links": args.verify_links, "servers": args.servers or None}
 
 
 def watch(port: int) -> Any:
@@ -41,6 +41,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--datapath", choices=["auto", "kernel", "user"], default="auto")
     ap.add_argument("--verify-links", action="store_true",
                     help="measure a twin of each link class after the build; stop if one is unlike its spec")
+    ap.add_argument("--servers", metavar="A,B,...", type=servers_arg, default=(),
+                    help="build each network across these servers (the first is this machine; docs/cluster.md)")
     ap.add_argument("--no-progress", action="store_true")
     add_web_arg(ap)
     args = ap.parse_args(argv)

@@ -29,7 +29,7 @@ from typing import Any
 from contract.config import ConfigError
 from testbed.net.mcast_plan import McastPlan
 from testbed.net.net_plan import BuildOptions, NetPlan, port_numbers
-from testbed.net.placement import Placement, parse_servers, place
+from testbed.net.placement import Placement, parse_servers
 from testbed.net.service_plan import CdnOptions, PlannedService, ServicePlan
 from testbed.net.spec import Topology
 
@@ -116,11 +116,13 @@ def make_plan(
     which switch and host: :mod:`testbed.net.placement`). Pure: no root, no Mininet, nothing written."""
     run_dir = run_dir or Path("/tmp/cdnlab") / topo.name
     build = dataclasses.replace(build or BuildOptions(), run_dir=run_dir)  # the caller's options unchanged
+    if servers:
+        build = dataclasses.replace(build, servers=tuple(servers))
     net = NetPlan(topo, build)  # addresses, MACs, DPIDs, ports, multicast: what the builder carries out
     services = ServicePlan(topo, net.ip, run_dir, cdn, net.mcast).services()  # what the launcher carries out
     view = net.netview()
     view.pop("rest_port", None)  # a free port chosen when the controller starts (the schema's default here)
-    return CdnPlan(topo, view, services, net.mcast, place(topo, servers) if servers else None)
+    return CdnPlan(topo, view, services, net.mcast, net.placement)
 
 
 def _table(plan: CdnPlan, out: Path) -> str:

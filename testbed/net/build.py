@@ -83,6 +83,11 @@ def reachable_ips(node, ips: list[str], wait_s: float = 2.0) -> set[str]:
     return ok
 
 
+def _remote(node) -> bool:
+    """Is this Mininet node on another server (a run across several: testbed.net.cluster)?"""
+    return bool(getattr(node, "isRemote", False))
+
+
 def ryu_available() -> bool:
     """Is the OpenFlow framework the controller runs on installed (``CDNLAB_OF_FRAMEWORK``: ryu or os_ken)?
     Asked without importing it (the testbed never imports the controller); a framework that is installed
@@ -149,6 +154,10 @@ class CdnNet(NetPlan):
         self.trace_players: dict[str, Any] = {}
         #: the CDN services started in this network (testbed.net.launch.start_services), or None
         self.services: Any = None
+        #: a run across servers (``options.servers``): the keeper of the run's record on each other server
+        #: (testbed.net.remote_record), and this machine's address towards them (the controller's)
+        self.records: dict[str, Any] = {}
+        self.of_host = "127.0.0.1"
         #: held while a command runs in the hosts' Mininet shells from another thread than the main one (the
         #: dashboard's actions; the CLI takes it for each command): a shell takes one command at a time
         self.lock = threading.RLock()
@@ -177,21 +186,28 @@ class CdnNet(NetPlan):
         if self.run_dir is None:
             self.run_dir = Path(tempfile.gettempdir()) / "cdnlab" / self.state.run_id
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        self.datapath = host_env.ovs_datapath(self.opts.datapath)
         self.controller_mode = self._choose_controller()
-        self.link_mode = self._choose_link_mode()
-        if self.datapath == "user":
-            self._raise_sysctls()
-        self.net = Mininet(topo=None, build=False, controller=None, autoSetMacs=False, waitConnected=False)
         try:
+            self.net = self._mininet(Mininet)
+            self.datapath = self._choose_datapath()
+            self.link_mode = self._choose_link_mode()
+            if self.datapath == "user":
+                self._raise_sysctls()
             self._guard_root_namespace()
             if self.controller_mode == "ryu":
                 self._launch_controller()  # its imports overlap building the network
             self._add_nodes()
             self.net.build()
             host_env.offloads_off_network(self.net)
-            self.state.add_pids([(h.pid, f"host {h.name}") for h in self.net.hosts])
-            self.state.add_bridges([s.name for s in self.net.switches])
+            self.state.add_pids([(h.pid, f"host {h.name}") for h in self.net.hosts if not _remote(h)])
+            self.state.add_bridges([s.name for s in self.net.switches if not _remote(s)])
+            for server, record in self.records.items():
+                record.request(bridges=[s.name for s in self.net.switches if s.server == server],
+                               hosts=[h.pid for h in self.net.hosts if h.server == server],
+                               shells=[s.pid for s in self.net.switches if s.server == server])
+            # the ssh sessions of the nodes on other servers, for `cdnlab clean` here after a SIGKILL
+            self.state.add_pids([(n.shell.pid, f"ssh to {n.name} on {n.server}")
+                                 for n in (*self.net.hosts, *self.net.switches) if _remote(n) and n.shell])
             if self.controller_mode == "ryu":
                 self._publish_view()
             self.net.start()
@@ -240,6 +256,12 @@ class CdnNet(NetPlan):
         if self.controller_proc is not None:
             self._terminate(self.controller_proc, "controller")
             self.controller_proc = None
+        for server, record in list(self.records.items()):  # the other servers remove what they recorded
+            try:
+                record.close()
+            except Exception as e:  # noqa: BLE001 - keep tearing down
+                log.warning("the run's record on %s: %s", server, e)
+        self.records.clear()
         if self.state is not None:
             from testbed.net.cleanup import clean_state
 
@@ -247,6 +269,34 @@ class CdnNet(NetPlan):
             self.state = None
 
     # -- pieces ------------------------------------------------------------------------------------
+    def _mininet(self, mininet_cls: type):
+        """Mininet, or for a run across servers Mininet Cluster Edition (testbed.net.cluster) with the run's
+        record on each other server; the first server must be this machine: the controller runs here."""
+        if not self.opts.servers:
+            return mininet_cls(topo=None, build=False, controller=None, autoSetMacs=False, waitConnected=False)
+        from testbed.net.cluster import CdnCluster, is_local, management_address
+        from testbed.net.remote_record import RemoteRecord
+
+        servers = list(self.opts.servers)
+        if not is_local(servers[0]):
+            raise RuntimeError(f"run cdnlab on the first server of --servers ({servers[0]}): the controller "
+                               "and the front end run there")
+        net = CdnCluster(topo=None, build=False, controller=None, autoSetMacs=False, waitConnected=False,
+                         servers=["localhost", *servers[1:]])
+        self.of_host = management_address(servers)
+        assert self.state is not None
+        for server in servers[1:]:
+            self.records[server] = record = RemoteRecord(server, self.state.run_id)
+            record.request(guard=[str(n) for n in self.topo.networks()], topology=self.topo.name)
+        return net
+
+    def server_of(self, name: str) -> str:
+        """The Mininet server of switch or host ``name``: ``localhost`` for this machine (the first server)."""
+        if self.placement is None:
+            return "localhost"
+        server = self.placement.switch_server.get(name) or self.placement.host_server[name]
+        return "localhost" if server == self.placement.servers[0] else server
+
     def _choose_controller(self) -> str:
         mode = self.opts.controller
         if mode == "auto":
@@ -257,11 +307,24 @@ class CdnNet(NetPlan):
             raise ValueError(f"controller must be auto, ryu or standalone, not {mode!r}")
         return mode
 
-    def link_class(self, **kw: Any):
-        """The Mininet link class for one link's params: plain veth, HTB rate, netem or relay."""
+    def link_class(self, a: str | None = None, b: str | None = None, **kw: Any):
+        """The Mininet link class for one link's params: plain veth, HTB rate, netem or relay; for a run
+        across servers, one that may join two servers (the link's shaping at the tunnel's endpoints)."""
         from testbed.net import links
 
         cls = links.link_class_for(self.link_mode if self.link_mode != "none" else "auto", **kw)
+        if self.placement is not None:
+            ends = {self.server_of(n) for n in (a, b) if n is not None}
+            if cls is links.RelayLink and ends != {"localhost"}:
+                far = ", ".join(sorted(ends - {"localhost"}))
+                raise RuntimeError(
+                    f"link {a}-{b} has delay or loss and runs on server {far}, whose kernel has no netem: the "
+                    "userspace relay runs on the first server only (for now), so every server of a run across "
+                    "several needs netem (`cdnlab doctor --servers` says which has it)")
+            if cls is not links.RelayLink:
+                from testbed.net.cluster import cluster_link_class
+
+                return cluster_link_class(cls)
         if cls is links.RelayLink:
             if self.relay_pool is None:
                 from testbed.net.relay_pool import RelayPool
@@ -274,6 +337,17 @@ class CdnNet(NetPlan):
             return partial(links.RelayLink, pool=self.relay_pool, outer_offloads=False)
         return cls
 
+    def _choose_datapath(self) -> str:
+        """This machine's Open vSwitch datapath; across servers, the kernel's only if every server has it."""
+        datapath = host_env.ovs_datapath(self.opts.datapath)
+        facts = getattr(self.net, "facts", {})
+        if datapath == "kernel" and any(not f.kernel_ovs for f in facts.values()):
+            if self.opts.datapath == "kernel":
+                raise RuntimeError("--datapath kernel: no openvswitch module on server "
+                                   + ", ".join(s for s, f in facts.items() if not f.kernel_ovs))
+            datapath = "user"
+        return datapath
+
     def _choose_link_mode(self) -> str:
         """netem or relay for links with delay/loss ('none' when no link needs either)."""
         emulated = [p for p in [*self.topo.links, *(h.link for h in self.topo.hosts)]
@@ -282,7 +356,14 @@ class CdnNet(NetPlan):
             return "none"
         from testbed.net import links
 
-        return links.choose_link_class(self.opts.links)
+        mode = links.choose_link_class(self.opts.links)
+        facts = getattr(self.net, "facts", {})  # a run across servers: netem only if every server has it
+        if mode == "netem" and any(not f.netem for f in facts.values()):
+            if self.opts.links == "netem":
+                raise RuntimeError("--links netem: no netem on server "
+                                   + ", ".join(s for s, f in facts.items() if not f.netem))
+            mode = "relay"
+        return mode
 
     def _guard_root_namespace(self) -> None:
         """``unreachable`` routes in the root namespace for the topology's blocks, recorded before use."""
@@ -304,27 +385,35 @@ class CdnNet(NetPlan):
         assert self.net is not None
         plen = int(self.topo.subnet.split("/")[1])
         dpids = self.topo.dpids()
+        if self.placement is not None:
+            from testbed.net.cluster import ClusterSwitch as OVSSwitch  # noqa: N814 - the same role
         switch_cls = partial(
             OVSSwitch,
             datapath=self.datapath,
             protocols="OpenFlow13",
             failMode="secure" if self.controller_mode == "ryu" else "standalone",
         )
+        on = ({"server": self.server_of} if self.placement is not None else {})
         for s in self.topo.switches:
-            self.net.addSwitch(s.name, cls=switch_cls, dpid=f"{dpids[s.name]:016x}")
+            self.net.addSwitch(s.name, cls=switch_cls, dpid=f"{dpids[s.name]:016x}",
+                               **{k: f(s.name) for k, f in on.items()})
         for h in self.topo.hosts:
-            self.net.addHost(h.name, ip=f"{self.addresses[h.name]}/{plen}", mac=self.macs[h.name])
+            self.net.addHost(h.name, ip=f"{self.addresses[h.name]}/{plen}", mac=self.macs[h.name],
+                             **{k: f(h.name) for k, f in on.items()})
         for h in self.topo.hosts:
             kw = link_kwargs(h.link)
-            self.net.addLink(h.name, h.switch, cls=self.link_class(**kw), **kw)
+            self.net.addLink(h.name, h.switch, cls=self.link_class(h.name, h.switch, **kw), **kw)
         for ln in self.topo.links:
             kw = link_kwargs(ln)
-            self.net.addLink(ln.a, ln.b, cls=self.link_class(**kw), **kw)
+            self.net.addLink(ln.a, ln.b, cls=self.link_class(ln.a, ln.b, **kw), **kw)
 
     def _after_start(self) -> None:
         assert self.net is not None and self.state is not None
-        switch_intfs = [i.name for s in self.net.switches for i in s.intfList() if i.name != "lo"]
+        switch_intfs = [i.name for s in self.net.switches if not _remote(s) for i in s.intfList() if i.name != "lo"]
         self.state.add_interfaces(switch_intfs)
+        for server, record in self.records.items():
+            record.request(interfaces=[i.name for s in self.net.switches if s.server == server
+                                       for i in s.intfList() if i.name != "lo"])
         for h in self.net.hosts:  # hosts can send multicast (ingestion, invalidation, control groups)
             h.cmd("ip route replace 224.0.0.0/4 dev", h.defaultIntf().name)
         for a in self.topo.anycast:
@@ -397,7 +486,7 @@ class CdnNet(NetPlan):
         logf = open(self.run_dir / "controller.out", "wb")  # noqa: SIM115 - owned by the process
         self.controller_proc = subprocess.Popen(
             [sys.executable, "-m", "controller", "--view", str(view_path), "--log",
-             str(self.run_dir / "controller.log"), "--of-port", str(self.of_port),
+             str(self.run_dir / "controller.log"), "--of-host", self.of_host, "--of-port", str(self.of_port),
              "--rest-port", str(self.rest_port), "--view-wait", f"{self.VIEW_WAIT_S:g}",
              *(["--submission", str(self.opts.controller_submission)] if self.opts.controller_submission else [])],
             stdout=logf, stderr=subprocess.STDOUT, start_new_session=True,
@@ -415,11 +504,11 @@ class CdnNet(NetPlan):
         def listening() -> bool:
             if self.controller_proc is not None and self.controller_proc.poll() is not None:
                 raise RuntimeError(f"controller exited; see {self.run_dir}/controller.out")
-            return tcp_open("127.0.0.1", self.of_port)
+            return tcp_open(self.of_host, self.of_port)
 
         wait_until(listening, self.opts.connect_timeout, 0.02, what="controller listening for OpenFlow")
         # registered by name too: Mininet's CLI walks every node, controllers included
-        self.net.addController(CONTROLLER_NODE, controller=waited_remote_controller(), ip="127.0.0.1",
+        self.net.addController(CONTROLLER_NODE, controller=waited_remote_controller(), ip=self.of_host,
                                port=self.of_port)
 
     def rest(self, path: str, method: str = "GET", body: dict | None = None) -> Any:

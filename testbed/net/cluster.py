@@ -19,10 +19,10 @@ end, renamed to the link's interface), as ``RemoteSSHLink`` makes it; the server
 
 from __future__ import annotations
 
-import os
+import subprocess
 import warnings
 from collections.abc import Sequence
-from subprocess import PIPE, STDOUT, Popen
+from subprocess import Popen
 from typing import Any
 
 from testbed.net import servers as server_access
@@ -38,8 +38,8 @@ from mininet.util import decode
 
 def ssh_base(tty: bool = True) -> list[str]:
     """The ssh command cdnlab's remote nodes use (Mininet's: ``-q``, ``BatchMode``, ``-tt`` for a shell)."""
-    config = os.environ.get("CDNLAB_SSH_CONFIG")
-    return ["ssh", "-q", *(["-F", config] if config else []), *server_access.SSH_OPTIONS, *(["-tt"] if tty else [])]
+    ssh, *options = server_access.ssh_argv()
+    return [ssh, "-q", *options, *(["-tt"] if tty else [])]
 
 
 class RootRemoteMixin(mn_cluster.RemoteMixin):
@@ -65,14 +65,11 @@ class RootRemoteMixin(mn_cluster.RemoteMixin):
             cmd = cmd.split()
         if self.isRemote:
             cmd = (self.sshcmd if tt else [c for c in self.sshcmd if c != "-tt"]) + list(cmd)
-        params.update(preexec_fn=self._ignoreSignal)
+            params.update(preexec_fn=self._ignoreSignal)
+        # a node on this machine starts processes as Mininet's Node does: its own process group would make
+        # ``mnexec -d`` fork (setsid fails for a group leader), so the PID returned would not be the process
         debug("_popen", cmd, "\n")
         return Popen(cmd, **params)  # noqa: S603 - Node._popen's own call, without its sudo wrapping
-
-    def rpopen(self, *cmd: Any, **opts: Any) -> Popen:
-        params = {"stdin": PIPE, "stdout": PIPE, "stderr": STDOUT, "sudo": True}
-        params.update(opts)
-        return self._popen(*cmd, **params)
 
 
 class ClusterHost(RootRemoteMixin, mn_cluster.RemoteHost):
@@ -131,16 +128,53 @@ class CdnCluster(mn_cluster.MininetCluster):
         Mininet.__init__(self, *args, **params)
 
     def precheck(self) -> None:
-        """Every server answers over SSH (testbed.net.servers), or stop naming the ones that do not."""
+        """Every server answers over SSH (testbed.net.servers), or stop naming the ones that do not; each one's
+        facts (Mininet, Open vSwitch, netem) are kept in ``self.facts``."""
         missing = []
+        self.facts: dict[str, server_access.ServerFacts] = {}
         for s in self.servers:
             if s == "localhost":
                 continue
             f = server_access.probe(self.serverIP[s], rounds=0)
             if not f.reached:
                 missing.append(f"{s}: {f.error} ({server_access.fix_for(f)})")
+            self.facts[s] = f
         if missing:
             raise RuntimeError("servers not reached: " + "; ".join(missing))
 
 
-__all__ = ["CdnCluster", "ClusterHost", "ClusterLink", "ClusterSwitch", "ssh_base"]
+def is_local(server: str) -> bool:
+    """Is ``server`` this machine (``localhost``, a loopback address, or an address of one of its interfaces)?"""
+    if server in server_access.LOCAL_NAMES:
+        return True
+    ip = mn_cluster.RemoteMixin.findServerIP(server)
+    if ip is None:
+        return False
+    if ip.startswith("127."):
+        return True
+    r = subprocess.run(["ip", "-o", "-4", "addr", "show"], capture_output=True, text=True, timeout=10)
+    return any(f" {ip}/" in line for line in r.stdout.splitlines())
+
+
+def management_address(servers: Sequence[str]) -> str:
+    """This machine's address towards the other servers (``ip route get``'s source for the first other
+    server): where the controller listens for their switches, and nothing else."""
+    others = [s for s in servers if not is_local(s)]
+    if not others:
+        return "127.0.0.1"
+    ip = mn_cluster.RemoteMixin.findServerIP(others[0])
+    r = subprocess.run(["ip", "-o", "route", "get", str(ip)], capture_output=True, text=True, timeout=10)
+    words = r.stdout.split()
+    if r.returncode != 0 or "src" not in words:
+        raise RuntimeError(f"no route from this machine to server {others[0]} ({ip}): {r.stderr.strip()}")
+    return words[words.index("src") + 1]
+
+
+def cluster_link_class(base: type) -> type:
+    """``base`` (a link class of testbed.net.links) that may also join nodes on two servers: its shaping
+    applied at the tunnel's endpoints, in the same mode as every other link."""
+    return type(f"Cluster{base.__name__}", (base, ClusterLink), {})
+
+
+__all__ = ["CdnCluster", "ClusterHost", "ClusterLink", "ClusterSwitch", "cluster_link_class", "is_local",
+           "management_address", "ssh_base"]

@@ -94,7 +94,11 @@ def offloads_off_network(net) -> None:
     """TX offloads off on every interface of a built Mininet network, before any traffic: OVS's userspace
     datapath and the relays copy frames verbatim, so a TSO/GSO super-frame or a missing checksum would
     reach the wire as is. One command per host and one for all the switches' interfaces."""
-    offloads_off([i.name for s in net.switches for i in s.intfList() if i.name != "lo"])
+    offloads_off([i.name for s in net.switches for i in s.intfList()
+                  if i.name != "lo" and not getattr(s, "isRemote", False)])
+    for s in net.switches:  # a switch on another server of a cluster: that server's root namespace
+        if getattr(s, "isRemote", False):
+            offloads_off([i.name for i in s.intfList() if i.name != "lo"], node=s)
     for h in net.hosts:
         offloads_off([i.name for i in h.intfList() if i.name != "lo"], node=h)
 

@@ -356,9 +356,12 @@ def _node_exec(node, cmd: str) -> None:
     fails. Safe from any thread: unlike :func:`_node_run` it never touches the node's shell, which Mininet
     lets run one command at a time (a trace's rate change from its thread while a test or experiment runs
     ``node.cmd`` would trip ``sendCmd``'s assertion)."""
-    r = subprocess.run(
-        ["mnexec", "-a", str(node.pid), "sh", "-c", cmd], capture_output=True, text=True, timeout=30
-    )
+    argv = ["mnexec", "-a", str(node.pid), "sh", "-c", cmd]
+    if getattr(node, "isRemote", False):  # a node on another server (testbed.net.cluster): run it there
+        from testbed.net.servers import command
+
+        argv = command(node.serverIP, argv)
+    r = subprocess.run(argv, capture_output=True, text=True, timeout=30)
     if r.returncode != 0:
         raise LinkEmulationError(f"{node.name}: `{cmd}` failed (exit {r.returncode}): {(r.stdout + r.stderr).strip()}")
 

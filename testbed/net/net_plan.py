@@ -11,11 +11,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from testbed.net.mcast_plan import McastPlan, plan_mcast
 from testbed.net.spec import Topology
 from testbed.util import timeout_scale
+
+if TYPE_CHECKING:
+    from testbed.net.placement import Placement
 
 #: the controller's liveness probes of anycast members (controller/liveness.py): every 20 ms, 60 ms to
 #: answer. Both stretch with the platform's slowness (``CDNLAB_TIMEOUT_SCALE``; 4 under TCG), where a SYN
@@ -42,6 +45,9 @@ class BuildOptions:
     #: a lab submission (``contract.sandbox.Submission`` as a JSON file) the Ryu controller runs in a sandbox
     #: and plugs in: the network stage of ``cdnlab grade`` (:mod:`testbed.grade_network`)
     controller_submission: Path | None = None
+    #: the servers a run spans (``--servers A,B``; the first is this machine, where the controller runs):
+    #: empty for one machine. Which switch and host runs where: :mod:`testbed.net.placement`
+    servers: tuple[str, ...] = ()
 
 
 def mac_for(index: int) -> str:
@@ -89,6 +95,12 @@ class NetPlan:
         self.mcast: McastPlan = plan_mcast(topo, key=w.get("key"), control_group=w.get("group"),
                                            control_port=w.get("port"), control_session=w.get("session_id"))
         self.control = self._control_view(want)
+        #: which server runs each switch and host, when the run spans several (``options.servers``)
+        self.placement: Placement | None = None
+        if self.opts.servers:  # networkx, imported only for a run across servers
+            from testbed.net.placement import place
+
+            self.placement = place(topo, self.opts.servers)
 
     def ip(self, name: str) -> str:
         return self.addresses[name]

@@ -103,13 +103,17 @@ def destination(server: str) -> str:
     return server if "@" in server else f"root@{server}"
 
 
+def ssh_argv() -> list[str]:
+    """``ssh`` as cdnlab calls it: :data:`SSH_OPTIONS`, and the ssh_config of ``CDNLAB_SSH_CONFIG`` when set."""
+    config = os.environ.get("CDNLAB_SSH_CONFIG")
+    return ["ssh", *(["-F", config] if config else []), *SSH_OPTIONS]
+
+
 def command(server: str, argv: Sequence[str]) -> list[str]:
     """The command that runs ``argv`` on ``server`` (directly for ``localhost``)."""
     if server in LOCAL_NAMES:
         return list(argv)
-    config = os.environ.get("CDNLAB_SSH_CONFIG")
-    return ["ssh", *(["-F", config] if config else []), *SSH_OPTIONS, destination(server),
-            shlex.join(argv)]
+    return [*ssh_argv(), destination(server), shlex.join(argv)]
 
 
 def _python(server: str) -> str:
@@ -117,7 +121,7 @@ def _python(server: str) -> str:
     return "/usr/bin/python3" if server not in LOCAL_NAMES or Path("/usr/bin/python3").exists() else sys.executable
 
 
-def _readline(proc: subprocess.Popen, deadline: float) -> str | None:
+def readline(proc: subprocess.Popen, deadline: float) -> str | None:
     assert proc.stdout is not None
     while time.monotonic() < deadline:
         ready, _, _ = select.select([proc.stdout], [], [], max(0.0, min(0.5, deadline - time.monotonic())))
@@ -142,7 +146,7 @@ def probe(server: str, timeout: float = 20.0, rounds: int = CLOCK_ROUNDS) -> Ser
         facts.error = f"cannot run {argv[0]}: {e}"
         return facts
     try:
-        line = _readline(proc, deadline)
+        line = readline(proc, deadline)
         if line is None:
             proc.kill()
             _, err = proc.communicate(timeout=5)
@@ -165,7 +169,7 @@ def probe(server: str, timeout: float = 20.0, rounds: int = CLOCK_ROUNDS) -> Ser
             t0 = time.time()
             proc.stdin.write("t\n")
             proc.stdin.flush()
-            answer = _readline(proc, deadline)
+            answer = readline(proc, deadline)
             t1 = time.time()
             if answer is None:
                 break

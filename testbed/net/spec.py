@@ -14,7 +14,15 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import networkx as nx
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
 
 from contract.config import ConfigError, read_data, validate
 
@@ -105,6 +113,15 @@ class Link(LinkParams):
     b: str
 
 
+def _server_ref(v: Any) -> Any:
+    """A position in ``--servers`` may be written as a YAML number (``server: 1``)."""
+    return str(v) if isinstance(v, int) and not isinstance(v, bool) else v
+
+
+#: ``server:`` of a region or switch: a name from ``--servers`` or its position in it
+ServerRef = Annotated[str, BeforeValidator(_server_ref)]
+
+
 class Region(_Strict):
     name: Name
     label: str = ""
@@ -113,7 +130,7 @@ class Region(_Strict):
     prefix: str | None = None
     #: the server every switch of this region runs on when a run spans several (``--servers``;
     #: testbed.net.placement): a name from that list or its position in it (0 is the first)
-    server: str | None = None
+    server: ServerRef | None = None
 
     @field_validator("prefix")
     @classmethod
@@ -132,7 +149,7 @@ class Switch(_Strict):
     lon: float | None = Field(None, ge=-180, le=180)
     #: the server this switch and its hosts run on when a run spans several (``--servers``;
     #: testbed.net.placement): a name from that list or its position in it; overrides its region's
-    server: str | None = None
+    server: ServerRef | None = None
 
     @model_validator(mode="after")
     def _both_coordinates(self) -> Switch:

@@ -2,7 +2,8 @@
 
 Each run writes ``/run/cdnlab/<run-id>.json`` (override with ``CDNLAB_STATE_DIR``) listing the processes
 it started (PID plus kernel start time, so a recycled PID is never killed), the OVS bridges, root-namespace
-interfaces, named network namespaces and root-namespace guard routes it made. The file is rewritten atomically at every addition and
+interfaces, named network namespaces, root-namespace guard routes and (on the other servers of a run
+across several) the network namespaces of its hosts it made. The file is rewritten atomically at every addition and
 removed after a clean stop. ``cdnlab clean`` only touches what a record lists. Link relays live in
 unnamed namespaces owned by their process (their veths are named ``cdnr<N>a/b``), so they vanish with it.
 """
@@ -54,6 +55,9 @@ class RunState:
     sysctls: dict[str, str] = field(default_factory=dict)  # name -> value to restore
     # root-namespace guard routes (testbed.net.containment.GuardRoute fields: dst, metric)
     routes: list[dict] = field(default_factory=list)
+    #: network namespaces (their inode numbers) every process of which this run started: the emulated hosts
+    #: on another server of a run across several, whose services the front end reached only through ssh
+    namespaces: list[int] = field(default_factory=list)
     path: Path | None = None
 
     @classmethod
@@ -110,6 +114,10 @@ class RunState:
         self.routes += [r for r in routes if r not in self.routes]
         self.save()
 
+    def add_namespaces(self, inodes: list[int]) -> None:
+        self.namespaces += [i for i in inodes if i not in self.namespaces]
+        self.save()
+
     def forget_pid(self, pid: int) -> None:
         self.pids = [p for p in self.pids if p.pid != pid]
         self.save()
@@ -145,6 +153,7 @@ class RunState:
             netns=list(d.get("netns", [])),
             sysctls=dict(d.get("sysctls", {})),
             routes=list(d.get("routes", [])),
+            namespaces=[int(i) for i in d.get("namespaces", [])],
         )
         st.path = path
         return st

@@ -30,9 +30,22 @@ def add_build_args(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--relay-procs", type=int, default=None, metavar="N",
                     help="userspace relay processes serving the delayed links (default: one per CPU, or "
                     "$CDNLAB_RELAY_PROCS)")
+    ap.add_argument("--servers", metavar="A,B,...", type=servers_arg, default=(),
+                    help="build across these servers with Mininet Cluster Edition: the first is this machine (the "
+                    "controller runs here), the others reached as root over SSH (docs/cluster.md)")
     ap.add_argument("--verify-links", action=argparse.BooleanOptionalAction, default=False,
                     help="after the build, measure a twin of each distinct link class (RTT, rate, queue, "
                     "loss) and stop if one is unlike its spec (default: off; on in the test suite)")
+
+
+def servers_arg(text: str) -> tuple[str, ...]:
+    """``--servers A,B,...`` (testbed.net.placement.parse_servers), as an argparse type."""
+    from testbed.net.placement import parse_servers
+
+    try:
+        return parse_servers(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def add_web_arg(ap: argparse.ArgumentParser) -> None:
@@ -57,7 +70,8 @@ def options_from(args: argparse.Namespace) -> BuildOptions:
     return BuildOptions(links=args.links, controller=args.controller, datapath=args.datapath,
                         anycast_mode=args.anycast_mode, run_dir=args.run_dir,
                         relay_procs=getattr(args, "relay_procs", None),
-                        verify_links=getattr(args, "verify_links", False))
+                        verify_links=getattr(args, "verify_links", False),
+                        servers=tuple(getattr(args, "servers", ()) or ()))
 
 
 def describe(cn: CdnNet) -> str:
@@ -68,6 +82,11 @@ def describe(cn: CdnNet) -> str:
         + (f" (REST http://127.0.0.1:{cn.rest_port})" if cn.controller_mode == "ryu" else ""),
         f"  logs and configs: {cn.run_dir}",
     ]
+    if cn.placement is not None:
+        load = cn.placement.load()
+        lines.append("  servers: " + ", ".join(f"{s} ({n['switches']} switches, {n['hosts']} hosts)"
+                                              for s, n in load.items())
+                     + f"; controller on {cn.of_host}")
     for a in t.anycast:
         lines.append(f"  anycast {a.name}: {a.vip}:{a.port} -> {', '.join(a.members)}")
     return "\n".join(lines)

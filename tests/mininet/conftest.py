@@ -129,6 +129,21 @@ def cdn_net(request: pytest.FixtureRequest, emulation: Emulation) -> Iterator[Ca
         yield make
 
 
+@pytest.fixture
+def second_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator:
+    """A second server on this machine (tests/support/second_server.py), reached through
+    ``CDNLAB_SSH_CONFIG``; stopped, with everything it made, after the test."""
+    from second_server import SecondServer
+
+    srv = SecondServer(tmp_path)
+    try:
+        srv.start()
+        monkeypatch.setenv("CDNLAB_SSH_CONFIG", str(srv.config))
+        yield srv
+    finally:
+        srv.stop()
+
+
 @pytest.fixture(scope="module")
 def module_cdn_net(request: pytest.FixtureRequest, emulation: Emulation) -> Iterator[Callable[..., CdnNet]]:
     """As :func:`cdn_net`, but the networks live for the whole module (tests that share one running CDN).

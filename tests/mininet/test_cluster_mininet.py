@@ -8,20 +8,9 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from second_server import HOSTNAME, SecondServer
+from second_server import HOSTNAME
 
 pytestmark = [pytest.mark.mininet, pytest.mark.cluster]
-
-
-@pytest.fixture
-def second_server(tmp_path, monkeypatch):
-    srv = SecondServer(tmp_path)
-    try:
-        srv.start()
-        monkeypatch.setenv("CDNLAB_SSH_CONFIG", str(srv.config))
-        yield srv
-    finally:
-        srv.stop()
 
 
 def _taps_and_tunnels() -> tuple[str, str]:

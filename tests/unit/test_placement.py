@@ -104,6 +104,10 @@ def test_the_spec_pins_switches_by_region_or_by_switch() -> None:
     chain = _topo([("s1", "s2", 1), ("s2", "s3", 50), ("s3", "s4", 1)], s4={"server": "x"})
     assert place(chain, ["x", "y"]).switch_server == {"s1": "y", "s2": "y", "s3": "x", "s4": "x"}
     assert place(chain, ["y", "x"]).switch_server == {"s1": "y", "s2": "y", "s3": "x", "s4": "x"}
+    # a position written as a YAML number, as docs/cluster.md writes it (`server: 1`)
+    by_number = _topo([("s1", "s2", 1), ("s2", "s3", 50), ("s3", "s4", 1)], s4={"server": 1})
+    assert by_number.switches[3].server == "1"
+    assert place(by_number, ["y", "x"]).switch_server == {"s1": "y", "s2": "y", "s3": "x", "s4": "x"}
 
 
 def test_what_cannot_be_placed_is_refused_naming_it() -> None:
