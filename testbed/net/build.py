@@ -149,6 +149,7 @@ class CdnNet(NetPlan):
         self.procs: dict[str, subprocess.Popen] = {}
         self.guard_routes: list[GuardRoute] = []
         self.relay_pool = None  # testbed.net.relay_pool.RelayPool, made with the first relayed link
+        self.remote_relay_pools: dict[str, Any] = {}  # a run across servers: the relays on each other server
         self.link_checks: list | None = None  # testbed.net.linkverify.ClassCheck per link class (--verify-links)
         #: a TracePlayer (testbed.net.traces) per link whose spec names a bandwidth trace, by "a-b"
         self.trace_players: dict[str, Any] = {}
@@ -314,28 +315,38 @@ class CdnNet(NetPlan):
 
         cls = links.link_class_for(self.link_mode if self.link_mode != "none" else "auto", **kw)
         if self.placement is not None:
-            ends = {self.server_of(n) for n in (a, b) if n is not None}
-            if cls is links.RelayLink and ends != {"localhost"}:
-                far = ", ".join(sorted(ends - {"localhost"}))
-                raise RuntimeError(
-                    f"link {a}-{b} has delay or loss and runs on server {far}, whose kernel has no netem: the "
-                    "userspace relay runs on the first server only (for now), so every server of a run across "
-                    "several needs netem (`cdnlab doctor --servers` says which has it)")
-            if cls is not links.RelayLink:
-                from testbed.net.cluster import cluster_link_class
+            from testbed.net.cluster import ClusterRelayLink, cluster_link_class
 
+            if cls is not links.RelayLink:
                 return cluster_link_class(cls)
+            # the relay runs on the server of the link's second end (for a link between two servers, the
+            # tunnel from the first end ends in it: testbed.net.cluster.ClusterRelayLink)
+            server = self.server_of(b) if b is not None else "localhost"
+            return partial(ClusterRelayLink, pool=self._relay_pool(server), outer_offloads=False)
         if cls is links.RelayLink:
-            if self.relay_pool is None:
+            # the nodes' ends get their offloads off with every other interface, in host_env.offloads_off_network
+            return partial(links.RelayLink, pool=self._relay_pool("localhost"), outer_offloads=False)
+        return cls
+
+    def _relay_pool(self, server: str):
+        """The relay processes of the links on ``server`` (``localhost``: this machine's, ``relay_pool``)."""
+        if server != "localhost":
+            pool = self.remote_relay_pools.get(server)
+            if pool is None:
                 from testbed.net.relay_pool import RelayPool
 
-                if self.opts.relay_procs is not None and self.opts.relay_procs < 1:
-                    raise ValueError(f"relay_procs must be >= 1, not {self.opts.relay_procs}")
                 assert self.run_dir is not None
-                self.relay_pool = RelayPool(self.run_dir, self.state, self.opts.relay_procs)
-            # the nodes' ends get their offloads off with every other interface, in host_env.offloads_off_network
-            return partial(links.RelayLink, pool=self.relay_pool, outer_offloads=False)
-        return cls
+                pool = self.remote_relay_pools[server] = RelayPool(self.run_dir, self.state, self.opts.relay_procs,
+                                                                   server=server)
+            return pool
+        if self.relay_pool is None:
+            from testbed.net.relay_pool import RelayPool
+
+            if self.opts.relay_procs is not None and self.opts.relay_procs < 1:
+                raise ValueError(f"relay_procs must be >= 1, not {self.opts.relay_procs}")
+            assert self.run_dir is not None
+            self.relay_pool = RelayPool(self.run_dir, self.state, self.opts.relay_procs)
+        return self.relay_pool
 
     def _choose_datapath(self) -> str:
         """This machine's Open vSwitch datapath; across servers, the kernel's only if every server has it."""
@@ -357,8 +368,8 @@ class CdnNet(NetPlan):
         from testbed.net import links
 
         mode = links.choose_link_class(self.opts.links)
-        facts = getattr(self.net, "facts", {})  # a run across servers: netem only if every server has it
-        if mode == "netem" and any(not f.netem for f in facts.values()):
+        facts = getattr(self.net, "facts", {})  # a run across servers: netem only if every server has it,
+        if mode == "netem" and any(not f.netem for f in facts.values()):  # else the relay on every server
             if self.opts.links == "netem":
                 raise RuntimeError("--links netem: no netem on server "
                                    + ", ".join(s for s, f in facts.items() if not f.netem))
@@ -372,12 +383,15 @@ class CdnNet(NetPlan):
         self.state.add_routes([asdict(r) for r in self.guard_routes])
 
     def _raise_sysctls(self) -> None:
+        """The userspace datapath's socket buffers, here and on every other server (restored on stop)."""
         assert self.state is not None
         for name, value in host_env.USERSPACE_SYSCTLS.items():
             old = host_env.read_sysctl(name)
             if int(old) < value:
                 self.state.add_sysctl(name, old)
                 host_env.write_sysctl(name, value)
+        for record in self.records.values():
+            record.request(sysctls=host_env.USERSPACE_SYSCTLS)
 
     def _add_nodes(self) -> None:
         from mininet.node import OVSSwitch

@@ -26,6 +26,7 @@ from subprocess import Popen
 from typing import Any
 
 from testbed.net import servers as server_access
+from testbed.net.links import RelayLink
 
 with warnings.catch_warnings():  # Mininet 2.3's cluster module imports distutils (deprecated in Python 3.11)
     warnings.simplefilter("ignore", DeprecationWarning)
@@ -170,11 +171,75 @@ def management_address(servers: Sequence[str]) -> str:
     return words[words.index("src") + 1]
 
 
+class _RelayEnd:
+    """The far end of a tunnel that ends in a relay's network namespace (:class:`ClusterRelayLink`): on the
+    server of ``beside`` (a node there), in the relay process's namespace."""
+
+    def __init__(self, relay: Any, beside: Any) -> None:
+        self.relay = relay
+        self.beside = beside
+        self.name = f"relay{relay.number}"
+        self.server, self.serverIP, self.dest = beside.server, beside.serverIP, beside.dest
+        self.pid = relay.ns_pid
+
+    def __str__(self) -> str:
+        return f"{self.name} on {self.server}"
+
+    def rcmd(self, *cmd: Any, **opts: Any) -> str:
+        return self.beside.rcmd(*cmd, **opts)  # that server's root namespace
+
+    def rpopen(self, *cmd: Any, **opts: Any) -> Popen:
+        return self.beside.rpopen(*cmd, **opts)
+
+    def cmd(self, *args: Any) -> str:
+        r = self.relay.run_in_ns(" ".join(str(a) for a in args))
+        return r.stdout + r.stderr
+
+
+class ClusterRelayLink(RelayLink, ClusterLink):
+    """A relayed link (delay, loss, rate, queue in the userspace relay) that may join two servers.
+
+    On one server it is a :class:`~testbed.net.links.RelayLink` whose relay runs on that server. Between two,
+    the relay runs on the second node's server, and the tunnel ends in it: node1 -- SSH Ethernet tunnel
+    (tap, renamed ``cdnr<N>a`` in the relay's namespace) -- relay -- veth -- node2. The relay's delay line
+    and rate limit thus shape the link at the tunnel's endpoint, in the same mode as every other link; the
+    tunnel's own latency comes on top (docs/cluster.md, timing).
+    """
+
+    def makeIntfPair(self, intfname1, intfname2, addr1=None, addr2=None, node1=None, node2=None,  # noqa: N802
+                     deleteIntfs=True):  # noqa: N803
+        node1 = self.node1 if node1 is None else node1
+        node2 = self.node2 if node2 is None else node2
+        if node1.server == node2.server:
+            return RelayLink.makeIntfPair(self, intfname1, intfname2, addr1, addr2, node1, node2, deleteIntfs)
+        self.relay = relay = self.pool.place()
+        self.tunnel = self.makeTunnel(node1, _RelayEnd(relay, node2), intfname1, self.ra, addr1, None)
+        self._made.append((node1, intfname1))
+        self._serve(["link set lo up", self._veth_into(node2, intfname2, addr2, self.rb)],
+                    self._outer_offloads(node2, intfname2))
+        return self.tunnel
+
+    def delete(self) -> None:
+        tunnel, self.tunnel = self.tunnel, None
+        super().delete()
+        if tunnel is not None:
+            tunnel.terminate()
+            try:
+                tunnel.wait(10)
+            except subprocess.TimeoutExpired:
+                tunnel.kill()
+                tunnel.wait()
+
+    def stop(self) -> None:
+        self.delete()
+
+
 def cluster_link_class(base: type) -> type:
     """``base`` (a link class of testbed.net.links) that may also join nodes on two servers: its shaping
     applied at the tunnel's endpoints, in the same mode as every other link."""
     return type(f"Cluster{base.__name__}", (base, ClusterLink), {})
 
 
-__all__ = ["CdnCluster", "ClusterHost", "ClusterLink", "ClusterSwitch", "cluster_link_class", "is_local",
+__all__ = ["CdnCluster", "ClusterHost", "ClusterLink", "ClusterRelayLink", "ClusterSwitch", "cluster_link_class",
+           "is_local",
            "management_address", "ssh_base"]

@@ -568,28 +568,41 @@ class RelayLink(Link):
         node2=None,  # noqa: N802
         deleteIntfs=True,
     ):  # noqa: N803, ARG002
-        s = self.shape
-        if s.bw_mbit:
-            delay_line = RELAY_DELAY_LINE_PKTS
-        else:
-            delay_line = s.queue_pkts or RELAY_DELAY_LINE_PKTS
-        self.relay = relay = self.pool.place()
+        self.relay = self.pool.place()
         # one script in the relay's namespace (few programs: each exec costs) makes both veth pairs, each
         # outer end directly in its node's namespace (moving a device there afterwards waits for an RCU
         # grace period, ~12 ms), turns offloads off on all four ends, then brings the inner ends up
         adds = ["link set lo up"]
         outer = []
         for node, name, addr, peer in ((node1, intfname1, addr1, self.ra), (node2, intfname2, addr2, self.rb)):
-            address = f" address {addr}" if addr else ""
-            adds.append(f"link add name {peer} type veth peer name {name}{address} netns {node.pid}")
-            if self.outer_offloads:
-                outer.append(f"nsenter -t {node.pid} -n ethtool -K {name} {OFFLOADS} >/dev/null 2>&1 || true")
-            self._made.append((node, name))
+            adds.append(self._veth_into(node, name, addr, peer))
+            outer += self._outer_offloads(node, name)
+        self._serve(adds, outer)
+
+    def _veth_into(self, node, name: str, addr: str | None, peer: str) -> str:
+        """The ``ip -batch`` line making the veth pair ``peer`` (here) -- ``name`` (in ``node``'s namespace)."""
+        address = f" address {addr}" if addr else ""
+        self._made.append((node, name))
+        return f"link add name {peer} type veth peer name {name}{address} netns {node.pid}"
+
+    def _outer_offloads(self, node, name: str) -> list[str]:
+        if not self.outer_offloads:
+            return []
+        return [f"nsenter -t {node.pid} -n ethtool -K {name} {OFFLOADS} >/dev/null 2>&1 || true"]
+
+    def _serve(self, adds: list[str], outer: list[str]) -> None:
+        """In the relay's namespace: ``adds`` (``ip -batch`` lines), offloads off on the two inner ends
+        ``ra``/``rb`` (and ``outer``), both up, the rate limit on them; then the relay serves the link."""
+        s = self.shape
+        relay = self.relay
+        assert relay is not None
+        delay_line = RELAY_DELAY_LINE_PKTS if s.bw_mbit else (s.queue_pkts or RELAY_DELAY_LINE_PKTS)
         script = ["set -e", "ip -batch - <<'EOF'", *adds, "EOF"]
         for dev in (self.ra, self.rb):
             vlan = "rxvlan off txvlan off"
             script.append(f"ethtool -K {dev} {OFFLOADS} {vlan} rx-vlan-stag-hw-parse off tx-vlan-stag-hw-insert off "
-                          f">/dev/null 2>&1 || ethtool -K {dev} {OFFLOADS} {vlan} >/dev/null")
+                          f">/dev/null 2>&1 || ethtool -K {dev} {OFFLOADS} {vlan} >/dev/null 2>&1 || "
+                          f"ethtool -K {dev} {OFFLOADS} >/dev/null")  # the last for a tunnel's tap device
         script += outer
         script += ["ip -batch - <<'EOF'", f"link set {self.ra} up", f"link set {self.rb} up", "EOF"]
         if s.bw_mbit:
@@ -603,12 +616,7 @@ class RelayLink(Link):
 
     def _in_ns(self, script: str) -> str:
         assert self.relay is not None
-        r = subprocess.run(
-            ["mnexec", "-a", str(self.relay.pid), "sh", "-c", script],
-            capture_output=True,
-            text=True,
-            timeout=30,
-        )
+        r = self.relay.run_in_ns(script)
         if r.returncode != 0:
             raise LinkEmulationError(
                 f"relay link {self.number}: namespace setup failed: {(r.stdout + r.stderr).strip()}"
@@ -673,8 +681,7 @@ class RelayLink(Link):
 
     def _teardown(self) -> None:
         if self.relay is not None and self.relay.alive():  # a half-made link: its pairs in the relay's netns
-            subprocess.run(["mnexec", "-a", str(self.relay.pid), "sh", "-c",
-                            f"ip link del {self.ra}; ip link del {self.rb}"], capture_output=True, timeout=30)
+            self.relay.run_in_ns(f"ip link del {self.ra}; ip link del {self.rb}")
         self._stop_relay()
         for node, name in self._made:  # delete our ends (the kernel removes their peers in the relay's netns)
             node.cmd(f"ip link del {name} >/dev/null 2>&1")

@@ -14,7 +14,8 @@ process per link: :mod:`testbed.net.relay_pool` runs one per CPU. Run as ``pytho
 --control-fd FD`` inside a network namespace of its own (``mnexec -n``; the namespace dies with this
 process) and add links over the control socket, or as ``python -m testbed.net.relay --a IFA --b IFB
 --delay-ms D [--delay-ms-ba D2] --loss-pct L --queue-pkts Q --seed S`` for one link from the start.
-Frames a→b are delayed by D, b→a by D2 (default D).
+Frames a→b are delayed by D, b→a by D2 (default D). On another server of a run across several the relay
+is started over ssh and takes its requests on standard input (``--control-stdio``; :class:`StdioControl`).
 
 * Sockets: AF_PACKET/SOCK_RAW bound with ETH_P_ALL (packet(7)); our own transmissions are ignored via
   ``PACKET_IGNORE_OUTGOING`` and, as a fallback, by the PACKET_OUTGOING packet type.
@@ -360,6 +361,32 @@ class RelayedLink:
         self.sb.close()
 
 
+class StdioControl:
+    """The control channel on standard input and output, for a relay started over ssh on another server of a
+    run across several (``--control-stdio``): the requests come in on fd 0, the answers go out on a copy of
+    fd 1, and fd 1 itself then points at stderr, so the relay's own messages never mix with its answers. The
+    methods are those of the socket the relay otherwise reads."""
+
+    def __init__(self) -> None:
+        sys.stdout.flush()
+        self.out = os.dup(1)
+        os.dup2(2, 1)
+
+    def fileno(self) -> int:
+        return 0
+
+    def recv(self, n: int) -> bytes:
+        return os.read(0, n)  # BlockingIOError when non-blocking and nothing is there, as a socket's
+
+    def sendall(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(self.out, view):]
+
+    def setblocking(self, flag: bool) -> None:
+        os.set_blocking(0, flag)
+
+
 class Relay:
     """The event loop of one relay process, serving any number of links.
 
@@ -384,7 +411,7 @@ class Relay:
         self.ep = select.epoll()
         self.ep.register(self.timer.fd, select.EPOLLIN)
         self.early = int(early_us * 1000)
-        self.control: socket.socket | None = None
+        self.control: socket.socket | StdioControl | None = None
         self.realtime: bool | None = None  # SCHED_FIFO: granted, refused, or not asked for
         self.control_buf = b""
         self.closing = False
@@ -418,8 +445,10 @@ class Relay:
         return {i: ln.snapshot(final) for i, ln in self.links.items()}
 
     # -- control --------------------------------------------------------------------------------
-    def attach_control(self, fd: int) -> None:
-        self.control = socket.socket(fileno=fd)
+    def attach_control(self, fd: int | StdioControl) -> None:
+        """Serve requests on ``fd`` (a connected stream socket) or on standard input and output."""
+        self.control = fd if isinstance(fd, StdioControl) else socket.socket(fileno=fd)
+        assert self.control is not None
         self.control.setblocking(False)
         self.ep.register(self.control.fileno(), select.EPOLLIN)
 
@@ -652,6 +681,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "when it closes",
     )
     ap.add_argument(
+        "--control-stdio",
+        action="store_true",
+        help="the same requests on standard input, answered on standard output (a relay on another server, "
+        "started over ssh); its messages go to standard error; it exits when its input ends",
+    )
+    ap.add_argument(
         "--early-us",
         type=float,
         default=50.0,
@@ -668,8 +703,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = ap.parse_args(argv)
     if (args.a is None) != (args.b is None):
         ap.error("--a and --b go together")
-    if args.a is None and args.control_fd is None:
-        ap.error("give a link (--a and --b), a control socket (--control-fd), or both")
+    if args.a is None and args.control_fd is None and not args.control_stdio:
+        ap.error("give a link (--a and --b), a control socket (--control-fd or --control-stdio), or both")
+    if args.control_fd is not None and args.control_stdio:
+        ap.error("--control-fd and --control-stdio: one control channel")
     if args.delay_ms < 0 or (args.delay_ms_ba is not None and args.delay_ms_ba < 0):
         ap.error("delays must be >= 0")
     if not 0 <= args.loss_pct <= 100:
@@ -704,6 +741,8 @@ def main(argv: list[str] | None = None) -> int:
             )
         if args.control_fd is not None:
             relay.attach_control(args.control_fd)
+        elif args.control_stdio:
+            relay.attach_control(StdioControl())
     except Stop:
         return 0
     served = f"a={args.a} b={args.b} " if args.a else ""

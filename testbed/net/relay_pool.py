@@ -18,6 +18,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import select
 import socket
 import subprocess
 import sys
@@ -50,21 +51,57 @@ def default_procs() -> int:
     return max(1, len(os.sched_getaffinity(0)))
 
 
+class PipeChannel:
+    """A relay's control channel through ssh (a relay on another server): its standard input and output,
+    with the methods :meth:`RelayProcess.request` uses of a socket."""
+
+    def __init__(self, proc: subprocess.Popen) -> None:
+        assert proc.stdin is not None and proc.stdout is not None
+        self.proc = proc
+        self.timeout: float | None = None
+
+    def settimeout(self, timeout: float | None) -> None:
+        self.timeout = timeout
+
+    def sendall(self, data: bytes) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(data)
+        self.proc.stdin.flush()
+
+    def recv(self, n: int) -> bytes:
+        assert self.proc.stdout is not None
+        fd = self.proc.stdout.fileno()
+        ready, _, _ = select.select([fd], [], [], self.timeout)
+        if not ready:
+            raise TimeoutError
+        return os.read(fd, n)
+
+    def close(self) -> None:
+        if self.proc.stdin is not None:
+            self.proc.stdin.close()
+
+
 class RelayProcess:
-    """One relay process in its own network namespace, serving links over a control socket."""
+    """One relay process in its own network namespace, serving links over a control socket; on another
+    server (``server``), started over ssh and served through its standard input and output."""
 
     start_timeout = 15.0
     request_timeout = 10.0
 
-    def __init__(self, log_dir: Path, state: Any = None) -> None:
+    def __init__(self, log_dir: Path, state: Any = None, server: str | None = None) -> None:
         self.number = next(_numbers)
         self.state = state
+        self.server = server
+        self.remote_pid: int | None = None  # the relay's PID on its server
         self.links: set[int] = set()
         self.log_path = Path(log_dir) / f"relay-proc-{os.getpid()}-{self.number}.log"
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
         self._seq = itertools.count(1)
         self._buf = b""
+        if server is not None:
+            self._start_remote(server)
+            return
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (str(_REPO_ROOT), env.get("PYTHONPATH", "")) if p)
@@ -90,10 +127,53 @@ class RelayProcess:
             self.stop()
             raise
 
+    def _start_remote(self, server: str) -> None:
+        """``mnexec -n`` the relay on ``server`` over ssh (cdnlab at the same path there: docs/cluster.md); it
+        dies with its ssh session (PR_SET_PDEATHSIG), so with this process too."""
+        from testbed.net.servers import command
+
+        argv = ["env", f"PYTHONPATH={_REPO_ROOT}", "mnexec", "-n", sys.executable, "-m", "testbed.net.relay",
+                "--control-stdio"]
+        try:
+            with open(self.log_path, "wb") as logf:
+                self.proc = subprocess.Popen(command(server, argv), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                             stderr=logf, start_new_session=True)
+        except OSError as e:
+            raise RelayError(f"cannot start a relay process on {server}: {e}") from e
+        self.sock = PipeChannel(self.proc)  # type: ignore[assignment]
+        if self.state is not None:
+            self.state.add_pid(self.proc.pid, f"ssh to a relay on {server}")
+        try:
+            pong = self.request({"op": "ping"}, timeout=self.start_timeout)
+        except BaseException:
+            self.stop()
+            raise
+        self.remote_pid = int(pong["pid"])
+        self.realtime = pong.get("realtime")
+
     @property
     def pid(self) -> int:
+        """The PID of the process this machine started (for a relay on another server, its ssh)."""
         assert self.proc is not None
         return self.proc.pid
+
+    @property
+    def ns_pid(self) -> int:
+        """A PID in the relay's network namespace, on its server (``mnexec -a``)."""
+        return self.remote_pid if self.remote_pid is not None else self.pid
+
+    def exec_argv(self, argv: list[str]) -> list[str]:
+        """``argv`` as run on the relay's server (this machine, or over ssh)."""
+        if self.server is None:
+            return argv
+        from testbed.net.servers import command
+
+        return command(self.server, argv)
+
+    def run_in_ns(self, script: str, timeout: float = 30) -> subprocess.CompletedProcess:
+        """Run the shell ``script`` in the relay's network namespace."""
+        return subprocess.run(self.exec_argv(["mnexec", "-a", str(self.ns_pid), "sh", "-c", script]),
+                              capture_output=True, text=True, timeout=timeout)
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
@@ -178,11 +258,14 @@ class RelayProcess:
 
 
 class RelayPool:
-    """At most ``procs`` relay processes for one network's links; see the module docstring."""
+    """At most ``procs`` relay processes for one network's links (on ``server``, over ssh, when given); see
+    the module docstring."""
 
-    def __init__(self, log_dir: str | Path, state: Any = None, procs: int | None = None) -> None:
+    def __init__(self, log_dir: str | Path, state: Any = None, procs: int | None = None,
+                 server: str | None = None) -> None:
         self.log_dir = Path(log_dir)
         self.state = state
+        self.server = server
         self.procs_max = default_procs() if procs is None else procs
         if self.procs_max < 1:
             raise RelayError(f"a relay pool needs at least one process, not {procs!r}")
@@ -194,7 +277,7 @@ class RelayPool:
         with self._lock:
             self.procs = [p for p in self.procs if p.alive()]
             if len(self.procs) < self.procs_max and all(p.links for p in self.procs):
-                self.procs.append(RelayProcess(self.log_dir, self.state))
+                self.procs.append(RelayProcess(self.log_dir, self.state, self.server))
             return min(self.procs, key=lambda p: len(p.links))
 
     def add(self, proc: RelayProcess, link_id: int, **config: Any) -> None:

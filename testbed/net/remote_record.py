@@ -15,7 +15,8 @@ standard input, answering each with one line, ``{"ok": true}`` or ``{"ok": false
 * ``{"bridges": [...]}``, ``{"interfaces": [...]}``: what the run made in its root namespace;
 * ``{"hosts": [PID, ...]}``: the shells of the run's hosts there; every process in their network
   namespaces is the run's (the services the front end started over ssh among them);
-* ``{"shells": [PID, ...]}``: the shells of its switches there (in the root namespace).
+* ``{"shells": [PID, ...]}``: the shells of its switches there (in the root namespace);
+* ``{"sysctls": {NAME: VALUE}}``: the userspace datapath's socket buffers, raised where lower (and restored).
 
 When its standard input closes it undoes the record (:func:`testbed.net.cleanup.clean_state`) and exits.
 That happens when the front end stops the run, and also when the front end dies, SIGKILL included: the
@@ -34,10 +35,9 @@ import subprocess
 import sys
 import time
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+from testbed.net.servers import REPO_ROOT
 
 
 class RemoteRecordError(RuntimeError):
@@ -67,9 +67,19 @@ def _handle(state: Any, req: dict[str, Any]) -> None:
         own = netns_inode(os.getpid())
         state.add_namespaces([i for i in inodes if i is not None and i != own])
         state.add_pids([(int(p), "host shell") for p in req["hosts"]])
+    if "sysctls" in req:
+        from testbed.net import host_env
+
+        for name, value in dict(req["sysctls"]).items():
+            if name not in host_env.USERSPACE_SYSCTLS:
+                raise ValueError(f"sysctl {name!r} is not one a run sets ({', '.join(host_env.USERSPACE_SYSCTLS)})")
+            old = host_env.read_sysctl(name)
+            if int(old) < int(value):
+                state.add_sysctl(name, old)
+                host_env.write_sysctl(name, int(value))
     if "shells" in req:
         state.add_pids([(int(p), "switch shell") for p in req["shells"]])
-    unknown = set(req) - {"guard", "topology", "bridges", "interfaces", "hosts", "shells"}
+    unknown = set(req) - {"guard", "topology", "bridges", "interfaces", "hosts", "shells", "sysctls"}
     if unknown:
         raise ValueError(f"unknown request fields: {', '.join(sorted(unknown))}")
 

@@ -57,6 +57,8 @@ facts["ovs_version"] = out.splitlines()[0].split()[-1] if rc == 0 and out else N
 facts["ovs_running"] = run("ovs-vsctl", "--timeout=3", "show")[0] == 0
 facts["netem"] = module("sch_netem")
 facts["kernel_ovs"] = module("openvswitch")
+if len(sys.argv) > 2:  # cdnlab where the first server has it: its Python and its checkout
+    facts["cdnlab"] = os.access(sys.argv[1], os.X_OK) and os.path.isfile(os.path.join(sys.argv[2], "testbed", "net", "relay.py"))
 print(json.dumps(facts), flush=True)
 for _ in sys.stdin:
     print(repr(time.time()), flush=True)
@@ -79,6 +81,8 @@ class ServerFacts:
     ovs_running: bool = False
     netem: bool = False
     kernel_ovs: bool = False
+    #: cdnlab at this machine's path there (its Python and checkout): a run starts its programs by that path
+    cdnlab: bool | None = None
     #: the server's clock minus this machine's (ms), and the most it may be off by (half the round trip)
     clock_offset_ms: float | None = None
     clock_error_ms: float | None = None
@@ -117,8 +121,12 @@ def command(server: str, argv: Sequence[str]) -> list[str]:
 
 
 def _python(server: str) -> str:
-    # Debian's mininet is visible to the system Python only (not to a venv without system site packages)
-    return "/usr/bin/python3" if server not in LOCAL_NAMES or Path("/usr/bin/python3").exists() else sys.executable
+    """The Python the facts are asked with: the system's (Debian's mininet is visible to it only), else ours."""
+    return sys.executable if server in LOCAL_NAMES and not Path("/usr/bin/python3").exists() else "/usr/bin/python3"
+
+
+#: this checkout of cdnlab (every server of a run needs it at the same path: docs/cluster.md)
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def readline(proc: subprocess.Popen, deadline: float) -> str | None:
@@ -135,7 +143,7 @@ def readline(proc: subprocess.Popen, deadline: float) -> str | None:
 
 def probe(server: str, timeout: float = 20.0, rounds: int = CLOCK_ROUNDS) -> ServerFacts:
     """Reach ``server`` and ask what it has, and how far its clock is from this machine's."""
-    argv = command(server, [_python(server), "-c", FACTS_PROGRAM])
+    argv = command(server, [_python(server), "-c", FACTS_PROGRAM, sys.executable, str(REPO_ROOT)])
     facts = ServerFacts(server=server, reached=False, via=argv[: argv.index(destination(server)) + 1]
                         if server not in LOCAL_NAMES else [])
     deadline = time.monotonic() + timeout
@@ -217,6 +225,9 @@ def fix_for(f: ServerFacts) -> str:
         fixes.append(f"install Mininet on {f.server}: apt install mininet")
     if not f.ovs_running:
         fixes.append(f"start Open vSwitch on {f.server}: /usr/share/openvswitch/scripts/ovs-ctl start")
+    if f.cdnlab is False:
+        fixes.append(f"put this version of cdnlab at {REPO_ROOT} on {f.server} and run `sudo make setup` there "
+                     f"(a run starts its programs there with {sys.executable})")
     return "; ".join(fixes)
 
 

@@ -190,3 +190,89 @@ def test_sigkill_of_the_front_end_leaves_nothing_on_the_other_server_and_clean_r
     assert f"{srv.address}: cdnlab clean: nothing to remove" in cleaned.stdout, cleaned.stdout
     local = subprocess.run(["ovs-vsctl", "list-br"], capture_output=True, text=True).stdout.split()
     assert "k1" not in local
+
+
+# -- with delayed links: the relay on both servers ---------------------------------------------------------
+def test_globe_across_two_servers_every_client_reaches_every_edge_and_a_cut_link_keeps_its_delay(
+        second_server, cdn_net) -> None:
+    """globe placed on two servers (Kernighan-Lin: North and South America on one, Europe and Asia on the
+    other; the cut is s_na-s_eu and s_na-s_as), every link relayed on its server, the cut links through the
+    SSH tunnel into the relay on the second server."""
+    from testbed.net.launch import start_services
+
+    srv = second_server
+    before = _server_now(srv)
+    cn = cdn_net("globe", servers=("localhost", srv.address), controller="ryu", links="relay")
+    p = cn.placement
+    assert p is not None and {(a, b) for a, b, _ in p.cut} == {("s_na", "s_eu"), ("s_na", "s_as")}, p.cut
+    assert cn.host("e_eu").cmd("hostname").strip() == HOSTNAME
+    assert cn.remote_relay_pools[srv.address].pids()  # relays running on the second server
+    cn.wait_all_reachable(60)
+    svc = start_services(cn)
+    catalog = json.loads(cn.host("c_na1").cmd(f"curl -s -m 5 http://{cn.ip(svc.origin)}/_origin/catalog"))
+    objects = catalog["objects"] if isinstance(catalog, dict) else catalog
+    path = next(o["path"] for o in objects if o.get("size", 0) <= 64 * 1024)
+    clients = [h.name for h in cn.topo.hosts_with("client")]
+    for client in clients:
+        for edge in svc.edges:
+            code = cn.host(client).cmd(
+                f"curl -s -m 15 -o /dev/null -w '%{{http_code}}' http://{cn.ip(edge)}{path}").strip()
+            assert code == "200", (client, edge, code)
+
+    # s_na-s_eu (36 ms) crosses the servers: e_na (1 ms) - s_na - s_eu - e_eu (1 ms), three relayed links.
+    # Each relayed link adds a little of its own (the emulator's, on one server too), measured on a path
+    # on one server: e_na (1 ms) - s_na - c_na1 (3 ms), two relayed links.
+    for dst in ("e_eu", "c_na1"):  # warm up: the first pings of a path pay for ARP and the flows
+        cn.ping_rtt_ms("e_na", cn.ip(dst), count=5, interval=0.05)
+    cross = cn.ping_rtt_ms("e_na", cn.ip("e_eu"), count=30, interval=0.05)
+    local = cn.ping_rtt_ms("e_na", cn.ip("c_na1"), count=30, interval=0.05)
+    assert cross is not None and local is not None
+    per_link = (local - 2 * 4.0) / 2  # round-trip overhead per relayed link
+    link = 36.0 + (cross - 2 * 38.0 - 3 * per_link) / 2
+    print(f"cross-server link s_na-s_eu: {link:.2f} ms one way (spec 36 ms; path RTT {cross:.2f} ms, a path on "
+          f"one server {local:.2f} ms against 8 ms)")
+    assert abs(link - 36.0) <= max(1.0, 0.02 * 36.0), (cross, local)
+    assert cross - 2 * 38.0 <= 4.0, cross  # and the path as a whole within 2 ms one way of its spec
+
+    cn.stop()
+    after = _wait_as_before(srv, before, timeout=10)
+    assert _as_before(before, after), _diff(before, after)
+
+
+def test_bench_startup_across_two_servers_reports_them_and_reaches_every_pair(second_server, topo_file) -> None:
+    r = subprocess.run(
+        [sys.executable, "-m", "testbed.cli", "bench", "startup", "--topo", str(topo_file), "--servers",
+         f"localhost,{second_server.address}", "--runs", "1", "--no-baseline", "--json"],
+        capture_output=True, text=True, timeout=600, cwd=REPO, env=dict(os.environ, PYTHONPATH=str(REPO)),
+    )
+    assert r.returncode == 0, r.stdout + r.stderr
+    result = json.loads(r.stdout.strip().splitlines()[-1])
+    assert result["servers"] == 2 and result["hosts"] == 8 and result["links"] == 9, result
+    assert result["link_mode"] == "relay" or result["link_mode"] == "netem", result
+
+
+def _selection(out: Path, servers: str | None) -> dict:
+    argv = [sys.executable, "-m", "testbed.cli", "run", "selection", "--quick", "--out", str(out), "--links",
+            "relay", "--no-progress", *(["--servers", servers] if servers else [])]
+    r = subprocess.run(argv, capture_output=True, text=True, timeout=900, cwd=REPO,
+                       env=dict(os.environ, PYTHONPATH=str(REPO)))
+    assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
+    return json.loads((out / "results.json").read_text())
+
+
+@pytest.mark.slow
+def test_selection_quick_across_two_servers_matches_one_server(second_server, tmp_path: Path) -> None:
+    """``cdnlab run selection --quick`` on one server and across two, in the same test: the same share of
+    requests at the nearest edge and on each edge per method, and median times within 1 ms."""
+    one = _selection(tmp_path / "one", None)
+    two = _selection(tmp_path / "two", f"localhost,{second_server.address}")
+    for m in ("anycast", "dns", "redirect"):
+        a, b = one["methods"][m], two["methods"][m]
+        print(f"{m}: one server {a['total_ms_p50']:.2f} ms, two {b['total_ms_p50']:.2f} ms; nearest "
+              f"{a['optimal_edge_fraction']:.3f} / {b['optimal_edge_fraction']:.3f}; load {a['edge_load']} / "
+              f"{b['edge_load']}")
+        assert a["errors"] == b["errors"] == 0
+        assert b["optimal_edge_fraction"] == a["optimal_edge_fraction"], m
+        assert b["edge_load"] == a["edge_load"], m
+        for k in ("ttfb_ms_p50", "connect_ms_p50"):
+            assert abs(b[k] - a[k]) <= 1.0, (m, k, a[k], b[k])

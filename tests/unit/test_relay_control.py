@@ -84,3 +84,51 @@ def test_link_config_defaults_and_validation() -> None:
         LinkConfig.from_request({"id": 4, "a": "a", "b": "b", "seed": 1.5})
     with pytest.raises(ValueError, match="delay_ms_ba must be a number"):
         LinkConfig.from_request({"id": 4, "a": "a", "b": "b", "delay_ms_ba": float("nan")})
+
+
+def test_a_relay_on_standard_input_and_output_answers_there_and_logs_apart() -> None:
+    """``--control-stdio`` (a relay on another server, started over ssh): requests on stdin, answers alone
+    on stdout, the relay's own messages on stderr; it exits when its input ends."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "testbed.net.relay", "--control-stdio", "--rt-priority", "0"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT,
+        env=dict(os.environ, PYTHONPATH=str(ROOT)),
+    )
+    assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
+    try:
+        def ask(raw: bytes) -> dict:
+            proc.stdin.write(raw + b"\n")
+            proc.stdin.flush()
+            return json.loads(proc.stdout.readline())
+
+        assert ask(b'{"op": "ping", "seq": 1}') == {"ok": True, "links": 0, "pid": proc.pid, "realtime": None,
+                                                     "seq": 1}
+        assert "not JSON" in ask(b"{nope")["error"]
+        assert ask(b'{"op": "counters"}')["ok"] is True  # still serving
+        proc.stdin.close()
+        assert proc.wait(10) == 0
+        assert proc.stdout.read() == b""  # nothing but answers on stdout
+        assert b"relay: READY" in proc.stderr.read()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(5)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root (mnexec -n makes a network namespace)")
+def test_a_relay_process_started_as_on_another_server_is_served_through_its_pipes(tmp_path: Path) -> None:
+    """RelayProcess's other-server path (ssh; here ``localhost``, which runs the same command directly):
+    ``mnexec -n`` and ``--control-stdio``, requests through the pipes, commands in its namespace."""
+    from testbed.net.relay_pool import RelayError, RelayProcess
+
+    rp = RelayProcess(tmp_path, server="localhost")
+    try:
+        assert rp.remote_pid is not None and rp.alive()
+        assert rp.request({"op": "ping"})["links"] == 0
+        with pytest.raises(RelayError, match="unknown op 'fly'"):
+            rp.request({"op": "fly"})
+        links = rp.run_in_ns("ip -o link show").stdout
+        assert [ln.split(":")[1].strip() for ln in links.splitlines()] == ["lo"]  # a namespace of its own
+    finally:
+        rp.stop()
+    assert not rp.alive() and rp.proc is None

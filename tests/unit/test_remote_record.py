@@ -54,6 +54,8 @@ def test_the_keeper_records_refuses_bad_requests_and_removes_what_it_recorded(st
             rec.request(nonsense=1)
         with pytest.raises(RemoteRecordError, match="no such process"):
             rec.request(hosts=[2**22 + 12345])
+        with pytest.raises(RemoteRecordError, match="sysctl 'kernel.panic' is not one a run sets"):
+            rec.request(sysctls={"kernel.panic": 1})
         rec.request(hosts=[host.pid])  # the keeper still serves after refusing
         rec.request(bridges=["cdnlab-no-such-br"])
         text = (state_dir / f"{rec.run_id}.json").read_text()

@@ -48,6 +48,7 @@ def test_a_server_reached_over_ssh_reports_what_it_has(sshd) -> None:
     assert (f.mininet, f.ovs_version, f.netem, f.kernel_ovs) == (
         local.mininet, local.ovs_version, local.netem, local.kernel_ovs)
     assert f.mininet  # Debian's package, seen by the server's system Python
+    assert f.cdnlab is True  # this checkout and its Python, at the same path there
     # one clock: the offset is within what the round trip leaves unknown
     assert f.clock_offset_ms is not None and abs(f.clock_offset_ms) <= f.clock_error_ms + 0.5
     assert f.via[0] == "ssh" and "BatchMode=yes" in f.via and f.via[-1] == "root@lab2"
@@ -71,6 +72,11 @@ def test_doctor_checks_each_server_and_whether_they_agree(sshd) -> None:
     assert "server lab2" not in summary["missing"] and "servers mininet" not in summary["missing"]
     assert rc == 1 and not summary["ok"]  # an unreachable server makes the cluster not ready
     assert "[XX ] server stranger" in out and "[ok ] server lab2" in out
+
+
+def test_a_server_without_cdnlab_at_the_same_path_is_told_where_to_put_it() -> None:
+    f = servers.ServerFacts(server="lab3", reached=True, root=True, mininet="2.3.0", ovs_running=True, cdnlab=False)
+    assert f"put this version of cdnlab at {servers.REPO_ROOT} on lab3" in servers.fix_for(f)
 
 
 def test_servers_that_differ_are_told_apart() -> None:
