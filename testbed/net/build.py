@@ -348,14 +348,21 @@ class CdnNet(NetPlan):
             self.relay_pool = RelayPool(self.run_dir, self.state, self.opts.relay_procs)
         return self.relay_pool
 
+    def _servers_without(self, fact: str, what: str, flag: str, asked: str) -> bool:
+        """Across servers: whether some other server lacks ``fact`` (testbed.net.servers.ServerFacts), so
+        every server falls back to what all of them have; RuntimeError naming them if ``asked`` (the
+        option's value) insisted on it with ``flag``."""
+        facts = getattr(self.net, "facts", {})
+        lacking = [s for s, f in facts.items() if not getattr(f, fact)]
+        if lacking and asked != "auto":
+            raise RuntimeError(f"{flag} {asked}: server {', '.join(lacking)} has no {what}")
+        return bool(lacking)
+
     def _choose_datapath(self) -> str:
         """This machine's Open vSwitch datapath; across servers, the kernel's only if every server has it."""
         datapath = host_env.ovs_datapath(self.opts.datapath)
-        facts = getattr(self.net, "facts", {})
-        if datapath == "kernel" and any(not f.kernel_ovs for f in facts.values()):
-            if self.opts.datapath == "kernel":
-                raise RuntimeError("--datapath kernel: no openvswitch module on server "
-                                   + ", ".join(s for s, f in facts.items() if not f.kernel_ovs))
+        if datapath == "kernel" and self._servers_without("kernel_ovs", "openvswitch module", "--datapath",
+                                                           self.opts.datapath):
             datapath = "user"
         return datapath
 
@@ -368,11 +375,8 @@ class CdnNet(NetPlan):
         from testbed.net import links
 
         mode = links.choose_link_class(self.opts.links)
-        facts = getattr(self.net, "facts", {})  # a run across servers: netem only if every server has it,
-        if mode == "netem" and any(not f.netem for f in facts.values()):  # else the relay on every server
-            if self.opts.links == "netem":
-                raise RuntimeError("--links netem: no netem on server "
-                                   + ", ".join(s for s, f in facts.items() if not f.netem))
+        # across servers: netem only if every server has it, else the relay on every server
+        if mode == "netem" and self._servers_without("netem", "netem", "--links", self.opts.links):
             mode = "relay"
         return mode
 
@@ -407,13 +411,13 @@ class CdnNet(NetPlan):
             protocols="OpenFlow13",
             failMode="secure" if self.controller_mode == "ryu" else "standalone",
         )
-        on = ({"server": self.server_of} if self.placement is not None else {})
+        def where(name: str) -> dict[str, str]:  # a run across servers: the node's server
+            return {"server": self.server_of(name)} if self.placement is not None else {}
+
         for s in self.topo.switches:
-            self.net.addSwitch(s.name, cls=switch_cls, dpid=f"{dpids[s.name]:016x}",
-                               **{k: f(s.name) for k, f in on.items()})
+            self.net.addSwitch(s.name, cls=switch_cls, dpid=f"{dpids[s.name]:016x}", **where(s.name))
         for h in self.topo.hosts:
-            self.net.addHost(h.name, ip=f"{self.addresses[h.name]}/{plen}", mac=self.macs[h.name],
-                             **{k: f(h.name) for k, f in on.items()})
+            self.net.addHost(h.name, ip=f"{self.addresses[h.name]}/{plen}", mac=self.macs[h.name], **where(h.name))
         for h in self.topo.hosts:
             kw = link_kwargs(h.link)
             self.net.addLink(h.name, h.switch, cls=self.link_class(h.name, h.switch, **kw), **kw)

@@ -19,6 +19,7 @@ end, renamed to the link's interface), as ``RemoteSSHLink`` makes it; the server
 
 from __future__ import annotations
 
+import functools
 import subprocess
 import warnings
 from collections.abc import Sequence
@@ -234,6 +235,7 @@ class ClusterRelayLink(RelayLink, ClusterLink):
         self.delete()
 
 
+@functools.cache
 def cluster_link_class(base: type) -> type:
     """``base`` (a link class of testbed.net.links) that may also join nodes on two servers: its shaping
     applied at the tunnel's endpoints, in the same mode as every other link."""

@@ -276,3 +276,64 @@ def test_selection_quick_across_two_servers_matches_one_server(second_server, tm
         assert b["edge_load"] == a["edge_load"], m
         for k in ("ttfb_ms_p50", "connect_ms_p50"):
             assert abs(b[k] - a[k]) <= 1.0, (m, k, a[k], b[k])
+
+
+SHAPED_CUT = """\
+name: shapedcut
+subnet: 10.0.1.0/24
+switches:
+  - {name: q1, server: 0}
+  - {name: q2, server: 1}
+  - {name: q3, server: 1}
+links:
+  - {a: q1, b: q2, delay_ms: 5, bw_mbit: 20}
+  - {a: q1, b: q3, delay_ms: 1, loss_pct: 10}
+hosts:
+  - {name: h1, role: client, switch: q1}
+  - {name: h2, role: client, switch: q2}
+  - {name: h3, role: client, switch: q3}
+"""
+
+
+def test_a_cut_link_keeps_its_rate_and_loss_through_the_tunnel(second_server, cdn_net, tmp_path: Path) -> None:
+    """Two links between the servers, each through the tunnel into the relay on the second server: one
+    capped at 20 Mbit/s (measured with iperf3: within 10 %), one losing 10 % (10000 datagrams: within 1
+    point), as the same links on one server are held to in test_links.py."""
+    import yaml
+    from test_links import _iperf_goodput  # the same measurement as on one server
+
+    from testbed.measure import linkmeasure
+    from testbed.net.spec import parse_topology
+
+    cn = cdn_net(parse_topology(yaml.safe_load(SHAPED_CUT), "shapedcut"),
+                 servers=("localhost", second_server.address), controller="ryu", links="relay")
+    assert cn.placement is not None and len(cn.placement.cut) == 2
+    cn.wait_all_reachable(30)
+    h1, h2, h3 = (cn.host(n) for n in ("h1", "h2", "h3"))
+    goodput = _iperf_goodput(h1, h2)
+    wire = goodput * 1514 / 1448
+    print(f"cut link q1-q2: {wire:.2f} Mbit/s of frames for 20; ", end="")
+    h1.cmd(f"ping -n -q -c 5 -i 0.05 -W 1 {cn.ip('h3')}")
+    lost = linkmeasure.measure_loss(h1, h3, cn.ip("h3"), workdir=tmp_path / "probe")
+    print(f"cut link q1-q3: {lost:.2f} % lost for 10")
+    assert 0.9 * 20 <= wire <= 1.1 * 20, wire
+    assert abs(lost - 10.0) <= 1.0, lost
+
+
+def test_cdnlab_up_across_two_servers_reports_them_and_leaves_nothing(second_server, topo_file) -> None:
+    """``cdnlab up FILE --servers A,B --no-cli``, as a script runs it: built, services started, where each
+    piece runs reported, torn down."""
+    srv = second_server
+    before = _server_now(srv)
+    r = subprocess.run([sys.executable, "-m", "testbed.cli", "up", str(topo_file), "--servers",
+                        f"localhost,{srv.address}", "--no-cli"], capture_output=True, text=True, timeout=600,
+                       cwd=REPO, env=dict(os.environ, PYTHONPATH=str(REPO)))
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert (f"servers: localhost (1 switches, 5 hosts), {srv.address} (1 switches, 3 hosts); controller on "
+            f"{srv.lan[0]}") in r.stdout, r.stdout
+    assert "nothing of this run is left" in r.stdout
+    after = _wait_as_before(srv, before, timeout=10)
+    assert _as_before(before, after), _diff(before, after)
+    bad = subprocess.run([sys.executable, "-m", "testbed.cli", "up", str(topo_file), "--servers", "localhost,,x",
+                          "--no-cli"], capture_output=True, text=True, timeout=60, cwd=REPO)
+    assert bad.returncode == 2 and "give server names separated by commas" in bad.stderr, bad.stderr
