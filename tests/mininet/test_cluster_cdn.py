@@ -320,6 +320,7 @@ def test_a_cut_link_keeps_its_rate_and_loss_through_the_tunnel(second_server, cd
     assert abs(lost - 10.0) <= 1.0, lost
 
 
+@pytest.mark.slow  # CI's time: `make test-cluster` runs it (about 25 s); CdnNet's path is in make test
 def test_cdnlab_up_across_two_servers_reports_them_and_leaves_nothing(second_server, topo_file) -> None:
     """``cdnlab up FILE --servers A,B --no-cli``, as a script runs it: built, services started, where each
     piece runs reported, torn down."""
