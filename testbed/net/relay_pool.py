@@ -130,10 +130,9 @@ class RelayProcess:
     def _start_remote(self, server: str) -> None:
         """``mnexec -n`` the relay on ``server`` over ssh (cdnlab at the same path there: docs/cluster.md); it
         dies with its ssh session (PR_SET_PDEATHSIG), so with this process too."""
-        from testbed.net.servers import command
+        from testbed.net.servers import command, module_argv
 
-        argv = ["env", f"PYTHONPATH={_REPO_ROOT}", "mnexec", "-n", sys.executable, "-m", "testbed.net.relay",
-                "--control-stdio"]
+        argv = module_argv("testbed.net.relay", "--control-stdio", prefix=("mnexec", "-n"))
         try:
             with open(self.log_path, "wb") as logf:
                 self.proc = subprocess.Popen(command(server, argv), stdin=subprocess.PIPE, stdout=subprocess.PIPE,

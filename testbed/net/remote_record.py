@@ -37,8 +37,6 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from testbed.net.servers import REPO_ROOT
-
 
 class RemoteRecordError(RuntimeError):
     """A keeper could not be started, or refused or did not answer a request."""
@@ -110,23 +108,16 @@ def keep(label: str) -> int:
 
 
 # -- the front end's side -----------------------------------------------------------------------------------
-def remote_python() -> str:
-    """The Python the keeper runs on: this one's path (``make setup`` puts cdnlab at the same path on every
-    server; ``cdnlab doctor --servers`` checks it)."""
-    return sys.executable
-
-
 class RemoteRecord:
     """The keeper of one run's record on ``server`` (module docstring)."""
 
     timeout = 30.0
 
     def __init__(self, server: str, label: str) -> None:
-        from testbed.net.servers import command
+        from testbed.net.servers import command, module_argv
 
         self.server = server
-        argv = ["env", f"PYTHONPATH={REPO_ROOT}", remote_python(), "-m", "testbed.net.remote_record",
-                "--label", label]
+        argv = module_argv("testbed.net.remote_record", "--label", label)
         self.proc: subprocess.Popen | None = subprocess.Popen(
             command(server, argv), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
             text=True, start_new_session=True)
@@ -183,14 +174,13 @@ class RemoteRecord:
 
 def clean_servers(servers: Sequence[str], force: bool = False) -> dict[str, tuple[int, str]]:
     """``cdnlab clean`` on each server (this machine's own names are skipped): {server: (status, output)}."""
-    from testbed.net.servers import LOCAL_NAMES, command
+    from testbed.net.servers import LOCAL_NAMES, command, module_argv
 
     out = {}
     for server in servers:
         if server in LOCAL_NAMES:
             continue
-        argv = ["env", f"PYTHONPATH={REPO_ROOT}", remote_python(), "-m", "testbed.net.cleanup",
-                *(["--force"] if force else [])]
+        argv = module_argv("testbed.net.cleanup", *(["--force"] if force else []))
         try:
             r = subprocess.run(command(server, argv), capture_output=True, text=True, timeout=120)
             out[server] = (r.returncode, (r.stdout + r.stderr).strip())

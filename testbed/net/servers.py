@@ -129,6 +129,12 @@ def _python(server: str) -> str:
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
+def module_argv(module: str, *args: str, prefix: Sequence[str] = ()) -> list[str]:
+    """``python -m module args`` of this checkout with this Python, as another server runs it (the same paths
+    there), after ``prefix`` (e.g. ``mnexec -n``)."""
+    return ["env", f"PYTHONPATH={REPO_ROOT}", *prefix, sys.executable, "-m", module, *args]
+
+
 def readline(proc: subprocess.Popen, deadline: float) -> str | None:
     assert proc.stdout is not None
     while time.monotonic() < deadline:
