@@ -20,6 +20,7 @@ end, renamed to the link's interface), as ``RemoteSSHLink`` makes it; the server
 from __future__ import annotations
 
 import functools
+import shlex
 import subprocess
 import warnings
 from collections.abc import Sequence
@@ -82,31 +83,58 @@ class ClusterSwitch(RootRemoteMixin, mn_cluster.RemoteOVSSwitch):
     """An Open vSwitch bridge that may run on another server."""
 
 
+def _rcmd_ok(node: Any, script: str) -> None:
+    """Run ``script`` in the root namespace of ``node``'s server; raise with what it printed unless it
+    succeeded. Judged by its exit status, not by silence as Mininet Cluster Edition does: a remote root's
+    shell start-up may print (pyenv's "cannot rehash" on a read-only home)."""
+    script = f"{script} && echo cdnlab-done"
+    result = node.rcmd(["sh", "-c", shlex.quote(script) if node.isRemote else script])  # ssh joins its words
+    if "cdnlab-done" not in result:
+        raise RuntimeError(result.strip() or "failed, saying nothing")
+
+
 class ClusterLink(mn_cluster.RemoteLink):
     """A link; between servers, an SSH Ethernet tunnel made with cdnlab's ssh (module docstring)."""
+
+    @staticmethod
+    def moveIntf(intf: Any, node: Any) -> bool:  # noqa: N802 - Mininet's name
+        """Move a tunnel's interface from its server's root namespace into ``node``'s."""
+        try:
+            _rcmd_ok(node, f"ip link set {intf} netns {node.pid}")
+        except RuntimeError as e:
+            raise RuntimeError(f"cannot move {intf} into {node} on {node.server}: {e}") from None
+        return True
 
     def makeTunnel(self, node1: Any, node2: Any, intfname1: str, intfname2: str, addr1: str | None = None,
                    addr2: str | None = None) -> Popen:
         assert node1.server != node2.server
         if node2.server == "localhost":
             return self.makeTunnel(node2, node1, intfname2, intfname1, addr2, addr1)
+        made = []
         for node in (node1, node2):
-            result = node.rcmd("ip tuntap add dev tap9 mode tap user root")
-            if result:
-                raise RuntimeError(f"cannot make tap9 on {node.server} for {node}: {result.strip()}")
+            try:
+                _rcmd_ok(node, "ip tuntap add dev tap9 mode tap user root")
+            except RuntimeError as e:
+                for other in made:  # the tap made on the first server would block the next tunnel there
+                    other.rcmd(["ip", "link", "del", "tap9"])
+                hint = " (no /dev/net/tun there: `modprobe tun` makes it)" if "No such file" in str(e) else ""
+                raise RuntimeError(f"cannot make tap9 on {node.server} for {node}: {e}{hint}") from None
+            made.append(node)
         cmd = [*ssh_base(tty=False), "-n", "-o", "Tunnel=Ethernet", "-w", "9:9", node2.dest, "echo @"]
         self.cmd = cmd
         tunnel = node1.rpopen(cmd, sudo=False)
-        ch = decode(tunnel.stdout.read(1))
-        if ch != "@":
-            rest = decode(tunnel.stdout.read())
+        said = []  # what the remote shell printed before the "@" (start-up noise), or instead of it
+        while (line := decode(tunnel.stdout.readline())) and line.strip() != "@":
+            said.append(line)
+        if not line:
             raise RuntimeError(f"no SSH tunnel from {node1.server} to {node2.server} for {node1}-{node2} "
-                               f"({' '.join(cmd)}): {(ch + rest).strip()}")
+                               f"({' '.join(cmd)}): {''.join(said).strip()}")
         for node in (node1, node2):
             self.moveIntf("tap9", node)
         for node, intf, addr in ((node1, intfname1, addr1), (node2, intfname2, addr2)):
-            result = node.cmd("ip link set tap9 name", intf, *(("address", addr) if addr else ()))
-            if result:
+            result = node.cmd("ip link set tap9 name", intf, *(("address", addr) if addr else ()),
+                              "&& echo cdnlab-done")  # its exit status, not silence (_rcmd_ok)
+            if "cdnlab-done" not in result:
                 raise RuntimeError(f"cannot rename tap9 to {intf} on {node}: {result.strip()}")
         return tunnel
 
@@ -181,6 +209,7 @@ class _RelayEnd:
         self.beside = beside
         self.name = f"relay{relay.number}"
         self.server, self.serverIP, self.dest = beside.server, beside.serverIP, beside.dest
+        self.isRemote = beside.isRemote  # noqa: N815 - Mininet Cluster Edition's name
         self.pid = relay.ns_pid
 
     def __str__(self) -> str:

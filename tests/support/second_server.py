@@ -5,8 +5,8 @@ Cluster Edition's clean-up included, from touching this machine's processes; whe
 sshd, ends, the kernel ends everything else there.)
 
 The server's network namespace is named (``ip netns``: ``cdnlab-srv-<id>``); its mount namespace has a tmpfs
-on ``/run`` (so ``/run/openvswitch`` and ``/run/sshd`` are its own) and its own ``/etc/openvswitch`` and
-``/var/log/openvswitch`` (directories of the test's), so ``ovs-vsctl`` run there over SSH talks to the
+on ``/run`` (so ``/run/openvswitch`` and ``/run/sshd`` are its own) and its own ``/etc/openvswitch``,
+``/var/log/openvswitch`` and ``/etc/shadow`` (directories of the test's), so ``ovs-vsctl`` run there over SSH talks to the
 server's own database; its host name is ``cdnlab-server2``. The LAN is a /30 that clashes with no network
 of this machine (:func:`free_lan`; 172.31.254.0/30 where free): this machine has its first address, the
 server the second. :meth:`SecondServer.stop` stops
@@ -105,6 +105,11 @@ class SecondServer:
             f"mount --bind {d / 'etc-ovs'} /etc/openvswitch",
             f"mount --bind {d / 'log-ovs'} /var/log/openvswitch",
             f"hostname {HOSTNAME}",
+            # root's password locked ('!', as in the VM of `make test-vm`) makes an sshd without PAM refuse
+            # even a key ("account is locked"): the server gets its own /etc/shadow with root's key login open
+            f"sed 's/^root:!/root:*/' /etc/shadow > {d / 'shadow'}",
+            f"chmod 600 {d / 'shadow'}",
+            f"mount --bind {d / 'shadow'} /etc/shadow",
             f"({OVS_CTL} start --system-id=random > {d / 'ovs-start.log'} 2>&1)",
             f"exec {SSHD} -D -e -f {d / 'sshd_config'}",
         ])

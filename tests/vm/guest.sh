@@ -2,7 +2,7 @@
 # Runs inside the VM that `make test-vm` boots (tests/vm/run.py): Debian's own kernel, so netem and Open
 # vSwitch's kernel datapath exist. Loads both modules, starts OVS on the kernel datapath with its database
 # on tmpfs (the guest sees the host's files read-only, and ovsdb-server cannot make its temporary file on
-# the shared 9p /tmp), then runs the Mininet tier's VM subset (`-m vm`) with --links netem --datapath kernel.
+# the shared 9p /tmp), then runs the Mininet tier's VM subset (`-m "vm and not slow"`) with --links netem --datapath kernel.
 # Writes test-artifacts/vm/guest.json (what the guest had) and junit.xml (what ran); the host reads both.
 # Usage: guest.sh REPO ACCEL [PYTEST_ARGS...]  or  guest.sh REPO ACCEL --exec FILE  (ACCEL: kvm or tcg; under tcg timing is coarse, and the
 # tests that measure time assert only what TCG honours: see the exact_timing fixture)
@@ -17,6 +17,7 @@ facts() {  # guest.json: kernel, netem, datapath, and the step that failed if on
 netem=false; datapath=none
 modprobe sch_netem && netem=true
 modprobe openvswitch || { facts "modprobe openvswitch"; exit 3; }
+modprobe tun  # /dev/net/tun: the SSH tunnels of a cut link between servers (tests/mininet/test_cluster_cdn.py)
 mkdir -p /run/ovs /var/run/openvswitch
 ovsdb-tool create /run/ovs/conf.db /usr/share/openvswitch/vswitch.ovsschema || { facts "ovsdb-tool create"; exit 4; }
 /usr/share/openvswitch/scripts/ovs-ctl start --db-file=/run/ovs/conf.db --system-id=random --no-mlockall \
@@ -39,7 +40,8 @@ if [ "${1:-}" = --exec ]; then  # run.py --exec: one command instead of the tier
 fi
 # The bandwidth trace's relay case runs in `make test` (the relay is the same process on either datapath);
 # here, where students' links are netem, it cost 165 s of CI's 60 minutes under TCG: its netem case runs.
-.venv/bin/python -m pytest -v -p no:cacheprovider -m vm --links netem --datapath kernel \
+# `slow` VM tests (a cut link between two servers with netem: 7 min) run when asked: VM_ARGS='-- -m vm -k NAME'.
+.venv/bin/python -m pytest -v -p no:cacheprovider -m "vm and not slow" --links netem --datapath kernel \
   --deselect "tests/mininet/test_traces_mininet.py::test_a_trace_changes_the_links_rate_on_schedule[relay]" \
   --junitxml="$out/junit.xml" -o junit_family=xunit2 "$@" 2>&1 | tee "$out/pytest.log"
 exit "${PIPESTATUS[0]}"
