@@ -121,8 +121,11 @@ def command(server: str, argv: Sequence[str]) -> list[str]:
 
 
 def _python(server: str) -> str:
-    """The Python the facts are asked with: the system's (Debian's mininet is visible to it only), else ours."""
-    return sys.executable if server in LOCAL_NAMES and not Path("/usr/bin/python3").exists() else "/usr/bin/python3"
+    """The Python the facts are asked with: ``/usr/bin/python3``, since Debian's mininet is visible to it
+    only. On this machine, if it has none, the Python running cdnlab (whose facts then say what is missing)."""
+    if server in LOCAL_NAMES and not Path("/usr/bin/python3").exists():
+        return sys.executable
+    return "/usr/bin/python3"
 
 
 #: this checkout of cdnlab (every server of a run needs it at the same path: docs/cluster.md)
